@@ -1,0 +1,79 @@
+# meshmetrics build, test and generation targets. `make help` lists them.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/.bin
+PROTO_ROOT := adapter/mixerpb/proto
+GOGO_DIR = $(shell $(GO) list -m -f '{{.Dir}}' github.com/gogo/protobuf)
+GOOGLEAPIS_DIR = $(shell $(GO) list -m -f '{{.Dir}}' github.com/gogo/googleapis)
+MODULE := github.com/meshmetrics/meshmetrics
+
+# Import-path mappings so that gogo-generated code uses gogo's well-known types.
+GOGO_M := Mgoogle/protobuf/any.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/duration.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/timestamp.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/descriptor.proto=github.com/gogo/protobuf/protoc-gen-gogo/descriptor,Mgoogle/rpc/status.proto=github.com/gogo/googleapis/google/rpc
+
+.PHONY: help run demo test test-unit test-race check-generated generate tools deps bench image lint fmt vet
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+run: ## run the adapter on its embedded default (Prometheus exposition on :42422/metrics, gRPC on :50000)
+	$(GO) run ./cmd/meshmetrics
+
+demo: ## start the adapter, drive it with mockmixer and the samples, print the series
+	./cmd/mockmixer/demo.sh
+
+test: deps check-generated vet test-race ## every test (installs protoc and prometheus when absent)
+
+test-race: ## go test -race ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-unit: ## go test ./... without the race detector
+	$(GO) test -count=1 ./...
+
+vet: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+deps: ## install the Debian packages the tests need (protoc, prometheus) when absent
+	./.ci/install-deps
+
+tools: ## build the pinned protoc plugins into .bin/
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/gogo/protobuf/protoc-gen-gogofaster
+
+GEN_TMP := $(CURDIR)/.gen
+
+generate: tools ## regenerate protobuf code, descriptors and the adapter/template CRs
+	rm -rf $(GEN_TMP) && mkdir -p $(GEN_TMP)
+	cd $(PROTO_ROOT) && for dir in policy/v1beta1 mixer/adapter/model/v1beta1 mixer/template/metric; do \
+	  protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
+	    -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf -I $(GOOGLEAPIS_DIR) \
+	    --gogofaster_out=plugins=grpc,$(GOGO_M):$(GEN_TMP) $$dir/*.proto || exit 1; done
+	cd config && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
+	  -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf \
+	  --gogofaster_out=$(GOGO_M):$(GEN_TMP) config.proto
+	for d in policypb modelpb metricpb; do \
+	  rm -f adapter/mixerpb/$$d/*.pb.go; mkdir -p adapter/mixerpb/$$d; \
+	  cp $(GEN_TMP)/$(MODULE)/adapter/mixerpb/$$d/*.pb.go adapter/mixerpb/$$d/; done
+	cp $(GEN_TMP)/$(MODULE)/config/config.pb.go config/config.pb.go
+	cd config && protoc -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf \
+	  --include_imports --include_source_info --descriptor_set_out=config.proto_descriptor config.proto
+	cd $(PROTO_ROOT) && protoc -I . -I $(GOGO_DIR)/protobuf \
+	  --include_imports --include_source_info \
+	  --descriptor_set_out=../metricpb/template_handler_service.descriptor_set \
+	  mixer/template/metric/template_handler_service.proto
+	$(GO) run ./config/gencr -adapter-descriptor config/config.proto_descriptor \
+	  -template-descriptor adapter/mixerpb/metricpb/template_handler_service.descriptor_set \
+	  -out deploy/kubernetes
+	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
+	rm -rf $(GEN_TMP)
+
+check-generated: deps ## fail when generated files differ from what `make generate` writes
+	./.ci/check-generated
+
+bench: ## run the benchmark harness (see docs/BENCHMARKS.md)
+	./docs/bench/run.sh
+
+image: ## build the container image (needs a Docker engine)
+	docker build -f deploy/Dockerfile -t meshmetrics:dev .
