@@ -1,0 +1,68 @@
+// Package config is the adapter's configuration: the handler Params proto
+// (config.proto) and its generated code, how Params are decoded from Mixer's
+// adapter_config, their defaults and validation, and the defaults of the
+// process flags. Every default lives here, once.
+package config
+
+import "time"
+
+// Params defaults. Zero values in Params mean "use the default".
+const (
+	DefaultNamespace = "istio"
+
+	DefaultLibratoURL                = "https://metrics-api.librato.com"
+	DefaultLibratoPeriod             = 60 * time.Second
+	MinLibratoPeriod                 = time.Second
+	MaxLibratoMeasurementsTagged     = 1000
+	MaxLibratoMeasurementsLegacy     = 300
+	DefaultLibratoMaxRequestBytes    = 1 << 20
+	DefaultLibratoQueueSize          = 100000
+	DefaultLibratoRequestTimeout     = 10 * time.Second
+	DefaultLibratoMaxRetryElapsed    = 5 * time.Minute
+	DefaultRemoteWriteInterval       = 15 * time.Second
+	DefaultRemoteWriteMaxSamples     = 2000
+	DefaultRemoteWriteCapacity       = 100000
+	DefaultRemoteWriteTimeout        = 30 * time.Second
+	DefaultRemoteWriteMinBackoff     = 30 * time.Millisecond
+	DefaultRemoteWriteMaxBackoff     = 5 * time.Second
+	DefaultRemoteWriteMaxRetryElapse = 5 * time.Minute
+	DefaultMaxSeriesPerMetric        = 50000
+	DefaultMaxLabelValueLength       = 1024
+)
+
+// DefaultBuckets are client_golang's DefBuckets, used by Istio's adapter for a
+// DISTRIBUTION without buckets.
+var DefaultBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// Process defaults: the flags of cmd/meshmetrics.
+const (
+	DefaultGRPCAddress = ":50000"
+	// DefaultHTTPAddress is Istio's Prometheus adapter port, which Mixer's
+	// telemetry Service already exposes as `prometheus`.
+	DefaultHTTPAddress = ":42422"
+	// DefaultMaxRecvMsgSize is far above grpc-go's 4 MiB default: Mixer sends a
+	// whole Report batch in one call and puts no cap on its size.
+	DefaultMaxRecvMsgSize = 64 << 20
+	// DefaultMaxInstancesPerRequest refuses requests that would hold the
+	// ingest path for too long.
+	DefaultMaxInstancesPerRequest = 200000
+	DefaultMaxConnectionAge       = 60 * time.Second
+	DefaultMaxConnectionAgeGrace  = 30 * time.Second
+	DefaultKeepaliveTime          = 30 * time.Second
+	DefaultKeepaliveTimeout       = 10 * time.Second
+	// DefaultQueueCapacity is the number of instances that may wait between
+	// HandleMetric and each sink.
+	DefaultQueueCapacity = 1000000
+	// DefaultMaxSeries caps the series one sink holds, across handlers.
+	DefaultMaxSeries        = 250000
+	DefaultHandlerCacheSize = 64
+	// DefaultHandlerIdleTimeout: a handler config unused for this long is
+	// flushed and closed.
+	DefaultHandlerIdleTimeout = 10 * time.Minute
+	// DefaultDedupTTL: a dedup_id seen again within this window is ignored.
+	DefaultDedupTTL        = time.Minute
+	DefaultShutdownTimeout = 25 * time.Second
+	// DefaultLogEvery rate-limits repeated errors: at most one line per key
+	// per interval, with a count of those suppressed.
+	DefaultLogEvery = 10 * time.Second
+)

@@ -1,0 +1,471 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"reflect"
+	"strings"
+)
+
+// Type URLs accepted in adapter_config.
+const (
+	// TypeURL is what Mixer sends for handlers of the meshmetrics adapter CR.
+	TypeURL = "type.googleapis.com/adapter.meshmetrics.config.Params"
+	// LegacyLibratoTypeURL is what Mixer sends when the seed librato adapter's
+	// CR is still installed and only the handler's address points here. Its
+	// fields 1 and 2 are ours too, so its bytes decode as Params.
+	LegacyLibratoTypeURL = "type.googleapis.com/adapter.librato.config.Params"
+)
+
+// ErrInvalid wraps every error of Decode and Normalize: the config, not the
+// adapter, is at fault (gRPC InvalidArgument).
+var ErrInvalid = errors.New("invalid handler config")
+
+// FieldError is one problem with one field, named by its proto path.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e FieldError) String() string { return e.Field + ": " + e.Message }
+
+// FieldErrors lists every problem found in a Params, so that an operator can
+// fix them in one go.
+type FieldErrors []FieldError
+
+func (fe FieldErrors) Error() string {
+	parts := make([]string, len(fe))
+	for i, e := range fe {
+		parts[i] = e.String()
+	}
+	return fmt.Sprintf("%s: %s", ErrInvalid, strings.Join(parts, "; "))
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (fe FieldErrors) Unwrap() error { return ErrInvalid }
+
+// Decode reads Params from the type URL and bytes of Mixer's adapter_config.
+// An absent adapter_config (an adapter CR without a descriptor) and an empty
+// value (a handler without params) both give empty Params.
+func Decode(present bool, typeURL, value []byte) (*Params, error) {
+	p := &Params{}
+	if !present {
+		return p, nil
+	}
+	switch string(typeURL) {
+	case TypeURL, LegacyLibratoTypeURL:
+	default:
+		return nil, fmt.Errorf("%w: adapter_config has type_url %q; want %q (is the handler's adapter the meshmetrics adapter CR?)",
+			ErrInvalid, truncate(string(typeURL), 200), TypeURL)
+	}
+	if err := p.Unmarshal(value); err != nil {
+		return nil, fmt.Errorf("%w: adapter_config value does not decode as %s: %v", ErrInvalid, TypeURL, err)
+	}
+	return p, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// Sinks says which sinks a Params feeds.
+type Sinks struct {
+	Exposition  bool
+	RemoteWrite bool
+	Librato     bool
+}
+
+// SinksOf applies the rule documented on Params: exposition when the
+// prometheus block asks for it or when no sink block is given at all.
+func SinksOf(p *Params) Sinks {
+	s := Sinks{Librato: p.Librato != nil}
+	if p.Prometheus != nil {
+		s.Exposition = !p.Prometheus.DisableExposition
+		s.RemoteWrite = p.Prometheus.RemoteWrite != nil && p.Prometheus.RemoteWrite.Url != ""
+	} else {
+		s.Exposition = p.Librato == nil
+	}
+	return s
+}
+
+// Normalize returns a copy of p with the seed adapter's fields moved into the
+// librato block and every default filled in, or the list of what is wrong.
+// Normalize(Normalize(p)) equals Normalize(p).
+func Normalize(in *Params) (*Params, error) {
+	p := &Params{}
+	data, err := in.Marshal()
+	if err == nil {
+		err = p.Unmarshal(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var errs FieldErrors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+
+	//nolint:staticcheck // the deprecated fields are read only to migrate them.
+	if p.LibratoEmail != "" || p.LibratoToken != "" {
+		if p.Librato != nil {
+			add("librato_email", "set either librato or the deprecated librato_email/librato_token, not both")
+		} else {
+			p.Librato = &LibratoParams{Email: p.LibratoEmail, Token: p.LibratoToken}
+		}
+		p.LibratoEmail, p.LibratoToken = "", ""
+	}
+
+	p.Limits = normalizeLimits(p.Limits, add)
+	normalizeMetrics(p, add)
+	if p.MetricsExpirationPolicy != nil {
+		ep := p.MetricsExpirationPolicy
+		if ep.MetricsExpiryDuration <= 0 {
+			add("metrics_expiration_policy.metrics_expiry_duration", "must be > 0")
+		}
+		if ep.ExpiryCheckIntervalDuration < 0 {
+			add("metrics_expiration_policy.expiry_check_interval_duration", "must be >= 0")
+		}
+		if ep.ExpiryCheckIntervalDuration == 0 {
+			ep.ExpiryCheckIntervalDuration = ep.MetricsExpiryDuration / 2
+		}
+	}
+	if p.Librato != nil {
+		normalizeLibrato(p.Librato, add)
+	}
+	if p.Prometheus != nil && p.Prometheus.RemoteWrite != nil {
+		normalizeRemoteWrite(p.Prometheus.RemoteWrite, add)
+	}
+	if len(p.Metrics) == 0 && SinksOf(p).Exposition {
+		add("metrics", "required for Prometheus exposition (only Librato can take instances without a metrics list)")
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return p, nil
+}
+
+func normalizeLimits(l *Limits, add func(string, string, ...any)) *Limits {
+	if l == nil {
+		l = &Limits{}
+	}
+	if l.MaxSeriesPerMetric < 0 {
+		add("limits.max_series_per_metric", "must be >= 0")
+	}
+	if l.MaxSeriesPerMetric == 0 {
+		l.MaxSeriesPerMetric = DefaultMaxSeriesPerMetric
+	}
+	if l.MaxLabelValueLength < 0 {
+		add("limits.max_label_value_length", "must be >= 0")
+	}
+	if l.MaxLabelValueLength == 0 {
+		l.MaxLabelValueLength = DefaultMaxLabelValueLength
+	}
+	return l
+}
+
+func normalizeMetrics(p *Params, add func(string, string, ...any)) {
+	fullNames := map[string]int{}
+	for i, m := range p.Metrics {
+		f := fmt.Sprintf("metrics[%d]", i)
+		if m == nil {
+			add(f, "must not be null")
+			continue
+		}
+		if strings.TrimSpace(m.InstanceName) == "" {
+			add(f+".instance_name", "required")
+		} else if strings.ContainsAny(m.InstanceName, " \t\n/") {
+			add(f+".instance_name", "%q is not an instance name", m.InstanceName)
+		}
+		if m.Namespace == "" {
+			m.Namespace = DefaultNamespace
+		}
+		if m.Name == "" {
+			m.Name = ShortInstanceName(m.InstanceName)
+		}
+		if m.Description == "" {
+			m.Description = m.Name
+		}
+		switch m.Kind {
+		case Params_MetricInfo_GAUGE, Params_MetricInfo_COUNTER, Params_MetricInfo_DISTRIBUTION:
+		case Params_MetricInfo_UNSPECIFIED:
+			add(f+".kind", "required: GAUGE, COUNTER or DISTRIBUTION")
+		default:
+			add(f+".kind", "unknown kind %d", m.Kind)
+		}
+		if _, ok := DurationUnit_name[int32(m.DurationUnit)]; !ok {
+			add(f+".duration_unit", "unknown unit %d", m.DurationUnit)
+		}
+		seen := map[string]bool{}
+		for j, l := range m.LabelNames {
+			switch {
+			case l == "":
+				add(fmt.Sprintf("%s.label_names[%d]", f, j), "must not be empty")
+			case seen[l]:
+				add(fmt.Sprintf("%s.label_names[%d]", f, j), "%q is listed twice", l)
+			}
+			seen[l] = true
+		}
+		if m.Buckets != nil && m.Kind != Params_MetricInfo_DISTRIBUTION && m.Kind != Params_MetricInfo_UNSPECIFIED {
+			add(f+".buckets", "only a DISTRIBUTION has buckets")
+		}
+		if m.Kind == Params_MetricInfo_DISTRIBUTION {
+			if _, err := BucketBounds(m.Buckets); err != nil {
+				add(f+".buckets", "%v", err)
+			}
+		}
+		full := m.Namespace + "/" + m.Name
+		if j, dup := fullNames[full]; dup {
+			add(f+".name", "metric %q in namespace %q is already defined by metrics[%d]", m.Name, m.Namespace, j)
+		}
+		fullNames[full] = i
+	}
+}
+
+// BucketBounds returns the finite upper bounds of a DISTRIBUTION's buckets,
+// computed as Istio's adapter does (client_golang's Linear/ExponentialBuckets
+// with n+1 buckets), or DefaultBuckets when b is nil.
+func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
+	if b == nil || b.Definition == nil {
+		return append([]float64(nil), DefaultBuckets...), nil
+	}
+	switch d := b.Definition.(type) {
+	case *Params_MetricInfo_BucketsDefinition_LinearBuckets:
+		l := d.LinearBuckets
+		if l == nil || l.NumFiniteBuckets <= 0 {
+			return nil, errors.New("linear_buckets.num_finite_buckets must be > 0")
+		}
+		if !(l.Width > 0) || math.IsInf(l.Width, 0) || math.IsNaN(l.Offset) || math.IsInf(l.Offset, 0) {
+			return nil, errors.New("linear_buckets.width must be > 0 and offset finite")
+		}
+		out := make([]float64, l.NumFiniteBuckets+1)
+		for i := range out {
+			out[i] = l.Offset + float64(i)*l.Width
+		}
+		return out, nil
+	case *Params_MetricInfo_BucketsDefinition_ExponentialBuckets:
+		e := d.ExponentialBuckets
+		if e == nil || e.NumFiniteBuckets <= 0 {
+			return nil, errors.New("exponential_buckets.num_finite_buckets must be > 0")
+		}
+		if !(e.GrowthFactor > 1) || !(e.Scale > 0) || math.IsInf(e.GrowthFactor, 0) || math.IsInf(e.Scale, 0) {
+			return nil, errors.New("exponential_buckets needs growth_factor > 1 and scale > 0")
+		}
+		out := make([]float64, e.NumFiniteBuckets+1)
+		for i, x := 0, e.Scale; i < len(out); i, x = i+1, x*e.GrowthFactor {
+			if math.IsInf(x, 0) {
+				return nil, errors.New("exponential_buckets overflow float64")
+			}
+			out[i] = x
+		}
+		return out, nil
+	case *Params_MetricInfo_BucketsDefinition_ExplicitBuckets:
+		if d.ExplicitBuckets == nil || len(d.ExplicitBuckets.Bounds) == 0 {
+			return nil, errors.New("explicit_buckets.bounds must not be empty")
+		}
+		out := append([]float64(nil), d.ExplicitBuckets.Bounds...)
+		for i, x := range out {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return nil, fmt.Errorf("explicit_buckets.bounds[%d] must be finite", i)
+			}
+			if i > 0 && !(x > out[i-1]) {
+				return nil, fmt.Errorf("explicit_buckets.bounds must increase strictly (bounds[%d] = %g)", i, x)
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.New("unknown bucket definition")
+}
+
+func normalizeLibrato(l *LibratoParams, add func(string, string, ...any)) {
+	if l.Url == "" {
+		l.Url = DefaultLibratoURL
+	}
+	checkURL("librato.url", l.Url, add)
+	sources := 0
+	for _, s := range []string{l.Token, l.TokenPath, l.TokenEnv} {
+		if s != "" {
+			sources++
+		}
+	}
+	switch {
+	case sources == 0:
+		add("librato.token_path", "a token is required: set token_path (a mounted Secret), token_env or token")
+	case sources > 1:
+		add("librato.token", "set only one of token, token_path and token_env")
+	}
+	if l.Period == 0 {
+		l.Period = DefaultLibratoPeriod
+	}
+	if l.Period < MinLibratoPeriod {
+		add("librato.period", "must be at least %s", MinLibratoPeriod)
+	} else if l.Period%MinLibratoPeriod != 0 {
+		add("librato.period", "must be a whole number of seconds (Librato's period is in seconds)")
+	}
+	maxPerRequest := int32(MaxLibratoMeasurementsTagged)
+	if l.Api == LibratoParams_LEGACY {
+		maxPerRequest = MaxLibratoMeasurementsLegacy
+	} else if l.Api != LibratoParams_TAGGED {
+		add("librato.api", "unknown api %d", l.Api)
+	}
+	if l.MaxMeasurementsPerRequest == 0 {
+		l.MaxMeasurementsPerRequest = maxPerRequest
+	}
+	if l.MaxMeasurementsPerRequest < 0 || l.MaxMeasurementsPerRequest > maxPerRequest {
+		add("librato.max_measurements_per_request", "must be between 1 and %d", maxPerRequest)
+	}
+	if l.MaxRequestBytes == 0 {
+		l.MaxRequestBytes = DefaultLibratoMaxRequestBytes
+	}
+	if l.MaxRequestBytes < 1024 {
+		add("librato.max_request_bytes", "must be at least 1024")
+	}
+	if l.QueueSize == 0 {
+		l.QueueSize = DefaultLibratoQueueSize
+	}
+	if l.QueueSize < 0 {
+		add("librato.queue_size", "must be > 0")
+	}
+	if l.RequestTimeout == 0 {
+		l.RequestTimeout = DefaultLibratoRequestTimeout
+	}
+	if l.RequestTimeout < 0 {
+		add("librato.request_timeout", "must be > 0")
+	}
+	if l.MaxRetryElapsed == 0 {
+		l.MaxRetryElapsed = DefaultLibratoMaxRetryElapsed
+	}
+	if l.MaxRetryElapsed < 0 {
+		add("librato.max_retry_elapsed", "must be > 0")
+	}
+}
+
+func normalizeRemoteWrite(rw *RemoteWrite, add func(string, string, ...any)) {
+	if rw.Url == "" {
+		add("prometheus.remote_write.url", "required")
+	} else {
+		checkURL("prometheus.remote_write.url", rw.Url, add)
+	}
+	if rw.Interval == 0 {
+		rw.Interval = DefaultRemoteWriteInterval
+	}
+	if rw.MaxSamplesPerSend == 0 {
+		rw.MaxSamplesPerSend = DefaultRemoteWriteMaxSamples
+	}
+	if rw.Capacity == 0 {
+		rw.Capacity = DefaultRemoteWriteCapacity
+	}
+	if rw.Timeout == 0 {
+		rw.Timeout = DefaultRemoteWriteTimeout
+	}
+	if rw.MinBackoff == 0 {
+		rw.MinBackoff = DefaultRemoteWriteMinBackoff
+	}
+	if rw.MaxBackoff == 0 {
+		rw.MaxBackoff = DefaultRemoteWriteMaxBackoff
+	}
+	if rw.MaxRetryElapsed == 0 {
+		rw.MaxRetryElapsed = DefaultRemoteWriteMaxRetryElapse
+	}
+	for field, d := range map[string]int64{"interval": int64(rw.Interval), "timeout": int64(rw.Timeout),
+		"min_backoff": int64(rw.MinBackoff), "max_backoff": int64(rw.MaxBackoff), "max_retry_elapsed": int64(rw.MaxRetryElapsed)} {
+		if d < 0 {
+			add("prometheus.remote_write."+field, "must be > 0")
+		}
+	}
+	if rw.MinBackoff > rw.MaxBackoff {
+		add("prometheus.remote_write.min_backoff", "must not exceed max_backoff")
+	}
+	if rw.MaxSamplesPerSend < 0 {
+		add("prometheus.remote_write.max_samples_per_send", "must be > 0")
+	}
+	if rw.Capacity < rw.MaxSamplesPerSend {
+		add("prometheus.remote_write.capacity", "must be at least max_samples_per_send (%d)", rw.MaxSamplesPerSend)
+	}
+	if ba := rw.BasicAuth; ba != nil {
+		if ba.Username == "" {
+			add("prometheus.remote_write.basic_auth.username", "required")
+		}
+		if ba.Password != "" && ba.PasswordFile != "" {
+			add("prometheus.remote_write.basic_auth.password", "set password or password_file, not both")
+		}
+	}
+	for k := range rw.Headers {
+		switch strings.ToLower(k) {
+		case "content-encoding", "content-type", "user-agent", "x-prometheus-remote-write-version":
+			add("prometheus.remote_write.headers", "%q is set by the remote-write protocol and cannot be overridden", k)
+		}
+	}
+}
+
+func checkURL(field, raw string, add func(string, string, ...any)) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add(field, "%q is not an http(s) URL", raw)
+	}
+}
+
+// ShortInstanceName is an instance's own name without kind and namespace:
+// "requestcount" for "requestcount.instance.istio-system" (and for the legacy
+// "requestcount.metric.istio-system" of Istio 1.1). A name that is not fully
+// qualified is returned unchanged.
+func ShortInstanceName(fq string) string {
+	last := strings.LastIndexByte(fq, '.')
+	if last <= 0 {
+		return fq
+	}
+	kind := strings.LastIndexByte(fq[:last], '.')
+	if kind <= 0 {
+		return fq
+	}
+	return fq[:kind]
+}
+
+// Redacted is a copy of p with every secret replaced, safe to log or show.
+// Secrets are the fields tagged `secret:"true"` in config.proto.
+func Redacted(p *Params) *Params {
+	if p == nil {
+		return nil
+	}
+	out := &Params{}
+	data, err := p.Marshal()
+	if err != nil || out.Unmarshal(data) != nil {
+		return &Params{}
+	}
+	redact(reflect.ValueOf(out).Elem())
+	return out
+}
+
+// RedactedValue is what a secret is replaced with.
+const RedactedValue = "[REDACTED]"
+
+func redact(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Ptr, reflect.Interface:
+		if !v.IsNil() {
+			redact(v.Elem())
+		}
+	case reflect.Slice:
+		for i := 0; i < v.Len(); i++ {
+			redact(v.Index(i))
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Field(i)
+			if t.Field(i).Tag.Get("secret") == "true" && f.Kind() == reflect.String {
+				if f.String() != "" {
+					f.SetString(RedactedValue)
+				}
+				continue
+			}
+			if f.CanSet() || f.Kind() == reflect.Ptr || f.Kind() == reflect.Slice || f.Kind() == reflect.Interface {
+				redact(f)
+			}
+		}
+	}
+}

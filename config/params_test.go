@@ -1,0 +1,230 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
+	"github.com/meshmetrics/meshmetrics/adapter/wire"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// TestDecodeSortedKeyParams decodes params bytes as Mixer writes them: in
+// sorted-key order (instance_name, kind, label_names, name), which is not
+// field-number order. Bytes are never compared with a canonical marshal.
+func TestDecodeSortedKeyParams(t *testing.T) {
+	raw, err := golden.ReadHex("handlemetric-analyticcounter.hex")
+	require.NoError(t, err)
+	var r wire.Request
+	require.NoError(t, r.Parse(raw))
+
+	p, err := config.Decode(r.AdapterConfig.Present, r.AdapterConfig.TypeURL, r.AdapterConfig.Value)
+	require.NoError(t, err)
+	require.Len(t, p.Metrics, 1)
+	m := p.Metrics[0]
+	require.Equal(t, "analyticcounter.instance.istio-system", m.InstanceName)
+	require.Equal(t, config.Params_MetricInfo_COUNTER, m.Kind)
+	require.Equal(t, []string{"path"}, m.LabelNames)
+	require.Equal(t, "damage_requests", m.Name)
+
+	canonical, err := p.Marshal()
+	require.NoError(t, err)
+	require.NotEqual(t, r.AdapterConfig.Value, canonical, "sorted-key bytes differ from field order; only decoding may be compared")
+}
+
+func TestDecode(t *testing.T) {
+	valid, err := (&config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE}}}).Marshal()
+	require.NoError(t, err)
+	tests := []struct {
+		name    string
+		present bool
+		typeURL string
+		value   []byte
+		metrics int
+		errText string
+	}{
+		{"absent config", false, "", nil, 0, ""},
+		{"empty params", true, config.TypeURL, nil, 0, ""},
+		{"meshmetrics params", true, config.TypeURL, valid, 1, ""},
+		{"seed librato adapter's type", true, config.LegacyLibratoTypeURL, []byte{0x0a, 0x01, 'e', 0x12, 0x01, 't'}, 0, ""},
+		{"wrong type", true, "type.googleapis.com/adapter.prometheus.config.Params", valid, 0, `type_url "type.googleapis.com/adapter.prometheus.config.Params"`},
+		{"garbage", true, config.TypeURL, []byte{0xff, 0xff, 0xff}, 0, "does not decode"},
+		{"truncated", true, config.TypeURL, valid[:len(valid)-1], 0, "does not decode"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := config.Decode(tc.present, []byte(tc.typeURL), tc.value)
+			if tc.errText != "" {
+				require.ErrorIs(t, err, config.ErrInvalid)
+				require.ErrorContains(t, err, tc.errText)
+				return
+			}
+			require.NoError(t, err)
+			require.Len(t, p.Metrics, tc.metrics)
+		})
+	}
+}
+
+func TestNormalizeFillsDefaults(t *testing.T) {
+	in := &config.Params{
+		Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "requestcount.instance.istio-system", Kind: config.Params_MetricInfo_COUNTER},
+			{InstanceName: "requestduration", Kind: config.Params_MetricInfo_DISTRIBUTION, Name: "request_duration_seconds", Namespace: "mesh"},
+		},
+		Librato:    &config.LibratoParams{TokenPath: "/etc/librato/token"},
+		Prometheus: &config.PrometheusParams{RemoteWrite: &config.RemoteWrite{Url: "http://prom:9090/api/v1/write"}},
+	}
+	p, err := config.Normalize(in)
+	require.NoError(t, err)
+	require.Empty(t, in.Metrics[0].Name, "Normalize must not modify its input")
+
+	require.Equal(t, "istio", p.Metrics[0].Namespace)
+	require.Equal(t, "requestcount", p.Metrics[0].Name)
+	require.Equal(t, "requestcount", p.Metrics[0].Description)
+	require.Equal(t, "mesh", p.Metrics[1].Namespace)
+	require.Equal(t, config.DefaultLibratoURL, p.Librato.Url)
+	require.Equal(t, 60*time.Second, p.Librato.Period)
+	require.EqualValues(t, 1000, p.Librato.MaxMeasurementsPerRequest)
+	require.Equal(t, 15*time.Second, p.Prometheus.RemoteWrite.Interval)
+	require.EqualValues(t, 2000, p.Prometheus.RemoteWrite.MaxSamplesPerSend)
+	require.EqualValues(t, config.DefaultMaxSeriesPerMetric, p.Limits.MaxSeriesPerMetric)
+	require.Equal(t, config.Sinks{Exposition: true, RemoteWrite: true, Librato: true}, config.SinksOf(p))
+
+	again, err := config.Normalize(p)
+	require.NoError(t, err)
+	require.True(t, p.Equal(again), "Normalize must be idempotent")
+}
+
+func TestNormalizeMigratesSeedLibratoParams(t *testing.T) {
+	//nolint:staticcheck // exercising the deprecated fields is the point.
+	p, err := config.Normalize(&config.Params{LibratoEmail: "ops@example.com", LibratoToken: "s3cret"})
+	require.NoError(t, err)
+	require.Equal(t, "ops@example.com", p.Librato.Email)
+	require.Equal(t, "s3cret", p.Librato.Token)
+	require.Equal(t, config.Sinks{Librato: true}, config.SinksOf(p))
+}
+
+func TestSinksOf(t *testing.T) {
+	tests := []struct {
+		name string
+		p    *config.Params
+		want config.Sinks
+	}{
+		{"no sink block: exposition", &config.Params{}, config.Sinks{Exposition: true}},
+		{"librato only", &config.Params{Librato: &config.LibratoParams{}}, config.Sinks{Librato: true}},
+		{"librato and prometheus", &config.Params{Librato: &config.LibratoParams{}, Prometheus: &config.PrometheusParams{}}, config.Sinks{Librato: true, Exposition: true}},
+		{"remote write only", &config.Params{Prometheus: &config.PrometheusParams{DisableExposition: true, RemoteWrite: &config.RemoteWrite{Url: "http://x"}}}, config.Sinks{RemoteWrite: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, config.SinksOf(tc.p))
+		})
+	}
+}
+
+func TestNormalizeReportsEveryFieldError(t *testing.T) {
+	tests := []struct {
+		name   string
+		p      *config.Params
+		fields []string
+	}{
+		{"missing instance and kind", &config.Params{Metrics: []*config.Params_MetricInfo{{}}},
+			[]string{"metrics[0].instance_name", "metrics[0].kind"}},
+		{"duplicate metric", &config.Params{Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "a", Name: "x", Kind: config.Params_MetricInfo_GAUGE},
+			{InstanceName: "b", Name: "x", Kind: config.Params_MetricInfo_GAUGE}}},
+			[]string{"metrics[1].name"}},
+		{"duplicate label", &config.Params{Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, LabelNames: []string{"x", "x", ""}}}},
+			[]string{"metrics[0].label_names[1]", "metrics[0].label_names[2]"}},
+		{"buckets on a counter", &config.Params{Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "a", Kind: config.Params_MetricInfo_COUNTER, Buckets: explicit(1)}}},
+			[]string{"metrics[0].buckets"}},
+		{"decreasing bounds", &config.Params{Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "a", Kind: config.Params_MetricInfo_DISTRIBUTION, Buckets: explicit(2, 1)}}},
+			[]string{"metrics[0].buckets"}},
+		{"bad linear", &config.Params{Metrics: []*config.Params_MetricInfo{
+			{InstanceName: "a", Kind: config.Params_MetricInfo_DISTRIBUTION, Buckets: &config.Params_MetricInfo_BucketsDefinition{
+				Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: 3}}}}}},
+			[]string{"metrics[0].buckets"}},
+		{"expiry zero", &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE}},
+			MetricsExpirationPolicy: &config.Params_MetricsExpirationPolicy{}},
+			[]string{"metrics_expiration_policy.metrics_expiry_duration"}},
+		{"librato without token", &config.Params{Librato: &config.LibratoParams{Url: "ftp://x", Period: 1500 * time.Millisecond}},
+			[]string{"librato.url", "librato.token_path", "librato.period"}},
+		{"librato two token sources", &config.Params{Librato: &config.LibratoParams{Token: "a", TokenEnv: "B", MaxMeasurementsPerRequest: 5000}},
+			[]string{"librato.token", "librato.max_measurements_per_request"}},
+		{"both seed and new librato params", &config.Params{LibratoEmail: "a", Librato: &config.LibratoParams{TokenEnv: "T"}},
+			[]string{"librato_email"}},
+		{"remote write without url", &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE}},
+			Prometheus: &config.PrometheusParams{RemoteWrite: &config.RemoteWrite{Headers: map[string]string{"Content-Type": "x"}, MinBackoff: time.Minute}}},
+			[]string{"prometheus.remote_write.url", "prometheus.remote_write.headers", "prometheus.remote_write.min_backoff"}},
+		{"exposition without metrics", &config.Params{}, []string{"metrics"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Normalize(tc.p)
+			require.ErrorIs(t, err, config.ErrInvalid)
+			var fe config.FieldErrors
+			require.True(t, errors.As(err, &fe))
+			var got []string
+			for _, e := range fe {
+				got = append(got, e.Field)
+			}
+			require.ElementsMatch(t, tc.fields, got, err.Error())
+		})
+	}
+}
+
+func explicit(bounds ...float64) *config.Params_MetricInfo_BucketsDefinition {
+	return &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_ExplicitBuckets{
+		ExplicitBuckets: &config.Params_MetricInfo_BucketsDefinition_Explicit{Bounds: bounds}}}
+}
+
+func TestBucketBoundsMatchIstio(t *testing.T) {
+	lin, err := config.BucketBounds(&config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{
+		LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: 3, Width: 10, Offset: 5}}})
+	require.NoError(t, err)
+	require.Equal(t, []float64{5, 15, 25, 35}, lin)
+	exp, err := config.BucketBounds(&config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_ExponentialBuckets{
+		ExponentialBuckets: &config.Params_MetricInfo_BucketsDefinition_Exponential{NumFiniteBuckets: 8, Scale: 1, GrowthFactor: 10}}})
+	require.NoError(t, err)
+	require.Equal(t, []float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8}, exp)
+	def, err := config.BucketBounds(nil)
+	require.NoError(t, err)
+	require.Equal(t, config.DefaultBuckets, def)
+}
+
+func TestRedactedHidesEverySecret(t *testing.T) {
+	p := &config.Params{
+		LibratoToken: "seed-token",
+		Librato:      &config.LibratoParams{Email: "ops@example.com", Token: "librato-token"},
+		Prometheus: &config.PrometheusParams{RemoteWrite: &config.RemoteWrite{Url: "http://x",
+			BasicAuth: &config.BasicAuth{Username: "u", Password: "rw-password"}}},
+	}
+	r := config.Redacted(p)
+	text := r.String()
+	for _, secret := range []string{"librato-token", "rw-password"} {
+		require.NotContains(t, text, secret)
+	}
+	require.Contains(t, text, config.RedactedValue)
+	require.Contains(t, text, "ops@example.com", "non-secrets stay visible")
+	require.Equal(t, "librato-token", p.Librato.Token, "the input is not modified")
+	require.True(t, strings.Contains(text, "u"))
+}
+
+func TestShortInstanceName(t *testing.T) {
+	for in, want := range map[string]string{
+		"requestcount.instance.istio-system": "requestcount",
+		"requestcount.metric.istio-system":   "requestcount",
+		"requestcount":                       "requestcount",
+		"a.b":                                "a.b",
+		"my.dotted.name.instance.ns":         "my.dotted.name",
+	} {
+		require.Equal(t, want, config.ShortInstanceName(in), in)
+	}
+}
