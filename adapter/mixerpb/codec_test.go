@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/modelpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
