@@ -1,0 +1,2 @@
+// Package librato is the Librato/AppOptics sink.
+package librato
