@@ -1,0 +1,318 @@
+package handler_test
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gogo/protobuf/types"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshmetrics/meshmetrics/adapter/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
+	"github.com/meshmetrics/meshmetrics/adapter/sink"
+	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+	"github.com/meshmetrics/meshmetrics/adapter/wire"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+type fixture struct {
+	sinks   *sink.Set
+	factory *sinktest.Factory
+	cache   *handler.Cache
+	now     time.Time
+}
+
+func newFixture(t *testing.T, capacity int) *fixture {
+	f := &fixture{sinks: sink.NewSet(capacity, 5*time.Second), factory: sinktest.NewFactory(), now: time.Unix(1600000000, 0)}
+	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{f.factory}, DedupTTL: time.Minute},
+		handler.CacheOptions{Size: 4, IdleTimeout: time.Minute, Now: func() time.Time { return f.now }})
+	t.Cleanup(func() { _ = f.sinks.Close(context.Background()) })
+	return f
+}
+
+func params(t *testing.T, p *config.Params) *types.Any {
+	b, err := p.Marshal()
+	require.NoError(t, err)
+	return &types.Any{TypeUrl: config.TypeURL, Value: b}
+}
+
+var requestCount = &config.Params{Metrics: []*config.Params_MetricInfo{{
+	InstanceName: "requestcount.instance.istio-system", Kind: config.Params_MetricInfo_COUNTER,
+	Name: "requests_total", LabelNames: []string{"path", "code"},
+}, {
+	InstanceName: "latency", Kind: config.Params_MetricInfo_DISTRIBUTION, Name: "latency", LabelNames: []string{"path"},
+	DurationUnit: config.DurationUnit_MILLISECONDS,
+}}}
+
+func strV(s string) *policypb.Value { return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}} }
+func intV(i int64) *policypb.Value  { return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}} }
+func dblV(f float64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
+}
+func durV(d time.Duration) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_DurationValue{DurationValue: &policypb.Duration{Value: types.DurationProto(d)}}}
+}
+
+func inst(name string, v *policypb.Value, dims ...any) *metricpb.InstanceMsg {
+	m := &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: map[string]*policypb.Value{}}
+	for i := 0; i < len(dims); i += 2 {
+		m.Dimensions[dims[i].(string)] = dims[i+1].(*policypb.Value)
+	}
+	return m
+}
+
+// handle sends a request through the cache and the handler, as the server does.
+func (f *fixture) handle(t *testing.T, cfg *types.Any, dedup string, instances ...*metricpb.InstanceMsg) (handler.Outcome, error) {
+	raw, err := (&metricpb.HandleMetricRequest{Instances: instances, AdapterConfig: cfg, DedupId: dedup}).Marshal()
+	require.NoError(t, err)
+	var req wire.Request
+	require.NoError(t, req.Parse(raw))
+	h, err := f.cache.Get(req.AdapterConfig)
+	if err != nil {
+		return handler.Outcome{}, err
+	}
+	defer h.Done()
+	o := h.Handle(&req, f.now)
+	return o, o.Err()
+}
+
+func (f *fixture) flush(t *testing.T) *sinktest.Sink {
+	require.NoError(t, f.sinks.Flush(context.Background()))
+	s := f.factory.Sink("test")
+	require.NotNil(t, s)
+	return s
+}
+
+func TestHandleRecordsSeriesFromMixerRequest(t *testing.T) {
+	f := newFixture(t, 1000)
+	cfg := params(t, requestCount)
+	o, err := f.handle(t, cfg, "1",
+		inst("requestcount.instance.istio-system", intV(1), "path", strV("/v1/damage"), "code", intV(200), "extra", strV("dropped")),
+		inst("requestcount.instance.istio-system", dblV(2), "path", strV("/v1/damage"), "code", intV(200)),
+		inst("requestcount.instance.istio-system", intV(1), "code", intV(500)),
+		inst("latency.instance.default", durV(1500*time.Millisecond), "path", strV("/a")),
+	)
+	require.NoError(t, err)
+	require.Equal(t, 4, o.Accepted)
+
+	s := f.flush(t)
+	require.Equal(t, map[string]sinktest.Aggregate{
+		"istio_requests_total{/v1/damage,200}": {Count: 2, Sum: 3, Min: 1, Max: 2, Last: 2},
+		"istio_requests_total{,500}":           {Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1},
+		"istio_latency{/a}":                    {Count: 1, Sum: 1500, Min: 1500, Max: 1500, Last: 1500},
+	}, s.Series(), "missing labels are empty, extra dimensions dropped, durations in the metric's unit")
+}
+
+func TestBadInstancesAreRefusedAndTheRestKept(t *testing.T) {
+	f := newFixture(t, 1000)
+	cfg := params(t, requestCount)
+	o, err := f.handle(t, cfg, "",
+		inst("requestcount.instance.istio-system", intV(1), "path", strV("/ok")),
+		inst("nosuch.instance.istio-system", intV(1)),
+		inst("requestcount.instance.istio-system", dblV(math.NaN())),
+		inst("requestcount.instance.istio-system", dblV(math.Inf(1))),
+		inst("requestcount.instance.istio-system", intV(-3)),
+		inst("requestcount.instance.istio-system", strV("abc")),
+		inst("requestcount.instance.istio-system", nil),
+		inst("requestcount.instance.istio-system", strV("4"), "path", strV("/ok")),
+	)
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Equal(t, 2, o.Accepted)
+	for _, want := range []string{"6 of 8 instances refused", `unknown instance`, `"nosuch.instance.istio-system"`,
+		"NaN or infinite", "negative increment", "not a number", "no value"} {
+		require.Contains(t, err.Error(), want)
+	}
+	require.Equal(t, 1, o.Rejected[handler.RejectUnknownInstance])
+	require.Equal(t, 2, o.Rejected[handler.RejectNonFinite])
+
+	s := f.flush(t)
+	require.Equal(t, map[string]sinktest.Aggregate{
+		"istio_requests_total{/ok,}": {Count: 2, Sum: 5, Min: 1, Max: 4, Last: 4},
+	}, s.Series())
+}
+
+func TestMalformedInstanceRefusesWholeRequest(t *testing.T) {
+	f := newFixture(t, 1000)
+	good, err := inst("requestcount.instance.istio-system", intV(1)).Marshal()
+	require.NoError(t, err)
+	cfg, err := params(t, requestCount).Marshal()
+	require.NoError(t, err)
+	// instances: a good one, then one whose value field has a bad wire type.
+	raw := append([]byte{0x0a, byte(len(good))}, good...)
+	raw = append(raw, 0x0a, 0x02, 0x08, 0x01)
+	raw = append(binary.AppendUvarint(append(raw, 0x12), uint64(len(cfg))), cfg...)
+	raw = append(raw, 0x1a, 0x01, '9')
+	var req wire.Request
+	require.NoError(t, req.Parse(raw))
+	h, err := f.cache.Get(req.AdapterConfig)
+	require.NoError(t, err)
+	o := h.Handle(&req, f.now)
+	h.Done()
+	require.Equal(t, codes.InvalidArgument, status.Code(o.Err()))
+	require.Contains(t, o.Err().Error(), "malformed")
+
+	s := f.flush(t)
+	require.Empty(t, s.Samples(), "nothing of a corrupt request is recorded")
+	// The dedup id of a refused request is forgotten: a fixed resend counts.
+	_, err = f.handle(t, params(t, requestCount), "9", inst("requestcount.instance.istio-system", intV(1)))
+	require.NoError(t, err)
+	f.flush(t)
+	require.Len(t, s.Samples(), 1)
+}
+
+func TestDuplicateDedupIDIsNotCountedTwice(t *testing.T) {
+	f := newFixture(t, 1000)
+	cfg := params(t, requestCount)
+	for i := 0; i < 3; i++ {
+		o, err := f.handle(t, cfg, "12345", inst("requestcount.instance.istio-system", intV(1)))
+		require.NoError(t, err)
+		require.Equal(t, i > 0, o.Duplicate)
+	}
+	_, err := f.handle(t, cfg, "12346", inst("requestcount.instance.istio-system", intV(1)))
+	require.NoError(t, err)
+	require.Equal(t, 2.0, f.flush(t).Series()["istio_requests_total{,}"].Sum)
+}
+
+func TestShortInstanceNameMatchesAnyNamespace(t *testing.T) {
+	f := newFixture(t, 1000)
+	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "hits", Kind: config.Params_MetricInfo_COUNTER}}})
+	_, err := f.handle(t, cfg, "", inst("hits.instance.default", intV(1)), inst("hits.instance.prod", intV(2)), inst("hits", intV(3)))
+	require.NoError(t, err)
+	require.Equal(t, 6.0, f.flush(t).Series()["istio_hits{}"].Sum)
+}
+
+func TestBadConfigsAreRefusedAndRemembered(t *testing.T) {
+	f := newFixture(t, 1000)
+	tests := []struct {
+		name string
+		cfg  *types.Any
+		want string
+	}{
+		{"wrong type url", &types.Any{TypeUrl: "type.googleapis.com/adapter.prometheus.config.Params"}, "type_url"},
+		{"garbage bytes", &types.Any{TypeUrl: config.TypeURL, Value: []byte{0xff, 0xff}}, "does not decode"},
+		{"invalid field", params(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a"}}}), "metrics[0].kind"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i < 2; i++ {
+				_, err := f.handle(t, tc.cfg, "", inst("a", intV(1)))
+				require.ErrorIs(t, err, config.ErrInvalid)
+				require.ErrorContains(t, err, tc.want)
+			}
+		})
+	}
+	require.Equal(t, 3, f.cache.Len(), "failures are cached once each")
+}
+
+func TestQueueFullDropsAndSays(t *testing.T) {
+	f := newFixture(t, 3)
+	f.factory.Setup = func(s *sinktest.Sink) { s.ConsumeDelay = 200 * time.Millisecond }
+	cfg := params(t, requestCount)
+	many := []*metricpb.InstanceMsg{}
+	for i := 0; i < 2; i++ {
+		many = append(many, inst("requestcount.instance.istio-system", intV(1)))
+	}
+	_, err := f.handle(t, cfg, "", many...)
+	require.NoError(t, err)
+	o, err := f.handle(t, cfg, "", many...)
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "2 queued + 2 new > capacity 3")
+	require.Equal(t, map[string]int{"test": 2}, o.Dropped)
+	require.Contains(t, err.Error(), "queue full")
+}
+
+func TestConfigChangeKeepsSeriesAndRedefinitionSupersedes(t *testing.T) {
+	f := newFixture(t, 1000)
+	v1 := params(t, requestCount)
+	_, err := f.handle(t, v1, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")))
+	require.NoError(t, err)
+
+	// Same metric definitions, a different limit: a new handler, same series.
+	changed := *requestCount
+	changed.Limits = &config.Limits{MaxSeriesPerMetric: 99}
+	v2 := params(t, &changed)
+	_, err = f.handle(t, v2, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")))
+	require.NoError(t, err)
+	require.Equal(t, 2.0, f.flush(t).Series()["istio_requests_total{/a,}"].Sum)
+
+	// A third config redefines requests_total: it wins, the older configs'
+	// instances of that metric are refused, the other metric is untouched.
+	redefined := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "requestcount.instance.istio-system",
+		Kind: config.Params_MetricInfo_COUNTER, Name: "requests_total", LabelNames: []string{"path"}}}}
+	v3 := params(t, redefined)
+	_, err = f.handle(t, v3, "", inst("requestcount.instance.istio-system", intV(5), "path", strV("/a")))
+	require.NoError(t, err)
+	_, err = f.handle(t, v1, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")), inst("latency", durV(time.Second)))
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, err.Error(), "redefined by a newer handler config")
+	s := f.flush(t)
+	require.Equal(t, map[string]sinktest.Aggregate{
+		"istio_requests_total{/a}": {Count: 1, Sum: 5, Min: 5, Max: 5, Last: 5},
+		"istio_latency{}":          {Count: 1, Sum: 1000, Min: 1000, Max: 1000, Last: 1000},
+	}, s.Series())
+}
+
+func TestImplicitMetricsForSeedLibratoHandlers(t *testing.T) {
+	f := newFixture(t, 1000)
+	//nolint:staticcheck // the seed adapter's params, unchanged.
+	cfg := params(t, &config.Params{LibratoEmail: "ops@example.com", LibratoToken: "tok-123456"})
+	_, err := f.handle(t, cfg, "", inst("requestsize.instance.istio-system", intV(1235), "destination", strV("svc"), "code", intV(200)))
+	require.NoError(t, err)
+	require.Equal(t, map[string]sinktest.Aggregate{
+		"requestsize{code,200,destination,svc}": {Count: 1, Sum: 1235, Min: 1235, Max: 1235, Last: 1235},
+	}, f.flush(t).Series())
+}
+
+func TestLabelValuesAreCutAtTheLimit(t *testing.T) {
+	f := newFixture(t, 1000)
+	p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, LabelNames: []string{"l"}}},
+		Limits: &config.Limits{MaxLabelValueLength: 5}}
+	_, err := f.handle(t, params(t, p), "", inst("a", intV(1), "l", strV("héllo world")), inst("a", intV(2), "l", intV(1234567)))
+	require.NoError(t, err)
+	require.Equal(t, []string{"istio_a{12345}", "istio_a{héll}"}, sortedKeys(f.flush(t).Series()),
+		"cut at a UTF-8 boundary, text and converted values alike")
+}
+
+func sortedKeys(m map[string]sinktest.Aggregate) []string {
+	out := []string{}
+	for k := range m {
+		out = append(out, k)
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestIdleHandlersAreEvictedAndTheirSinksFlushed(t *testing.T) {
+	f := newFixture(t, 1000)
+	_, err := f.handle(t, params(t, requestCount), "", inst("requestcount.instance.istio-system", intV(1)))
+	require.NoError(t, err)
+	s := f.factory.Sink("test")
+	f.now = f.now.Add(2 * time.Minute)
+	require.Equal(t, 1, f.cache.EvictIdle())
+	require.Eventually(t, func() bool { closed, _ := s.Closed(); return closed }, 5*time.Second, 10*time.Millisecond,
+		"the last handler of a sink closes (and flushes) it")
+	require.Len(t, s.Samples(), 1, "samples queued before eviction are consumed first")
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	f := newFixture(t, 1000)
+	for i := 0; i < 10; i++ {
+		p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, Name: "m" + strconv.Itoa(i)}}}
+		_, err := f.handle(t, params(t, p), "", inst("a", intV(1)))
+		require.NoError(t, err)
+		f.now = f.now.Add(time.Second)
+	}
+	require.Equal(t, 4, f.cache.Len())
+}
