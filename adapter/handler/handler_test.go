@@ -51,8 +51,12 @@ var requestCount = &config.Params{Metrics: []*config.Params_MetricInfo{{
 	DurationUnit: config.DurationUnit_MILLISECONDS,
 }}}
 
-func strV(s string) *policypb.Value { return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}} }
-func intV(i int64) *policypb.Value  { return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}} }
+func strV(s string) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
+}
+func intV(i int64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
+}
 func dblV(f float64) *policypb.Value {
 	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
 }
