@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 )
 
 // Set holds the live sinks. Handlers whose params name the same destination
@@ -138,19 +140,12 @@ func (s *Set) Flush(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// QueueStats describes one sink's queue for the adapter's own metrics.
-type QueueStats struct {
-	Sink     string
-	Depth    int
-	Capacity int
-}
-
 // Stats lists the queues, sorted by sink name.
-func (s *Set) Stats() []QueueStats {
+func (s *Set) Stats() []telemetry.QueueStat {
 	qs := s.queues()
-	out := make([]QueueStats, 0, len(qs))
+	out := make([]telemetry.QueueStat, 0, len(qs))
 	for _, q := range qs {
-		out = append(out, QueueStats{Sink: q.Name(), Depth: q.Depth(), Capacity: q.Capacity()})
+		out = append(out, telemetry.QueueStat{Sink: q.Name(), Depth: q.Depth(), Capacity: q.Capacity()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Sink < out[j].Sink })
 	return out

@@ -7,8 +7,6 @@ package telemetry
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
 )
 
 // Rejection reasons: an instance refused with an error to Mixer.
@@ -41,7 +39,14 @@ const (
 // QueueSource reports the queues between HandleMetric and the sinks
 // (sink.Set is one).
 type QueueSource interface {
-	Stats() []sink.QueueStats
+	Stats() []QueueStat
+}
+
+// QueueStat is one sink's queue.
+type QueueStat struct {
+	Sink     string
+	Depth    int
+	Capacity int
 }
 
 // Metrics are the adapter's own metrics. Build one per adapter with New.

@@ -1,0 +1,31 @@
+package sink
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
+)
+
+// Env is what the adapter gives every sink it builds.
+type Env struct {
+	Log *logrus.Logger
+	// Limiter is for errors that can repeat at the rate of requests or pushes.
+	Limiter *logging.Limiter
+	// Secrets: register every token or password a sink loads, so that logs
+	// never show it.
+	Secrets *logging.Secrets
+	Metrics *telemetry.Metrics
+	// Replica names this adapter process (--replica, default the host name),
+	// for the replica label or tag that keeps replicas' series apart.
+	Replica string
+	// MaxSeries caps the series of one sink (--max-series).
+	MaxSeries int
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+	// Tick is the granularity of sinks' timers (expiry checks, period
+	// boundaries); tests shorten it. Default one second.
+	Tick time.Duration
+}
