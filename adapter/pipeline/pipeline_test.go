@@ -142,9 +142,13 @@ func TestRetryPolicy(t *testing.T) {
 		{"401 is final", []int{401, 200}, nil, "", nil, 401, 1},
 		{"501 is final", []int{501, 200}, nil, "", nil, 501, 1},
 		{"403 rate limit is retried", []int{403, 200}, nil, `{"error":"You have hit the API limit"}`,
-			func(r *http.Response, b []byte) bool { return r.StatusCode == 403 && strings.Contains(string(b), "API limit") }, 200, 2},
+			func(r *http.Response, b []byte) bool {
+				return r.StatusCode == 403 && strings.Contains(string(b), "API limit")
+			}, 200, 2},
 		{"403 otherwise final", []int{403, 200}, nil, `{"error":"forbidden"}`,
-			func(r *http.Response, b []byte) bool { return r.StatusCode == 403 && strings.Contains(string(b), "API limit") }, 403, 1},
+			func(r *http.Response, b []byte) bool {
+				return r.StatusCode == 403 && strings.Contains(string(b), "API limit")
+			}, 403, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
