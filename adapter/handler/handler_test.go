@@ -37,7 +37,7 @@ func newFixture(t *testing.T, capacity int) *fixture {
 	return f
 }
 
-func params(t *testing.T, p *config.Params) *types.Any {
+func params(t testing.TB, p *config.Params) *types.Any {
 	b, err := p.Marshal()
 	require.NoError(t, err)
 	return &types.Any{TypeUrl: config.TypeURL, Value: b}

@@ -5,6 +5,8 @@ import (
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // CodecName is the content-subtype the codec registers for. It must be "proto"
@@ -23,7 +25,11 @@ type GeneratedMessage interface {
 // Codec is a grpc encoding.CodecV2 for gogo-generated messages. Install it per
 // server or per connection (grpc.ForceServerCodecV2, grpc.ForceCodecV2) rather
 // than with encoding.RegisterCodecV2, which would change process-wide state.
-// A value that is not a GeneratedMessage is refused with an error.
+//
+// gogo messages go through their generated Marshal/Unmarshal. Messages
+// generated for protobuf-go (the gRPC health service's) go through
+// protobuf-go, whose generated code they carry. Anything else is refused:
+// there is no reflection-based fallback.
 type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}
@@ -33,9 +39,13 @@ func (Codec) Name() string { return CodecName }
 
 // Marshal implements encoding.CodecV2.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(protoreflect.ProtoMessage); ok {
+		b, err := proto.Marshal(m)
+		return mem.BufferSlice{mem.SliceBuffer(b)}, err
+	}
 	m, ok := v.(GeneratedMessage)
 	if !ok {
-		return nil, fmt.Errorf("mixerpb codec: %T is not a gogo-generated message", v)
+		return nil, fmt.Errorf("mixerpb codec: %T is not a generated protobuf message", v)
 	}
 	size := m.Size()
 	if mem.IsBelowBufferPoolingThreshold(size) {
@@ -66,6 +76,8 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case BufferUnmarshaler:
 		return m.UnmarshalBuffers(data)
+	case protoreflect.ProtoMessage:
+		return proto.Unmarshal(data.Materialize(), m)
 	case interface{ Unmarshal([]byte) error }:
 		// Generated Unmarshal copies what it keeps, so a pooled buffer can go
 		// back to the pool right after.
@@ -73,6 +85,6 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		defer buf.Free()
 		return m.Unmarshal(buf.ReadOnlyData())
 	default:
-		return fmt.Errorf("mixerpb codec: %T is not a gogo-generated message", v)
+		return fmt.Errorf("mixerpb codec: %T is not a generated protobuf message", v)
 	}
 }

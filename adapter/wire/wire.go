@@ -124,18 +124,27 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
-// UnmarshalBuffers keeps the received bytes for Parse. The gRPC codec calls it
-// (it is mixerpb's in-place decoding hook); the caller must call Release when
-// done with the request.
+// UnmarshalBuffers keeps the received bytes for Parse (it is the gRPC
+// codec's in-place decoding hook). It does not parse, so that the server can
+// answer a malformed request with InvalidArgument rather than grpc-go's
+// Internal. The caller must call Release when done with the request.
 func (r *Request) UnmarshalBuffers(data mem.BufferSlice) error {
-	r.Reset()
+	r.Release()
 	if len(data) == 1 {
 		data[0].Ref()
 		r.buf = data[0]
-		return r.Parse(r.buf.ReadOnlyData())
+	} else {
+		r.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
 	}
-	r.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
-	return r.Parse(r.buf.ReadOnlyData())
+	return nil
+}
+
+// Received is the bytes kept by UnmarshalBuffers.
+func (r *Request) Received() []byte {
+	if r.buf == nil {
+		return nil
+	}
+	return r.buf.ReadOnlyData()
 }
 
 // Release gives back the buffer kept by UnmarshalBuffers and resets r.

@@ -1,0 +1,290 @@
+// Package adapter wires meshmetrics together: the gRPC server Mixer calls,
+// the handler cache, the sinks (Prometheus exposition and remote write,
+// Librato), the HTTP endpoints (/metrics, /healthz, /readyz, /debug/config),
+// and the order of a graceful shutdown.
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/server"
+	"github.com/meshmetrics/meshmetrics/adapter/sink"
+	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// Options configure an Adapter. Zero values take the defaults of config/.
+type Options struct {
+	GRPCAddress string
+	HTTPAddress string
+	TLS         server.TLSFiles
+
+	MaxRecvMsgSize         int
+	MaxInstancesPerRequest int
+	MaxConnectionAge       time.Duration
+	MaxConnectionAgeGrace  time.Duration
+	KeepaliveTime          time.Duration
+	KeepaliveTimeout       time.Duration
+
+	QueueCapacity      int
+	MaxSeries          int
+	HandlerCacheSize   int
+	HandlerIdleTimeout time.Duration
+	DedupTTL           time.Duration
+	ShutdownTimeout    time.Duration
+	LogEvery           time.Duration
+	// Replica names this process for replica labels and tags (default: the
+	// host name, which is the pod name in Kubernetes).
+	Replica string
+
+	Log     *logrus.Logger
+	Secrets *logging.Secrets
+	// Sinks, when set, replace the default sinks (tests use recording sinks).
+	// It is called once with the environment every sink gets and the
+	// registry /metrics serves; it returns permanent sinks by key and the
+	// factories handlers draw from.
+	Sinks func(env sink.Env, reg *prometheus.Registry) (permanent map[string]sink.Sink, factories []sink.Factory, err error)
+	// Now is the clock of handlers and sinks; tests replace it.
+	Now func() time.Time
+	// Tick is the granularity of sinks' timers (default one second).
+	Tick time.Duration
+}
+
+func (o *Options) setDefaults() error {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if o.GRPCAddress == "" {
+		o.GRPCAddress = config.DefaultGRPCAddress
+	}
+	if o.HTTPAddress == "" {
+		o.HTTPAddress = config.DefaultHTTPAddress
+	}
+	def(&o.MaxRecvMsgSize, config.DefaultMaxRecvMsgSize)
+	def(&o.MaxInstancesPerRequest, config.DefaultMaxInstancesPerRequest)
+	defD(&o.MaxConnectionAge, config.DefaultMaxConnectionAge)
+	defD(&o.MaxConnectionAgeGrace, config.DefaultMaxConnectionAgeGrace)
+	defD(&o.KeepaliveTime, config.DefaultKeepaliveTime)
+	defD(&o.KeepaliveTimeout, config.DefaultKeepaliveTimeout)
+	def(&o.QueueCapacity, config.DefaultQueueCapacity)
+	def(&o.MaxSeries, config.DefaultMaxSeries)
+	def(&o.HandlerCacheSize, config.DefaultHandlerCacheSize)
+	defD(&o.HandlerIdleTimeout, config.DefaultHandlerIdleTimeout)
+	defD(&o.DedupTTL, config.DefaultDedupTTL)
+	defD(&o.ShutdownTimeout, config.DefaultShutdownTimeout)
+	defD(&o.LogEvery, config.DefaultLogEvery)
+	defD(&o.Tick, time.Second)
+	if o.Replica == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no --replica given and no host name: %w", err)
+		}
+		o.Replica = h
+	}
+	if o.Log == nil {
+		o.Log = logrus.New()
+	}
+	if o.Secrets == nil {
+		o.Secrets = &logging.Secrets{}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sinks == nil {
+		o.Sinks = defaultSinks
+	}
+	return nil
+}
+
+// Adapter is a running meshmetrics.
+type Adapter struct {
+	opts     Options
+	registry *prometheus.Registry
+	metrics  *telemetry.Metrics
+	sinks    *sink.Set
+	cache    *handler.Cache
+	server   *server.Server
+	http     *http.Server
+
+	grpcLis, httpLis net.Listener
+	stopCache        context.CancelFunc
+	serveErr         chan error
+	shutdown         sync.Once
+	shutdownErr      error
+}
+
+// New builds an adapter; Start makes it listen.
+func New(o Options) (*Adapter, error) {
+	if err := o.setDefaults(); err != nil {
+		return nil, err
+	}
+	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
+	a.sinks = sink.NewSet(o.QueueCapacity, o.ShutdownTimeout)
+	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
+	limiter := logging.NewLimiter(o.Log, o.LogEvery)
+	env := sink.Env{Log: o.Log, Limiter: limiter, Secrets: o.Secrets, Metrics: a.metrics, Replica: o.Replica,
+		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick}
+	permanent, factories, err := o.Sinks(env, a.registry)
+	if err != nil {
+		return nil, err
+	}
+	for key, s := range permanent {
+		a.sinks.AddPermanent(key, s)
+	}
+	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, DedupTTL: o.DedupTTL},
+		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
+			OnBuild: func(d handler.Digest, p *config.Params, err error) {
+				if err != nil {
+					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
+					o.Log.WithField("handler", d.String()).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
+					return
+				}
+				a.metrics.HandlersBuilt.Inc()
+				a.metrics.LastConfigSuccess.SetToCurrentTime()
+				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": fmt.Sprintf("%+v", config.SinksOf(p))}).
+					Info("handler config built")
+			}})
+	var tlsCfg *server.TLSConfig
+	if o.TLS.Enabled() {
+		if tlsCfg, err = server.NewTLSConfig(o.TLS); err != nil {
+			return nil, err
+		}
+		tlsCfg.OnReloadError = func(err error) { limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error()) }
+	}
+	a.server, err = server.New(server.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
+		TLS: tlsCfg, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,
+		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
+		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout, Now: o.Now})
+	if err != nil {
+		return nil, err
+	}
+	a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}
+	return a, nil
+}
+
+func configErrorReason(err error) string {
+	var fe config.FieldErrors
+	switch {
+	case errors.As(err, &fe):
+		return "validation"
+	case errors.Is(err, config.ErrInvalid):
+		return "decode"
+	}
+	return "sink"
+}
+
+// Start listens on the gRPC and HTTP addresses and serves in the background.
+func (a *Adapter) Start() error {
+	var err error
+	if a.grpcLis, err = net.Listen("tcp", a.opts.GRPCAddress); err != nil {
+		return fmt.Errorf("gRPC address: %w", err)
+	}
+	if a.httpLis, err = net.Listen("tcp", a.opts.HTTPAddress); err != nil {
+		a.grpcLis.Close()
+		return fmt.Errorf("HTTP address: %w", err)
+	}
+	var ctx context.Context
+	ctx, a.stopCache = context.WithCancel(context.Background())
+	go a.cache.Run(ctx)
+	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
+	go func() {
+		if err := a.http.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveErr <- err
+		}
+	}()
+	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "http": a.HTTPAddr(), "tls": a.opts.TLS.Enabled(),
+		"mutual_tls": a.opts.TLS.ClientCA != "", "replica": a.opts.Replica}).Info("meshmetrics serving")
+	return nil
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (a *Adapter) GRPCAddr() string { return a.grpcLis.Addr().String() }
+
+// HTTPAddr is the address of /metrics, /healthz and /readyz.
+func (a *Adapter) HTTPAddr() string { return a.httpLis.Addr().String() }
+
+// Registry is the registry /metrics serves.
+func (a *Adapter) Registry() *prometheus.Registry { return a.registry }
+
+// Metrics are the adapter's own metrics.
+func (a *Adapter) Metrics() *telemetry.Metrics { return a.metrics }
+
+// Errors reports a server that stopped on its own.
+func (a *Adapter) Errors() <-chan error { return a.serveErr }
+
+// Shutdown stops the adapter in the order that loses nothing accepted: the
+// gRPC health goes NOT_SERVING and /readyz fails, new calls are refused,
+// in-flight calls finish, then every sink consumes its queue and flushes. It
+// all happens within ctx (--shutdown-timeout); /metrics stays up until the
+// sinks are done, so a last scrape sees the final values.
+func (a *Adapter) Shutdown(ctx context.Context) error {
+	a.shutdown.Do(func() {
+		start := time.Now()
+		log := a.opts.Log
+		log.Info("shutting down: draining in-flight calls")
+		var errs []error
+		if err := a.server.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if a.stopCache != nil {
+			a.stopCache()
+		}
+		log.Info("flushing sinks")
+		if err := a.sinks.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flushing sinks: %w", err))
+		}
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = a.http.Shutdown(hctx)
+		a.shutdownErr = errors.Join(errs...)
+		if a.shutdownErr != nil {
+			log.WithField("took", time.Since(start).String()).Error("shutdown incomplete: " + a.shutdownErr.Error())
+		} else {
+			log.WithField("took", time.Since(start).String()).Info("shutdown complete: nothing accepted was left unsent")
+		}
+	})
+	return a.shutdownErr
+}
+
+// Run starts the adapter and shuts it down when ctx ends (SIGTERM, SIGINT).
+func Run(ctx context.Context, o Options) error {
+	a, err := New(o)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-a.Errors():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), a.opts.ShutdownTimeout)
+	defer cancel()
+	return errors.Join(serveErr, a.Shutdown(sctx))
+}
+
+// Flush makes every sink consume what is queued and send what it holds now
+// (tests and the mixertest kit use it to observe results without waiting
+// for periods to end).
+func (a *Adapter) Flush(ctx context.Context) error { return a.sinks.Flush(ctx) }

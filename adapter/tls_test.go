@@ -1,0 +1,125 @@
+package adapter_test
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
+	"github.com/meshmetrics/meshmetrics/adapter/server"
+	"github.com/meshmetrics/meshmetrics/adapter/server/tlstest"
+)
+
+// mixerTLS is the client side of Mixer's `mutual` authentication: its own
+// certificate, and its own check of the adapter's (chain + shared SPIFFE
+// URI SAN, no hostname check).
+func mixerTLS(ca *tlstest.CA, client *tlstest.Leaf) *tls.Config {
+	cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // verified below, as Mixer does
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{client.TLS}
+		leaf := client.TLS.Leaf
+		cfg.VerifyPeerCertificate = tlstest.MixerVerify(ca.Pool(), leaf)
+	}
+	return cfg
+}
+
+func call(t *testing.T, addr string, creds grpc.DialOption) error {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, creds, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(mixerpb.Codec{})))
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = metricpb.NewHandleMetricServiceClient(conn).HandleMetric(ctx, &metricpb.HandleMetricRequest{
+		AdapterConfig: cfg(t, counterParams),
+		Instances:     []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", intV(1), nil)},
+	})
+	return err
+}
+
+func TestMutualTLSAsMixerDoesIt(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{CommonName: "_server", Server: true,
+		DNSNames: []string{"meshmetrics.istio-system.svc"}, URIs: []string{tlstest.MixerSPIFFE}})
+	mixerLeaf := ca.Issue(t, "mixer", tlstest.LeafOptions{CommonName: "_client", Client: true, URIs: []string{tlstest.MixerSPIFFE}})
+	other := tlstest.NewCA(t, "other")
+	stranger := other.Issue(t, "stranger", tlstest.LeafOptions{CommonName: "stranger", Client: true, URIs: []string{tlstest.MixerSPIFFE}})
+
+	// The walkthrough's environment variables configure it.
+	env := map[string]string{server.EnvCredential: serverLeaf.CertFile, server.EnvPrivateKey: serverLeaf.KeyFile, server.EnvCertificate: ca.File}
+	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFilesFromEnv(func(k string) string { return env[k] }) })
+	addr := h.a.GRPCAddr()
+
+	tests := []struct {
+		name  string
+		creds grpc.DialOption
+		ok    bool
+	}{
+		{"Mixer's client certificate", grpc.WithTransportCredentials(credentials.NewTLS(mixerTLS(ca, mixerLeaf))), true},
+		{"no client certificate", grpc.WithTransportCredentials(credentials.NewTLS(mixerTLS(ca, nil))), false},
+		{"certificate from another CA", grpc.WithTransportCredentials(credentials.NewTLS(mixerTLS(other, stranger))), false},
+		{"plaintext", grpc.WithTransportCredentials(insecure.NewCredentials()), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := call(t, addr, tc.creds)
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.Error(t, err)
+			}
+		})
+	}
+}
+
+func TestMixerRefusesAnAdapterCertificateWithoutItsSAN(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{CommonName: "_server", Server: true})
+	mixerLeaf := ca.Issue(t, "mixer", tlstest.LeafOptions{CommonName: "_client", Client: true, URIs: []string{tlstest.MixerSPIFFE}})
+	h := start(t, func(o *adapter.Options) {
+		o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
+	})
+	err := call(t, h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(mixerTLS(ca, mixerLeaf))))
+	require.ErrorContains(t, err, "no URI SAN matching", "docs/deploy.md tells operators to put Mixer's SPIFFE ID in the adapter certificate")
+}
+
+func TestServerTLSWithoutClientCertificates(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{Server: true, DNSNames: []string{"localhost"}})
+	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile} })
+	require.NoError(t, call(t, h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
+		&tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}))))
+}
+
+func TestCertificatesAreReloadedWithoutRestart(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	first := ca.Issue(t, "adapter", tlstest.LeafOptions{CommonName: "first", Server: true, DNSNames: []string{"localhost"}})
+	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFiles{Cert: first.CertFile, Key: first.KeyFile} })
+
+	seen := func() string {
+		conn, err := tls.Dial("tcp", h.a.GRPCAddr(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
+		require.NoError(t, err)
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	require.Equal(t, "first", seen())
+
+	// Rotate in place, as a Secret update does.
+	second := ca.Issue(t, "adapter2", tlstest.LeafOptions{CommonName: "second", Server: true, DNSNames: []string{"localhost"}})
+	for _, f := range [][2]string{{second.CertFile, first.CertFile}, {second.KeyFile, first.KeyFile}} {
+		b, err := os.ReadFile(f[0])
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f[1]+".new", b, 0o600))
+		require.NoError(t, os.Rename(f[1]+".new", f[1]))
+	}
+	require.Eventually(t, func() bool { return seen() == "second" }, 5*time.Second, 100*time.Millisecond)
+}

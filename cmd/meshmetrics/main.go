@@ -1,0 +1,166 @@
+// Command meshmetrics is the Istio Mixer out-of-process metrics adapter: it
+// reads flags (or their MESHMETRICS_* environment variables) and runs the
+// adapter until SIGTERM or SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/server"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "meshmetrics:", err)
+		os.Exit(1)
+	}
+}
+
+const envPrefix = "MESHMETRICS_"
+
+// envName is the environment variable of a flag: --max-series is
+// MESHMETRICS_MAX_SERIES.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+type settings struct {
+	opts      adapter.Options
+	logFormat string
+	logLevel  string
+	version   bool
+}
+
+func parse(args []string, getenv func(string) string, out io.Writer) (*settings, error) {
+	s := &settings{}
+	o := &s.opts
+	fs := flag.NewFlagSet("meshmetrics", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.GRPCAddress, "grpc-address", config.DefaultGRPCAddress, "address of the gRPC server Mixer calls (HandleMetric, health)")
+	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz, /debug/config")
+	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+server.EnvCredential)
+	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+server.EnvPrivateKey)
+	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+server.EnvCertificate)
+	fs.IntVar(&o.MaxRecvMsgSize, "max-recv-msg-size", config.DefaultMaxRecvMsgSize, "largest HandleMetric request in bytes (Mixer sends a whole Report batch per call)")
+	fs.IntVar(&o.MaxInstancesPerRequest, "max-instances-per-request", config.DefaultMaxInstancesPerRequest, "requests with more instances are refused (ResourceExhausted)")
+	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", config.DefaultMaxConnectionAge, "age after which a client connection is closed, so Mixer reconnects and spreads over replicas")
+	fs.DurationVar(&o.MaxConnectionAgeGrace, "max-connection-age-grace", config.DefaultMaxConnectionAgeGrace, "time in-flight calls get after max-connection-age")
+	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", config.DefaultKeepaliveTime, "ping an idle client connection after this long")
+	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", config.DefaultKeepaliveTimeout, "close a connection whose ping is not answered within this")
+	fs.IntVar(&o.QueueCapacity, "queue-capacity", config.DefaultQueueCapacity, "instances that may wait between HandleMetric and each sink; beyond, new ones are dropped and counted")
+	fs.IntVar(&o.MaxSeries, "max-series", config.DefaultMaxSeries, "series one sink may hold across all handler configs; beyond, new series are dropped and counted")
+	fs.IntVar(&o.HandlerCacheSize, "handler-cache-size", config.DefaultHandlerCacheSize, "distinct handler configs kept built")
+	fs.DurationVar(&o.HandlerIdleTimeout, "handler-idle-timeout", config.DefaultHandlerIdleTimeout, "a handler config unused this long is flushed and closed")
+	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "a request whose dedup_id was seen within this window is not counted again")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", config.DefaultShutdownTimeout, "time to drain calls and flush sinks on SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
+	fs.StringVar(&o.Replica, "replica", "", "name of this replica for replica labels/tags (default: the host name, i.e. the pod name)")
+	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&o.LogEvery, "log-every", config.DefaultLogEvery, "a repeated error is logged at most once per this interval (with a count of those held back)")
+	fs.BoolVar(&s.version, "version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs, out) }
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (flags only; see --help)", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v, ok := lookup(getenv, envName(f.Name)); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
+			}
+		}
+	})
+	// The walkthrough's variables apply when neither flag nor
+	// MESHMETRICS_* variable names the files.
+	fromEnv := server.TLSFilesFromEnv(getenv)
+	if o.TLS.Cert == "" {
+		o.TLS.Cert = fromEnv.Cert
+	}
+	if o.TLS.Key == "" {
+		o.TLS.Key = fromEnv.Key
+	}
+	if o.TLS.ClientCA == "" {
+		o.TLS.ClientCA = fromEnv.ClientCA
+	}
+	return s, errors.Join(errs...)
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func usage(fs *flag.FlagSet, out io.Writer) {
+	fmt.Fprintf(out, `meshmetrics %s: an Istio Mixer out-of-process adapter for metric instances.
+
+Mixer calls it over gRPC (/metric.HandleMetricService/HandleMetric) with the
+handler's params; it aggregates the instances and serves them to Prometheus
+(scrape, remote write) and Librato/AppOptics. Handler params are documented
+in README.md; the process is configured with these flags, each of which can
+also be set by the environment variable shown.
+
+Flags:
+`, version)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, n := range names {
+		f := fs.Lookup(n)
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(out, "  --%s (default %s, env %s)\n      %s\n", n, def, envName(n), f.Usage)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+	s, err := parse(args, getenv, out)
+	if err != nil {
+		return err
+	}
+	if s.version {
+		fmt.Fprintln(out, "meshmetrics", version)
+		return nil
+	}
+	log, secrets, err := logging.New(logging.Options{Format: s.logFormat, Level: s.logLevel, Output: out})
+	if err != nil {
+		return err
+	}
+	s.opts.Log, s.opts.Secrets = log, secrets
+	log.WithField("version", version).Info("starting meshmetrics")
+	start := time.Now()
+	err = adapter.Run(ctx, s.opts)
+	log.WithField("uptime", time.Since(start).Round(time.Second).String()).Info("meshmetrics stopped")
+	return err
+}
