@@ -168,7 +168,9 @@ func New(o Options) (*Adapter, error) {
 		if tlsCfg, err = server.NewTLSConfig(o.TLS); err != nil {
 			return nil, err
 		}
-		tlsCfg.OnReloadError = func(err error) { limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error()) }
+		tlsCfg.OnReloadError = func(err error) {
+			limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error())
+		}
 	}
 	a.server, err = server.New(server.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
 		TLS: tlsCfg, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,

@@ -142,11 +142,15 @@ func instance(name string, v *policypb.Value, dims map[string]*policypb.Value) *
 	return &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: dims}
 }
 
-func intV(i int64) *policypb.Value { return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}} }
+func intV(i int64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
+}
 func dblV(f float64) *policypb.Value {
 	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
 }
-func strV(s string) *policypb.Value { return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}} }
+func strV(s string) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
+}
 
 // TestMixerLayoutRequestIsAccepted is the foundation's first acceptance
 // test: bytes laid out exactly as Mixer writes them, params in sorted-key

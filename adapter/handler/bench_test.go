@@ -27,7 +27,9 @@ type discardFactory struct{}
 
 func (discardFactory) Key(*config.Params) string                  { return "discard" }
 func (discardFactory) Check(*config.Params, []*sink.Metric) error { return nil }
-func (discardFactory) New(*config.Params) (sink.Sink, error)      { return discard{sinktest.New("discard")}, nil }
+func (discardFactory) New(*config.Params) (sink.Sink, error) {
+	return discard{sinktest.New("discard")}, nil
+}
 
 // BenchmarkHandle measures HandleMetric's work per instance for Mixer-shaped
 // requests: 100 instances, 6 string dimensions, one COUNTER.

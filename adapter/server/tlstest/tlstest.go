@@ -63,7 +63,7 @@ func NewCA(t testing.TB, name string) *CA {
 // Leaf is an issued certificate and its files.
 type Leaf struct {
 	CertFile, KeyFile string
-	TLS              tls.Certificate
+	TLS               tls.Certificate
 }
 
 // LeafOptions say what a leaf certifies.
