@@ -67,6 +67,12 @@ generate: tools ## regenerate protobuf code, descriptors and the adapter/templat
 	  -template-descriptor adapter/mixerpb/metricpb/template_handler_service.descriptor_set \
 	  -out deploy/kubernetes
 	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
+	cd adapter/prometheus/prompb && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
+	  -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf \
+	  --gogofaster_out=$(GOGO_M):$(GEN_TMP) types.proto remote.proto
+	rm -f adapter/prometheus/prompb/*.pb.go
+	cp $(GEN_TMP)/$(MODULE)/adapter/prometheus/prompb/*.pb.go adapter/prometheus/prompb/
+	gofmt -w adapter/prometheus/prompb/*.pb.go
 	rm -rf $(GEN_TMP)
 
 check-generated: deps ## fail when generated files differ from what `make generate` writes

@@ -246,6 +246,20 @@ func (r *Registry[S]) Each(fn func(f *Family[S], s *Series[S])) {
 	}
 }
 
+// EachIn calls fn for every series of f, under the lock, so that a collector
+// per family reads only its own series. It does nothing for a family that is
+// no longer in the registry.
+func (r *Registry[S]) EachIn(f *Family[S], fn func(s *Series[S])) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.families[f.Name] != f {
+		return
+	}
+	for _, s := range f.series {
+		fn(s)
+	}
+}
+
 // Families calls fn for every family, under the lock.
 func (r *Registry[S]) Families(fn func(f *Family[S])) {
 	r.mu.Lock()

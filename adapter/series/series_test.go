@@ -149,3 +149,20 @@ func TestDecodeKeyRoundTrip(t *testing.T) {
 		require.Equal(t, labels, got)
 	}
 }
+
+func TestEachInVisitsOnlyThatFamily(t *testing.T) {
+	r := newRegistry(0, nil)
+	a := r.Bind("a", counter("a", "l"), 1)
+	b := r.Bind("b", counter("b", "l"), 1)
+	r.Apply(batch(time.Unix(100, 0), a, []string{"x"}, 1.0, []string{"y"}, 2.0), add)
+	r.Apply(batch(time.Unix(100, 0), b, []string{"z"}, 3.0), add)
+	got := map[string]float64{}
+	r.EachIn(a, func(s *series.Series[*sum]) { got[s.Labels[0]] = s.State.v })
+	require.Equal(t, map[string]float64{"x": 1, "y": 2}, got)
+
+	// A superseded family has nothing left to visit.
+	r.Bind("a", counter("a", "other"), 1)
+	visited := 0
+	r.EachIn(a, func(*series.Series[*sum]) { visited++ })
+	require.Zero(t, visited)
+}
