@@ -66,6 +66,7 @@ generate: tools ## regenerate protobuf code, descriptors and the adapter/templat
 	$(GO) run ./config/gencr -adapter-descriptor config/config.proto_descriptor \
 	  -template-descriptor adapter/mixerpb/metricpb/template_handler_service.descriptor_set \
 	  -out deploy/kubernetes
+	$(GO) run ./config/gendoc -descriptor config/config.proto_descriptor -out docs/params.md
 	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
 	cd adapter/prometheus/prompb && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
 	  -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf \
