@@ -30,6 +30,14 @@ type Options struct {
 	GRPCAddress string
 	HTTPAddress string
 	TLS         server.TLSFiles
+	// AllowedSPIFFEIDs, when set, refuses mutual-TLS clients whose
+	// certificate carries none of these URI SANs.
+	AllowedSPIFFEIDs []string
+	// AuthTokenFile, when set, requires every call to carry its token in
+	// AuthHeader (default authorization; "Bearer " accepted), as Mixer's
+	// `tls` authentication sends it.
+	AuthTokenFile string
+	AuthHeader    string
 
 	MaxRecvMsgSize         int
 	MaxInstancesPerRequest int
@@ -172,8 +180,27 @@ func New(o Options) (*Adapter, error) {
 			limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error())
 		}
 	}
+	refused := func(reason string) { a.metrics.AuthRefused.WithLabelValues(reason).Inc() }
+	var allow *server.SPIFFEAllowList
+	if len(o.AllowedSPIFFEIDs) > 0 {
+		if allow, err = server.NewSPIFFEAllowList(o.AllowedSPIFFEIDs); err != nil {
+			return nil, err
+		}
+		allow.OnRefuse = refused
+	}
+	var token *server.TokenCheck
+	if o.AuthTokenFile != "" {
+		if token, err = server.NewTokenCheck(o.AuthTokenFile, o.AuthHeader); err != nil {
+			return nil, err
+		}
+		o.Secrets.Add(token.Token())
+		token.OnRefuse = refused
+		if tlsCfg == nil {
+			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")
+		}
+	}
 	a.server, err = server.New(server.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
-		TLS: tlsCfg, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,
+		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout, Now: o.Now})
 	if err != nil {

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,10 @@ type Options struct {
 	Secrets *logging.Secrets
 	// TLS, when set, serves TLS (mutual when it requires client certs).
 	TLS *TLSConfig
+	// AllowedSPIFFE, when set, refuses TLS clients without an allowed ID.
+	AllowedSPIFFE *SPIFFEAllowList
+	// Token, when set, refuses calls without the shared token header.
+	Token *TokenCheck
 
 	MaxRecvMsgSize         int
 	MaxInstancesPerRequest int
@@ -85,10 +90,31 @@ func New(o Options) (*Server, error) {
 			Timeout:               o.KeepaliveTimeout,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(s.recoverPanics, s.refuseWhileDraining),
+	}
+	interceptors := []grpc.UnaryServerInterceptor{s.recoverPanics, s.refuseWhileDraining}
+	if o.Token != nil {
+		interceptors = append(interceptors, o.Token.unary)
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(interceptors...))
+	if o.AllowedSPIFFE != nil && o.TLS == nil {
+		return nil, errors.New("a SPIFFE allow-list needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
 	}
 	if o.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS.ServerConfig())))
+		cfg := o.TLS.ServerConfig()
+		if o.AllowedSPIFFE != nil {
+			if !o.TLS.Mutual() {
+				return nil, errors.New("a SPIFFE allow-list needs mutual TLS (--tls-client-ca)")
+			}
+			base := cfg.GetConfigForClient
+			cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+				c, err := base(hello)
+				if err == nil {
+					c.VerifyConnection = o.AllowedSPIFFE.verify
+				}
+				return c, err
+			}
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	s.grpc.RegisterService(&handleMetricDesc, s)

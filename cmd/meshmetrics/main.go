@@ -62,6 +62,17 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+server.EnvCredential)
 	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+server.EnvPrivateKey)
 	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+server.EnvCertificate)
+	fs.Func("tls-allowed-spiffe-ids", "comma-separated SPIFFE IDs a mutual-TLS client certificate must carry one of, e.g. spiffe://cluster.local/ns/istio-system/sa/istio-mixer-service-account", func(v string) error {
+		o.AllowedSPIFFEIDs = nil
+		for _, id := range strings.Split(v, ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				o.AllowedSPIFFEIDs = append(o.AllowedSPIFFEIDs, id)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&o.AuthTokenFile, "auth-token-file", "", "require every call to carry this file's token (Mixer's `tls` authentication with auth_header or custom_header); re-read when it changes")
+	fs.StringVar(&o.AuthHeader, "auth-header", "authorization", "header that carries the token: authorization (auth_header PLAIN or BEARER) or Mixer's custom_header")
 	fs.IntVar(&o.MaxRecvMsgSize, "max-recv-msg-size", config.DefaultMaxRecvMsgSize, "largest HandleMetric request in bytes (Mixer sends a whole Report batch per call)")
 	fs.IntVar(&o.MaxInstancesPerRequest, "max-instances-per-request", config.DefaultMaxInstancesPerRequest, "requests with more instances are refused (ResourceExhausted)")
 	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", config.DefaultMaxConnectionAge, "age after which a client connection is closed, so Mixer reconnects and spreads over replicas")
