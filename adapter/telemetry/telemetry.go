@@ -64,6 +64,10 @@ type Metrics struct {
 	SinkSendLatency   *prometheus.HistogramVec
 	SinkSeries        *prometheus.GaugeVec
 	LastConfigSuccess prometheus.Gauge
+	// LibratoSanitized counts what the Librato sink had to alter to meet the
+	// API's name and tag rules (reasons in adapter/librato).
+	LibratoSanitized *prometheus.CounterVec
+	AuthRefused      *prometheus.CounterVec
 }
 
 // New registers the adapter's metrics, and the Go and process collectors, on
@@ -124,10 +128,18 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			Name: "meshmetrics_last_config_success_timestamp_seconds",
 			Help: "When a handler config was last built successfully.",
 		}),
+		AuthRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshmetrics_auth_refused_total",
+			Help: "Callers refused: no or wrong token, no client certificate, SPIFFE ID not allowed.",
+		}, []string{"reason"}),
+		LibratoSanitized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshmetrics_librato_sanitized_total",
+			Help: "Metric names and series the Librato sink altered to meet the API's name and tag rules, by sink and reason.",
+		}, []string{"sink", "reason"}),
 	}
 	reg.MustRegister(m.InstancesReceived, m.InstancesAccepted, m.InstancesRejected, m.InstancesDropped, m.Requests,
 		m.HandleLatency, m.ConfigErrors, m.HandlersBuilt, m.HandlersClosed, m.SinkSends, m.SinkSendLatency,
-		m.SinkSeries, m.LastConfigSuccess)
+		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshmetrics_handler_cache_size",
 		Help: "Handlers built from distinct handler configs and currently cached.",
