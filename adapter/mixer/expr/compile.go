@@ -27,9 +27,14 @@ func (e *Error) Error() string {
 
 // Expr is a compiled, type-checked expression. It is immutable and safe for concurrent use.
 type Expr struct {
-	src  string
-	root *node
+	src      string
+	root     *node
+	warnings []string
 }
+
+// Warnings lists the forms this package accepts but a real Mixer 1.7 rejects, each with
+// what to write instead. An expression with warnings works here and fails in a cluster.
+func (e *Expr) Warnings() []string { return append([]string(nil), e.warnings...) }
 
 // Type is the type every successful Eval returns.
 func (e *Expr) Type() ValueType { return e.root.typ }
@@ -50,6 +55,8 @@ const (
 type node struct {
 	kind   nodeKind
 	pos    int // 0-based byte offset the node is blamed at
+	start  int // source span, for messages that quote an operand
+	end    int
 	typ    ValueType
 	val    any    // constNode
 	name   string // attribute or function name
@@ -66,10 +73,13 @@ type node struct {
 // mixer/pkg/lang/externs.go, and the limits of the IL compiler (which operators work on which
 // types, how `|` treats absent values) follow mixer/pkg/lang/compiler/compiler.go.
 //
-// CEXL is smaller than Go's syntax suggests, and what Mixer rejects is rejected here: `!x`
-// (there is no NOT function), negative literals, startsWith/endsWith as plain functions
-// (they are methods: `s.startsWith("a")`), `==` and `<` on DURATION, and bare duration
-// literals (`10ms` does not parse; the string "10ms" is a DURATION constant).
+// CEXL is smaller than Go's syntax suggests, and what Mixer rejects is mostly rejected here:
+// negative literals, `==` and `<` on DURATION, and bare duration literals (`10ms` does not
+// parse; the string "10ms" is a DURATION constant). Two forms are accepted although Mixer
+// rejects them, because people write them and their meaning is plain: `!x` (Mixer has no
+// NOT function) and startsWith/endsWith called as functions (Mixer has them only as methods,
+// `s.startsWith("a")`). Both compile with a warning (Expr.Warnings) that gives the form
+// Mixer accepts, so a config that passes here can be fixed before it reaches a cluster.
 func Compile(src string, manifest Manifest) (*Expr, error) {
 	c := compiler{src: src, manifest: manifest}
 	fset := token.NewFileSet()
@@ -85,7 +95,7 @@ func Compile(src string, manifest Manifest) (*Expr, error) {
 	if err := c.check(root); err != nil {
 		return nil, err
 	}
-	return &Expr{src: src, root: root}, nil
+	return &Expr{src: src, root: root, warnings: c.warnings}, nil
 }
 
 // CompileCondition compiles a rule's match condition, which must be BOOL. As in Mixer
@@ -112,6 +122,12 @@ type compiler struct {
 	src      string
 	manifest Manifest
 	file     *token.File
+	warnings []string
+}
+
+// warnf records a form that works here but not in Mixer, in the format of Error.
+func (c *compiler) warnf(pos int, format string, args ...any) {
+	c.warnings = append(c.warnings, (&Error{Expr: c.src, Pos: pos + 1, Msg: fmt.Sprintf(format, args...)}).Error())
 }
 
 func (c *compiler) errorf(pos int, format string, args ...any) *Error {
@@ -159,8 +175,17 @@ func binaryOp(t token.Token) (string, bool) {
 	return "", false
 }
 
-// build converts Go's AST into Mixer's, as mixer/pkg/lang/ast/expr.go (process) does.
+// build converts Go's AST into Mixer's, as mixer/pkg/lang/ast/expr.go (process) does, and
+// records the source span of each node.
 func (c *compiler) build(e ast.Expr) (*node, error) {
+	n, err := c.buildNode(e)
+	if n != nil {
+		n.start, n.end = c.offset(e.Pos()), c.offset(e.End())
+	}
+	return n, err
+}
+
+func (c *compiler) buildNode(e ast.Expr) (*node, error) {
 	switch v := e.(type) {
 	case *ast.ParenExpr:
 		return c.build(v.X)
@@ -193,8 +218,10 @@ func (c *compiler) build(e ast.Expr) (*node, error) {
 		switch v.Op {
 		case token.NOT:
 			// ast.tMap turns ! into NOT, but no NOT function exists (ast/func.go intrinsics),
-			// so Mixer fails with "unknown function: NOT".
-			return nil, c.errorf(c.offset(v.OpPos), "operator ! is not supported by Mixer (no NOT function); compare with == false instead")
+			// so Mixer fails with "unknown function: NOT". The node is named "!", which no
+			// call can spell, so NOT(x) stays an unknown function as in Mixer.
+			c.warnf(c.offset(v.OpPos), "a real Mixer rejects the ! operator (unknown function: NOT); write %s == false instead", c.text(v.X))
+			return c.call("!", "!", c.offset(v.OpPos), nil, v.X)
 		case token.SUB:
 			return nil, c.errorf(c.offset(v.OpPos), "unary - is not supported by Mixer, so negative literals cannot be written")
 		}
@@ -322,6 +349,8 @@ func lookupSignature(name string) (signature, bool) {
 		return signature{args: any2, ret: Unspecified}, true
 	case "LAND", "LOR":
 		return signature{args: []ValueType{Bool, Bool}, ret: Bool}, true
+	case "!":
+		return signature{args: []ValueType{Bool}, ret: Bool}, true
 	case "INDEX":
 		return signature{args: []ValueType{StringMap, String}, ret: String}, true
 	case "conditional":
@@ -371,6 +400,12 @@ func (c *compiler) check(n *node) error {
 	if n.target != nil && !sig.method {
 		return c.errorf(n.pos, "%s is a function, not a method: call it as %s(...)", n.name, n.name)
 	}
+	if n.target == nil && sig.method && functionForm(n) {
+		// startsWith(s, p) means s.startsWith(p); Mixer knows only the method.
+		c.warnf(n.pos, "a real Mixer rejects %s as a function (it is only a method); write %s.%s(%s) instead",
+			n.name, receiverText(c.nodeText(n.args[0])), n.name, c.nodeText(n.args[1]))
+		n.target, n.args = n.args[0], n.args[1:]
+	}
 	if n.target == nil && sig.method {
 		return c.errorf(n.pos, "%s is a method: call it as s.%s(...)", n.name, n.name)
 	}
@@ -410,6 +445,29 @@ func (c *compiler) check(n *node) error {
 		n.typ = generic
 	}
 	return c.checkOperand(n, generic)
+}
+
+// functionForm reports a startsWith or endsWith call written as a two-argument function.
+func functionForm(n *node) bool {
+	return (n.name == "startsWith" || n.name == "endsWith") && len(n.args) == 2
+}
+
+// nodeText is the source of a node, from the span its parse recorded.
+func (c *compiler) nodeText(n *node) string {
+	if n.end <= n.start || n.end > len(c.src) {
+		return ""
+	}
+	return c.src[n.start:n.end]
+}
+
+// receiverText puts parentheses around a receiver that Mixer would not take bare: it accepts
+// attribute names, literals, parenthesised expressions and calls (ast/expr.go).
+func receiverText(s string) string {
+	switch e, _ := parser.ParseExpr(s); e.(type) {
+	case *ast.Ident, *ast.SelectorExpr, *ast.BasicLit, *ast.ParenExpr, *ast.CallExpr:
+		return s
+	}
+	return "(" + s + ")"
 }
 
 func (c *compiler) argError(n *node, i int, got, want ValueType) error {

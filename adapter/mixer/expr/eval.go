@@ -209,6 +209,8 @@ func apply(n *node, target any, args []any) (any, error) {
 		case float64:
 			return a + args[1].(float64), nil
 		}
+	case "!":
+		return !args[0].(bool), nil
 	case "size":
 		return int64(len(args[0].(string))), nil
 	case "ip":

@@ -106,8 +106,65 @@ func TestCompileTypes(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tt.want, e.Type())
 			require.Equal(t, tt.src, e.String())
+			require.Empty(t, e.Warnings(), "Mixer accepts this form")
 		})
 	}
+}
+
+// TestCompileWarnings covers the forms accepted here but rejected by a real Mixer 1.7:
+// each compiles, evaluates, and warns with the form Mixer accepts.
+func TestCompileWarnings(t *testing.T) {
+	tests := []struct {
+		src  string
+		bag  MapBag
+		want any
+		warn []string
+	}{
+		{`!connection.mtls`, bag(), false, []string{
+			`expression "!connection.mtls": a real Mixer rejects the ! operator (unknown function: NOT); write connection.mtls == false instead (position 1)`}},
+		{`!(request.size > 5000)`, bag(), true, []string{
+			`expression "!(request.size > 5000)": a real Mixer rejects the ! operator (unknown function: NOT); write (request.size > 5000) == false instead (position 1)`}},
+		{`!!connection.mtls`, bag(), true, []string{
+			`expression "!!connection.mtls": a real Mixer rejects the ! operator (unknown function: NOT); write !connection.mtls == false instead (position 1)`,
+			`expression "!!connection.mtls": a real Mixer rejects the ! operator (unknown function: NOT); write connection.mtls == false instead (position 2)`}},
+		{`startsWith(request.path, "/v1")`, bag(), true, []string{
+			`expression "startsWith(request.path, \"/v1\")": a real Mixer rejects startsWith as a function (it is only a method); write request.path.startsWith("/v1") instead (position 1)`}},
+		{`endsWith(request.path, "=y")`, bag(), false, []string{
+			`expression "endsWith(request.path, \"=y\")": a real Mixer rejects endsWith as a function (it is only a method); write request.path.endsWith("=y") instead (position 1)`}},
+		{`endsWith(request.path | "x", "x")`, MapBag{}, true, []string{
+			`expression "endsWith(request.path | \"x\", \"x\")": a real Mixer rejects endsWith as a function (it is only a method); write (request.path | "x").endsWith("x") instead (position 1)`}},
+		{`startsWith(toLower(request.path), "/v")`, bag(), true, []string{
+			`expression "startsWith(toLower(request.path), \"/v\")": a real Mixer rejects startsWith as a function (it is only a method); write toLower(request.path).startsWith("/v") instead (position 1)`}},
+		{`match(request.path, "/v1/*") && !startsWith(request.path, "/v1/admin")`, bag(), true, []string{
+			`expression "match(request.path, \"/v1/*\") && !startsWith(request.path, \"/v1/admin\")": a real Mixer rejects the ! operator (unknown function: NOT); write startsWith(request.path, "/v1/admin") == false instead (position 33)`,
+			`expression "match(request.path, \"/v1/*\") && !startsWith(request.path, \"/v1/admin\")": a real Mixer rejects startsWith as a function (it is only a method); write request.path.startsWith("/v1/admin") instead (position 34)`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src, func(t *testing.T) {
+			e, err := Compile(tt.src, manifest())
+			require.NoError(t, err)
+			require.Equal(t, Bool, e.Type())
+			require.Equal(t, tt.warn, e.Warnings())
+			got, err := e.Eval(tt.bag)
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestWarningsPropagateThroughConditionsAndParams(t *testing.T) {
+	c, err := CompileCondition(`!connection.mtls`, manifest())
+	require.NoError(t, err)
+	require.Len(t, c.Warnings(), 1)
+	p, err := CompileParam(`conditional(endsWith(request.path, "x"), 1, 0)`, manifest())
+	require.NoError(t, err)
+	require.Equal(t, Int64, p.Type())
+	require.Len(t, p.Warnings(), 1)
+	require.Contains(t, p.Warnings()[0], `write request.path.endsWith("x") instead`)
+	// Warnings are a copy: callers cannot change the compiled expression.
+	w := c.Warnings()
+	w[0] = "changed"
+	require.NotEqual(t, "changed", c.Warnings()[0])
 }
 
 func TestCompileErrors(t *testing.T) {
@@ -124,7 +181,11 @@ func TestCompileErrors(t *testing.T) {
 		{`request.size ==`, `expression "request.size ==": syntax error: expected operand, found 'EOF' (position 16)`},
 		{``, `expression "": syntax error: expected operand, found 'EOF' (position 1)`},
 		{`request.size request.path`, `expression "request.size request.path": syntax error: expected 'EOF', found request (position 14)`},
-		{`!connection.mtls`, `expression "!connection.mtls": operator ! is not supported by Mixer (no NOT function); compare with == false instead (position 1)`},
+		{`!request.size`, `expression "!request.size": !: argument 1 has type INT64, want BOOL (position 2)`},
+		{`NOT(true)`, `expression "NOT(true)": unknown function 'NOT' (position 1)`},
+		{`startsWith(request.path)`, `expression "startsWith(request.path)": startsWith is a method: call it as s.startsWith(...) (position 1)`},
+		{`startsWith(request.size, "1")`, `expression "startsWith(request.size, \"1\")": startsWith: receiver has type INT64, want STRING (position 12)`},
+		{`endsWith(request.path, 1)`, `expression "endsWith(request.path, 1)": endsWith: argument 1 has type INT64, want STRING (position 24)`},
 		{`-1`, `expression "-1": unary - is not supported by Mixer, so negative literals cannot be written (position 1)`},
 		{`request.size * 2`, `expression "request.size * 2": operator * is not supported (position 14)`},
 		{`request.size & 2`, `expression "request.size & 2": operator & is not supported (position 14)`},
@@ -140,7 +201,6 @@ func TestCompileErrors(t *testing.T) {
 		{`match(request.path)`, `expression "match(request.path)": match takes 2 argument(s), got 1 (position 1)`},
 		{`match(request.path, "a", "b")`, `expression "match(request.path, \"a\", \"b\")": match takes 2 argument(s), got 3 (position 1)`},
 		{`nosuch(1)`, `expression "nosuch(1)": unknown function 'nosuch' (position 1)`},
-		{`startsWith(request.path, "/")`, `expression "startsWith(request.path, \"/\")": startsWith is a method: call it as s.startsWith(...) (position 1)`},
 		{`request.path.match("a")`, `expression "request.path.match(\"a\")": match is a function, not a method: call it as match(...) (position 14)`},
 		{`request.size.startsWith("1")`, `expression "request.size.startsWith(\"1\")": startsWith: receiver has type INT64, want STRING (position 1)`},
 		{`conditional(request.size, 1, 2)`, `expression "conditional(request.size, 1, 2)": conditional: condition has type INT64, want BOOL (position 13)`},
