@@ -1,0 +1,155 @@
+package prometheus_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gogo/protobuf/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshmetrics/meshmetrics/adapter/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
+	mmprom "github.com/meshmetrics/meshmetrics/adapter/prometheus"
+	"github.com/meshmetrics/meshmetrics/adapter/sink"
+	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
+	"github.com/meshmetrics/meshmetrics/adapter/wire"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// fixture drives the exposition the way the adapter does: a handler cache
+// whose handlers bind to the exposition, added to a sink set as a permanent
+// sink, and a registry like the one /metrics serves.
+type fixture struct {
+	reg     *prometheus.Registry
+	expo    *mmprom.Exposition
+	sinks   *sink.Set
+	cache   *handler.Cache
+	metrics *telemetry.Metrics
+
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newFixture(t *testing.T, maxSeries int) *fixture {
+	t.Helper()
+	f := &fixture{reg: prometheus.NewRegistry(), sinks: sink.NewSet(100000, 5*time.Second), now: time.Unix(1600000000, 0)}
+	f.metrics = telemetry.New(f.reg, func() int { return 0 }, f.sinks)
+	env := sink.Env{Metrics: f.metrics, MaxSeries: maxSeries, Now: f.clock, Tick: 5 * time.Millisecond, Replica: "test"}
+	var err error
+	f.expo, err = mmprom.NewExposition(env, f.reg)
+	require.NoError(t, err)
+	f.sinks.AddPermanent(mmprom.ExpositionKey, f.expo)
+	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(f.expo)}, DedupTTL: time.Minute},
+		handler.CacheOptions{Size: 16, IdleTimeout: time.Hour, Now: f.clock})
+	t.Cleanup(func() { require.NoError(t, f.sinks.Close(context.Background())) })
+	return f
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func params(t *testing.T, p *config.Params) *types.Any {
+	t.Helper()
+	b, err := p.Marshal()
+	require.NoError(t, err)
+	return &types.Any{TypeUrl: config.TypeURL, Value: b}
+}
+
+// handle sends one HandleMetric request through the cache and its handler.
+func (f *fixture) handle(t *testing.T, cfg *types.Any, instances ...*metricpb.InstanceMsg) error {
+	t.Helper()
+	raw, err := (&metricpb.HandleMetricRequest{Instances: instances, AdapterConfig: cfg}).Marshal()
+	require.NoError(t, err)
+	var req wire.Request
+	require.NoError(t, req.Parse(raw))
+	h, err := f.cache.Get(req.AdapterConfig)
+	if err != nil {
+		return err
+	}
+	defer h.Done()
+	o := h.Handle(&req, f.clock())
+	return o.Err()
+}
+
+// scrape waits for queued samples and returns the exposition's series in
+// the text format, gathered through a pedantic registry (every client_golang
+// consistency check applies), names filtered to those given.
+func (f *fixture) scrape(t *testing.T, names ...string) string {
+	t.Helper()
+	require.NoError(t, f.sinks.Flush(context.Background()))
+	pedantic := prometheus.NewPedanticRegistry()
+	require.NoError(t, pedantic.Register(f.expo))
+	mfs, err := pedantic.Gather()
+	require.NoError(t, err)
+	var b strings.Builder
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if len(names) > 0 && !contains(names, mf.GetName()) {
+			continue
+		}
+		require.NoError(t, enc.Encode(mf))
+	}
+	return b.String()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func dropped(f *fixture, reason string) float64 {
+	return testutil.ToFloat64(f.metrics.InstancesDropped.WithLabelValues(mmprom.ExpositionKey, reason))
+}
+
+func strV(s string) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
+}
+func intV(i int64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
+}
+func dblV(x float64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: x}}
+}
+func durV(d time.Duration) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_DurationValue{DurationValue: &policypb.Duration{Value: types.DurationProto(d)}}}
+}
+
+func inst(name string, v *policypb.Value, dims ...any) *metricpb.InstanceMsg {
+	m := &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: map[string]*policypb.Value{}}
+	for i := 0; i < len(dims); i += 2 {
+		m.Dimensions[dims[i].(string)] = dims[i+1].(*policypb.Value)
+	}
+	return m
+}
+
+func metric(instance, name string, kind config.Params_MetricInfo_Kind, labels ...string) *config.Params_MetricInfo {
+	return &config.Params_MetricInfo{InstanceName: instance, Name: name, Kind: kind, LabelNames: labels}
+}
+
+func toInstances(in []any) []*metricpb.InstanceMsg {
+	out := make([]*metricpb.InstanceMsg, len(in))
+	for i, x := range in {
+		out[i] = x.(*metricpb.InstanceMsg)
+	}
+	return out
+}
