@@ -11,7 +11,7 @@ MODULE := github.com/meshmetrics/meshmetrics
 # Import-path mappings so that gogo-generated code uses gogo's well-known types.
 GOGO_M := Mgoogle/protobuf/any.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/duration.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/timestamp.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/descriptor.proto=github.com/gogo/protobuf/protoc-gen-gogo/descriptor,Mgoogle/rpc/status.proto=github.com/gogo/googleapis/google/rpc
 
-.PHONY: help run demo test test-unit test-race check-generated generate tools deps bench image lint fmt vet
+.PHONY: help run demo test test-unit test-race fuzz check-generated generate tools deps bench image lint fmt vet
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,10 +22,20 @@ run: ## run the adapter on its embedded default (Prometheus exposition on :42422
 demo: ## start the adapter, drive it with mockmixer and the samples, print the series
 	./cmd/mockmixer/demo.sh
 
-test: deps check-generated vet test-race ## every test (installs protoc and prometheus when absent)
+test: deps check-generated vet test-race fuzz ## every test (installs protoc and prometheus when absent)
 
 test-race: ## go test -race ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Every fuzz target, as package:Target. Findings land in the package's
+# testdata/fuzz and are committed, so they run as regression tests forever.
+FUZZ_TARGETS := ./adapter/wire:FuzzParse ./config:FuzzDecodeParams ./adapter/mixer/expr:FuzzCompile
+FUZZTIME ?= 10s
+
+fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 test-unit: ## go test ./... without the race detector
 	$(GO) test -count=1 ./...

@@ -28,6 +28,12 @@ const (
 	DefaultRemoteWriteMaxRetryElapse = 5 * time.Minute
 	DefaultMaxSeriesPerMetric        = 50000
 	DefaultMaxLabelValueLength       = 1024
+
+	// Hard caps that keep one config from exhausting memory while it is
+	// built: beyond them a config is refused with a field error.
+	MaxBuckets          = 1000
+	MaxLabelNames       = 256
+	MaxMetricsPerConfig = 10000
 )
 
 // DefaultBuckets are client_golang's DefBuckets, used by Istio's adapter for a

@@ -169,6 +169,10 @@ func normalizeLimits(l *Limits, add func(string, string, ...any)) *Limits {
 }
 
 func normalizeMetrics(p *Params, add func(string, string, ...any)) {
+	if len(p.Metrics) > MaxMetricsPerConfig {
+		add("metrics", "%d metrics; at most %d per handler config", len(p.Metrics), MaxMetricsPerConfig)
+		return
+	}
 	fullNames := map[string]int{}
 	for i, m := range p.Metrics {
 		f := fmt.Sprintf("metrics[%d]", i)
@@ -199,6 +203,9 @@ func normalizeMetrics(p *Params, add func(string, string, ...any)) {
 		}
 		if _, ok := DurationUnit_name[int32(m.DurationUnit)]; !ok {
 			add(f+".duration_unit", "unknown unit %d", m.DurationUnit)
+		}
+		if len(m.LabelNames) > MaxLabelNames {
+			add(f+".label_names", "%d label names; at most %d", len(m.LabelNames), MaxLabelNames)
 		}
 		seen := map[string]bool{}
 		for j, l := range m.LabelNames {
@@ -236,8 +243,8 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 	switch d := b.Definition.(type) {
 	case *Params_MetricInfo_BucketsDefinition_LinearBuckets:
 		l := d.LinearBuckets
-		if l == nil || l.NumFiniteBuckets <= 0 {
-			return nil, errors.New("linear_buckets.num_finite_buckets must be > 0")
+		if l == nil || l.NumFiniteBuckets <= 0 || l.NumFiniteBuckets >= MaxBuckets {
+			return nil, fmt.Errorf("linear_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets-1)
 		}
 		if !(l.Width > 0) || math.IsInf(l.Width, 0) || math.IsNaN(l.Offset) || math.IsInf(l.Offset, 0) {
 			return nil, errors.New("linear_buckets.width must be > 0 and offset finite")
@@ -249,8 +256,8 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 		return out, nil
 	case *Params_MetricInfo_BucketsDefinition_ExponentialBuckets:
 		e := d.ExponentialBuckets
-		if e == nil || e.NumFiniteBuckets <= 0 {
-			return nil, errors.New("exponential_buckets.num_finite_buckets must be > 0")
+		if e == nil || e.NumFiniteBuckets <= 0 || e.NumFiniteBuckets >= MaxBuckets {
+			return nil, fmt.Errorf("exponential_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets-1)
 		}
 		if !(e.GrowthFactor > 1) || !(e.Scale > 0) || math.IsInf(e.GrowthFactor, 0) || math.IsInf(e.Scale, 0) {
 			return nil, errors.New("exponential_buckets needs growth_factor > 1 and scale > 0")
@@ -264,8 +271,8 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 		}
 		return out, nil
 	case *Params_MetricInfo_BucketsDefinition_ExplicitBuckets:
-		if d.ExplicitBuckets == nil || len(d.ExplicitBuckets.Bounds) == 0 {
-			return nil, errors.New("explicit_buckets.bounds must not be empty")
+		if d.ExplicitBuckets == nil || len(d.ExplicitBuckets.Bounds) == 0 || len(d.ExplicitBuckets.Bounds) > MaxBuckets {
+			return nil, fmt.Errorf("explicit_buckets.bounds must hold 1 to %d bounds", MaxBuckets)
 		}
 		out := append([]float64(nil), d.ExplicitBuckets.Bounds...)
 		for i, x := range out {

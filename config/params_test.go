@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -227,4 +228,28 @@ func TestShortInstanceName(t *testing.T) {
 	} {
 		require.Equal(t, want, config.ShortInstanceName(in), in)
 	}
+}
+
+func TestHugeConfigsAreRefusedBeforeTheyAllocate(t *testing.T) {
+	huge := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_DISTRIBUTION,
+		Buckets: &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{
+			LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: 2000000000, Width: 1}}}}}}
+	_, err := config.Normalize(huge)
+	require.ErrorContains(t, err, "metrics[0].buckets: linear_buckets.num_finite_buckets must be between 1 and 999")
+
+	many := &config.Params{}
+	for i := 0; i <= config.MaxMetricsPerConfig; i++ {
+		many.Metrics = append(many.Metrics, &config.Params_MetricInfo{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE})
+	}
+	_, err = config.Normalize(many)
+	require.ErrorContains(t, err, "at most 10000 per handler config")
+
+	thousand := &config.Params{}
+	for i := 0; i < 1000; i++ {
+		thousand.Metrics = append(thousand.Metrics, &config.Params_MetricInfo{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE,
+			Name: "m" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + fmt.Sprint(i)})
+	}
+	p, err := config.Normalize(thousand)
+	require.NoError(t, err, "a thousand metrics is a legitimate config")
+	require.Len(t, p.Metrics, 1000)
 }
