@@ -48,8 +48,24 @@ func newStore() *Store {
 // Unlike Mixer, which logs a bad document and carries on, Load fails: it reports every
 // problem it finds, each as a *LoadError naming the file and line, joined into one error.
 func Load(paths ...string) (*Store, error) {
+	return LoadSources(nil, paths...)
+}
+
+// Source is config held in memory (embedded defaults, generated test config). Name stands
+// for the file name in errors.
+type Source struct {
+	Name string
+	Data []byte
+}
+
+// LoadSources is Load for config that is partly in memory: sources are read first, then
+// paths, into one store, so that references between them resolve.
+func LoadSources(sources []Source, paths ...string) (*Store, error) {
 	s := newStore()
 	var errs []error
+	for _, src := range sources {
+		errs = append(errs, s.parse(src.Name, src.Data)...)
+	}
 	for _, p := range paths {
 		files, err := yamlFiles(p)
 		if err != nil {

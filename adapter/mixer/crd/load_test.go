@@ -231,3 +231,24 @@ func TestLoadCountsLinesAcrossDocuments(t *testing.T) {
 	}
 	require.Equal(t, []int{3, 13, 22}, lines)
 }
+
+func TestLoadSourcesResolvesAcrossMemoryAndFiles(t *testing.T) {
+	manifest := Source{Name: "<memory>", Data: []byte(`apiVersion: config.istio.io/v1alpha2
+kind: attributemanifest
+metadata: {name: extra, namespace: istio-system}
+spec: {attributes: {x.y: {valueType: STRING}}}
+`)}
+	s, err := LoadSources([]Source{manifest}, "testdata/valid")
+	require.NoError(t, err)
+	m, err := s.Manifest()
+	require.NoError(t, err)
+	require.Equal(t, expr.String, m["x.y"])
+	require.Equal(t, expr.Int64, m["request.size"], "the files' manifests are merged too")
+
+	bad := Source{Name: "<memory>", Data: []byte("apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: [\n")}
+	_, err = LoadSources([]Source{bad})
+	require.ErrorContains(t, err, "<memory>:")
+	var le *LoadError
+	require.ErrorAs(t, err, &le)
+	require.Equal(t, "<memory>", le.File)
+}
