@@ -1,14 +1,20 @@
 package adapter
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	promsink "github.com/meshmetrics/meshmetrics/adapter/prometheus"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 )
 
-// defaultSinks wires the built-in sinks.
+// defaultSinks wires the built-in sinks: the Prometheus exposition (one,
+// permanent, served on /metrics), remote write and Librato (one per
+// destination, built when a handler config names it).
 func defaultSinks(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-	return nil, nil, errors.New("built-in sinks are being wired")
+	expo, err := promsink.NewExposition(env, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return map[string]sink.Sink{promsink.ExpositionKey: expo},
+		[]sink.Factory{promsink.NewExpositionFactory(expo)}, nil
 }
