@@ -14,7 +14,9 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 )
 
-func intV(i int64) *policypb.Value { return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}} }
+func intV(i int64) *policypb.Value {
+	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
+}
 func strV(s string) *policypb.Value {
 	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
 }
