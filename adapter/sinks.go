@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	promsink "github.com/meshmetrics/meshmetrics/adapter/prometheus"
+	"github.com/meshmetrics/meshmetrics/adapter/prometheus/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 )
 
@@ -16,5 +17,5 @@ func defaultSinks(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink,
 		return nil, nil, err
 	}
 	return map[string]sink.Sink{promsink.ExpositionKey: expo},
-		[]sink.Factory{promsink.NewExpositionFactory(expo)}, nil
+		[]sink.Factory{promsink.NewExpositionFactory(expo), remotewrite.NewFactory(env)}, nil
 }

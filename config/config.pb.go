@@ -199,7 +199,10 @@ type Params_MetricInfo struct {
 	// Name prefix. The full name is `namespace_name` (Prometheus) or
 	// `namespace.name` (Librato). Default "istio", as in Istio's adapter.
 	Namespace string `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	// Metric name. Default: the instance's short name.
+	// Metric name. Default: the whole instance_name, which each sink then
+	// sanitises (Istio's adapter does the same: an instance
+	// `requestcount.instance.istio-system` gives
+	// `istio_requestcount_instance_istiosystem`).
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The instance that feeds this metric, fully qualified
 	// (`requestcount.instance.istio-system`) or short (`requestcount`, which

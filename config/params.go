@@ -189,7 +189,7 @@ func normalizeMetrics(p *Params, add func(string, string, ...any)) {
 			m.Namespace = DefaultNamespace
 		}
 		if m.Name == "" {
-			m.Name = ShortInstanceName(m.InstanceName)
+			m.Name = m.InstanceName
 		}
 		if m.Description == "" {
 			m.Description = m.Name

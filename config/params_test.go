@@ -84,8 +84,8 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 	require.Empty(t, in.Metrics[0].Name, "Normalize must not modify its input")
 
 	require.Equal(t, "istio", p.Metrics[0].Namespace)
-	require.Equal(t, "requestcount", p.Metrics[0].Name)
-	require.Equal(t, "requestcount", p.Metrics[0].Description)
+	require.Equal(t, "requestcount.instance.istio-system", p.Metrics[0].Name, "as Istio's adapter: the whole instance name")
+	require.Equal(t, "requestcount.instance.istio-system", p.Metrics[0].Description)
 	require.Equal(t, "mesh", p.Metrics[1].Namespace)
 	require.Equal(t, config.DefaultLibratoURL, p.Librato.Url)
 	require.Equal(t, 60*time.Second, p.Librato.Period)

@@ -186,7 +186,7 @@ func TestDuplicateDedupIDIsNotCountedTwice(t *testing.T) {
 
 func TestShortInstanceNameMatchesAnyNamespace(t *testing.T) {
 	f := newFixture(t, 1000)
-	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "hits", Kind: config.Params_MetricInfo_COUNTER}}})
+	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "hits", Kind: config.Params_MetricInfo_COUNTER, Name: "hits"}}})
 	_, err := f.handle(t, cfg, "", inst("hits.instance.default", intV(1)), inst("hits.instance.prod", intV(2)), inst("hits", intV(3)))
 	require.NoError(t, err)
 	require.Equal(t, 6.0, f.flush(t).Series()["istio_hits{}"].Sum)

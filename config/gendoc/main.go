@@ -30,7 +30,7 @@ func main() {
 // defaults documents the default of each field that has one, from config/.
 var defaults = map[string]string{
 	"Params.MetricInfo.namespace":                                   fmt.Sprintf("`%s`", config.DefaultNamespace),
-	"Params.MetricInfo.name":                                        "the instance's short name",
+	"Params.MetricInfo.name":                                        "the instance_name",
 	"Params.MetricInfo.description":                                 "the name",
 	"Params.MetricInfo.buckets":                                     fmt.Sprintf("`%v`", config.DefaultBuckets),
 	"Params.MetricInfo.duration_unit":                               "`SECONDS` (Prometheus), `MILLISECONDS` (Librato)",
