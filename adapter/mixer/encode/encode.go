@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/gogo/protobuf/types"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -157,17 +158,19 @@ func appendValue(b []byte, field protowire.Number, v *policypb.Value) ([]byte, e
 
 // Dedup is Mixer's per-handler dedup_id sequence (dynamic/handler.go): a counter seeded at
 // random when the handler is built, used then incremented on every call, in decimal. It is
-// safe for use by one goroutine; dispatch keeps one per handler.
-type Dedup struct{ next uint64 }
+// safe for concurrent use, as the calls of one Report go out in parallel.
+type Dedup struct{ next atomic.Uint64 }
 
 // NewDedup seeds a sequence.
-func NewDedup(seed uint64) *Dedup { return &Dedup{next: seed} }
+func NewDedup(seed uint64) *Dedup {
+	d := &Dedup{}
+	d.next.Store(seed)
+	return d
+}
 
 // Next returns the id of the next call.
 func (d *Dedup) Next() string {
-	id := strconv.FormatUint(d.next, 10)
-	d.next++
-	return id
+	return strconv.FormatUint(d.next.Add(1)-1, 10)
 }
 
 // CanonicalMapOrder rewrites a HandleMetricRequest with the entries of each map field
