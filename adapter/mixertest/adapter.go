@@ -1,0 +1,194 @@
+package mixertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/sink"
+	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+)
+
+// AdapterOptions configure an in-process adapter.
+type AdapterOptions struct {
+	// BuiltinSinks keeps the adapter's own sinks (Prometheus exposition on /metrics, remote
+	// write, ...). By default every handler config feeds one recording sink instead, which
+	// Recorded returns.
+	BuiltinSinks bool
+	// Tweak adjusts the adapter's options before it starts (TLS, limits, ...).
+	Tweak func(*adapter.Options)
+}
+
+// Adapter is meshmetrics running in the test process on loopback ports.
+type Adapter struct {
+	*adapter.Adapter
+	// Factory builds the recording sinks; nil with BuiltinSinks.
+	Factory *sinktest.Factory
+}
+
+// StartAdapter starts meshmetrics on 127.0.0.1 with free ports and shuts it down when the
+// test ends. Its logs go to t.Log.
+func StartAdapter(t testing.TB, o AdapterOptions) *Adapter {
+	t.Helper()
+	log := logrus.New()
+	tw := &testWriter{t: t}
+	log.SetOutput(tw)
+	opts := adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "mixertest", Log: log,
+		ShutdownTimeout: 10 * time.Second}
+	a := &Adapter{}
+	if !o.BuiltinSinks {
+		a.Factory = sinktest.NewFactory()
+		opts.Sinks = func(sink.Env, *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
+			return nil, []sink.Factory{a.Factory}, nil
+		}
+	}
+	if o.Tweak != nil {
+		o.Tweak(&opts)
+	}
+	ad, err := adapter.New(opts)
+	if err != nil {
+		t.Fatalf("mixertest: adapter: %v", err)
+	}
+	if err := ad.Start(); err != nil {
+		t.Fatalf("mixertest: adapter: %v", err)
+	}
+	a.Adapter = ad
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = ad.Shutdown(ctx)
+		tw.close()
+	})
+	return a
+}
+
+// testWriter sends log lines to the test's log, so they show only for failed tests. Lines
+// written after the test ends are dropped: testing panics on a late Log.
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
+}
+
+// Recorded flushes the adapter and returns the recording sink every handler config feeds.
+// It fails the test when no handler config has reached the adapter within 5 seconds, or
+// when the adapter runs its built-in sinks.
+func (a *Adapter) Recorded(t testing.TB) *sinktest.Sink {
+	t.Helper()
+	if a.Factory == nil {
+		t.Fatal("mixertest: the adapter runs its built-in sinks; use Series or Scrape")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for a.Factory.Sink("test") == nil {
+		select {
+		case <-ctx.Done():
+			t.Fatal("mixertest: no handler config reached the adapter (did the report fail or match nothing?)")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatalf("mixertest: flush: %v", err)
+	}
+	return a.Factory.Sink("test")
+}
+
+// Scrape flushes the adapter and reads its /metrics.
+func (a *Adapter) Scrape(t testing.TB) map[string]*dto.MetricFamily {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Flush(ctx); err != nil {
+		t.Fatalf("mixertest: flush: %v", err)
+	}
+	families, err := ScrapeURL(ctx, "http://"+a.HTTPAddr()+"/metrics")
+	if err != nil {
+		t.Fatalf("mixertest: %v", err)
+	}
+	return families
+}
+
+// Series returns the samples of one metric family on /metrics, keyed by their labels as
+// `{a="1",b="2"}` (sorted by name; `{}` without labels). Counters and gauges give their value;
+// histograms and summaries their sample count.
+func (a *Adapter) Series(t testing.TB, family string) map[string]float64 {
+	t.Helper()
+	return SeriesOf(a.Scrape(t)[family])
+}
+
+// ScrapeURL reads a Prometheus text exposition.
+func ScrapeURL(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/plain; version=0.0.4")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+// SeriesOf flattens a metric family as Series does; nil gives an empty map.
+func SeriesOf(f *dto.MetricFamily) map[string]float64 {
+	out := map[string]float64{}
+	if f == nil {
+		return out
+	}
+	for _, m := range f.GetMetric() {
+		labels := make([]string, 0, len(m.GetLabel()))
+		for _, l := range m.GetLabel() {
+			labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+		}
+		slices.Sort(labels)
+		key := "{" + strings.Join(labels, ",") + "}"
+		switch {
+		case m.Counter != nil:
+			out[key] = m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			out[key] = m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			out[key] = float64(m.GetHistogram().GetSampleCount())
+		case m.Summary != nil:
+			out[key] = float64(m.GetSummary().GetSampleCount())
+		case m.Untyped != nil:
+			out[key] = m.GetUntyped().GetValue()
+		}
+	}
+	return out
+}
