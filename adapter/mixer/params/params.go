@@ -3,9 +3,12 @@
 package params
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -51,6 +54,30 @@ func ParseSchema(config string) (*Schema, error) {
 		return nil, fmt.Errorf("adapter config is not a FileDescriptorSet: %w", err)
 	}
 	return NewSchema(&fds)
+}
+
+// Registered builds a Schema from a .proto file that gogo-generated code registered (for
+// meshmetrics' params, "config.proto" once package config is linked in), for callers that do
+// not have the adapter CR at hand. Imports are not included; Durations and Timestamps still
+// encode, as Mixer's encoders for them go by type name.
+func Registered(file string) (*Schema, error) {
+	gz := proto.FileDescriptor(file)
+	if gz == nil {
+		return nil, fmt.Errorf("no registered file %q", file)
+	}
+	r, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	var fd descriptor.FileDescriptorProto
+	if err := proto.Unmarshal(raw, &fd); err != nil {
+		return nil, err
+	}
+	return NewSchema(&descriptor.FileDescriptorSet{File: []*descriptor.FileDescriptorProto{&fd}})
 }
 
 // NewSchema finds Params in a FileDescriptorSet.
@@ -412,6 +439,21 @@ func scalarName(fd *descriptor.FieldDescriptorProto) string {
 }
 
 func (s *Schema) messageField(b *proto.Buffer, path string, v any, fd *descriptor.FieldDescriptorProto) error {
+	if wk, ok := wellKnown(fd.GetTypeName()); ok && !fd.IsRepeated() {
+		// Mixer's named encoders work from the type name alone, so a descriptor set without
+		// duration.proto still encodes Durations.
+		str, ok := v.(string)
+		if !ok {
+			return fail(path, "message type '%s' got type '%T', want a string", fd.GetTypeName(), v)
+		}
+		enc, err := wk(str)
+		if err != nil {
+			return fail(path, "%v", err)
+		}
+		_ = b.EncodeVarint(key(fd, wireBytes))
+		_ = b.EncodeRawBytes(enc)
+		return nil
+	}
 	md := s.messages[fd.GetTypeName()]
 	if md == nil {
 		return fail(path, "cannot resolve message '%s'", strings.TrimPrefix(fd.GetTypeName(), "."))
@@ -447,19 +489,6 @@ func (s *Schema) messageField(b *proto.Buffer, path string, v any, fd *descripto
 				return err
 			}
 		}
-		return nil
-	}
-	if wk, ok := wellKnown(fd.GetTypeName()); ok {
-		str, ok := v.(string)
-		if !ok {
-			return fail(path, "message type '%s' got type '%T', want a string", fd.GetTypeName(), v)
-		}
-		enc, err := wk(str)
-		if err != nil {
-			return fail(path, "%v", err)
-		}
-		_ = b.EncodeVarint(key(fd, wireBytes))
-		_ = b.EncodeRawBytes(enc)
 		return nil
 	}
 	m, ok := v.(map[string]any)

@@ -423,3 +423,21 @@ func TestWireLayout(t *testing.T) {
 		})
 	}
 }
+
+// TestRegisteredSchemaEncodesLikeTheAdapterCR: the schema from the generated code's
+// registration (no imports in the set) and the one from the adapter CR give the same bytes,
+// Durations included.
+func TestRegisteredSchemaEncodesLikeTheAdapterCR(t *testing.T) {
+	reg, err := Registered("config.proto")
+	require.NoError(t, err)
+	require.Equal(t, config.TypeURL, reg.TypeURL())
+	doc := yamlParams(t, `{metrics: [{instance_name: a, kind: COUNTER}], librato: {period: 30s, token_path: /t}}`)
+	want, err := meshmetricsSchema(t).Encode(doc)
+	require.NoError(t, err)
+	got, err := reg.Encode(doc)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	_, err = Registered("nosuch.proto")
+	require.EqualError(t, err, `no registered file "nosuch.proto"`)
+}
