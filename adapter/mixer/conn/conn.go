@@ -240,13 +240,19 @@ var _ encoding.CodecV2 = Codec{}
 // Name implements encoding.CodecV2.
 func (Codec) Name() string { return "proto" }
 
-// Marshal implements encoding.CodecV2; v must be a *Raw.
+// Marshal implements encoding.CodecV2; v must be a *Raw or a *Parts. Neither is copied.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
-	r, ok := v.(*Raw)
-	if !ok {
-		return nil, fmt.Errorf("conn codec: want *conn.Raw, got %T", v)
+	switch r := v.(type) {
+	case *Raw:
+		return mem.BufferSlice{mem.SliceBuffer(*r)}, nil
+	case *Parts:
+		out := make(mem.BufferSlice, len(*r))
+		for i, p := range *r {
+			out[i] = mem.SliceBuffer(p)
+		}
+		return out, nil
 	}
-	return mem.BufferSlice{mem.SliceBuffer(*r)}, nil
+	return nil, fmt.Errorf("conn codec: want *conn.Raw or *conn.Parts, got %T", v)
 }
 
 // Unmarshal implements encoding.CodecV2 for generated messages and *Raw.
@@ -254,6 +260,8 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *Raw:
 		*m = data.Materialize()
+		return nil
+	case *Discard:
 		return nil
 	case interface{ Unmarshal([]byte) error }:
 		return m.Unmarshal(data.Materialize())
@@ -263,3 +271,10 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // Raw is an encoded message.
 type Raw []byte
+
+// Parts is an encoded message in pieces, sent one after the other: a pre-encoded request
+// body and the dedup_id field appended to it, without copying the body.
+type Parts [][]byte
+
+// Discard takes a reply and throws it away, as Mixer does with ReportResult.
+type Discard struct{}

@@ -218,6 +218,14 @@ func TestBypassFromEnv(t *testing.T) {
 
 func TestCodec(t *testing.T) {
 	_, err := Codec{}.Marshal("not raw")
-	require.ErrorContains(t, err, "want *conn.Raw")
+	require.ErrorContains(t, err, "want *conn.Raw or *conn.Parts")
 	require.Error(t, Codec{}.Unmarshal(nil, new(int)))
+
+	addr, e := serve(t, nil)
+	cc, err := Dial(Options{Address: addr})
+	require.NoError(t, err)
+	defer cc.Close()
+	req := Parts{{0x0a, 0x00}, {0x1a, 0x01, '9'}}
+	require.NoError(t, cc.Invoke(context.Background(), "/x/y", &req, &Discard{}))
+	require.Equal(t, []byte{0x0a, 0x00, 0x1a, 0x01, '9'}, (<-e.got).body, "the parts arrive as one message")
 }
