@@ -213,16 +213,27 @@ func (a AuthForm) String() string {
 	return fmt.Sprintf("AuthForm(%d)", int(a))
 }
 
+// SetCredentials changes the account email and API token the server
+// accepts from now on, as a token rotation on the service does.
+func (s *Server) SetCredentials(email, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg.email, s.cfg.token = email, token
+}
+
 func (s *Server) authenticate(r *http.Request) AuthForm {
+	s.mu.Lock()
+	email, token := s.cfg.email, s.cfg.token
+	s.mu.Unlock()
 	user, pass, ok := r.BasicAuth()
 	switch {
 	case !ok:
 		return AuthMissing
-	case user == s.cfg.email && pass == s.cfg.token:
+	case user == email && pass == token:
 		return AuthLibrato
-	case user == s.cfg.token && pass == "":
+	case user == token && pass == "":
 		return AuthAppOptics
-	case user == "token" && pass == s.cfg.token:
+	case user == "token" && pass == token:
 		return AuthAppOpticsToken
 	}
 	return AuthRejected
