@@ -3,6 +3,7 @@ package adapter
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshmetrics/meshmetrics/adapter/librato"
 	promsink "github.com/meshmetrics/meshmetrics/adapter/prometheus"
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
@@ -17,5 +18,5 @@ func defaultSinks(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink,
 		return nil, nil, err
 	}
 	return map[string]sink.Sink{promsink.ExpositionKey: expo},
-		[]sink.Factory{promsink.NewExpositionFactory(expo), remotewrite.NewFactory(env)}, nil
+		[]sink.Factory{promsink.NewExpositionFactory(expo), remotewrite.NewFactory(env), librato.NewFactory(env)}, nil
 }

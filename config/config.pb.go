@@ -136,8 +136,10 @@ func (LibratoParams_Api) EnumDescriptor() ([]byte, []int) {
 // the `librato` block, or the old adapter's `librato_email`/`librato_token`, is
 // present.
 type Params struct {
-	// Deprecated: the account email of the seed librato adapter. Kept at field 1
-	// so handlers written for it keep working; use `librato.email`.
+	// Deprecated: the account email of the seed librato adapter, kept at field
+	// 1 so handlers written for it keep working. The seed never used it, and
+	// neither does meshmetrics: a handler with these fields sends to AppOptics
+	// (https://api.appoptics.com) with the token, as the seed did.
 	LibratoEmail string `protobuf:"bytes,1,opt,name=librato_email,json=libratoEmail,proto3" json:"librato_email,omitempty"` // Deprecated: Do not use.
 	// Deprecated: the API token of the seed librato adapter (field 2). Use
 	// `librato.token_path` or `librato.token_env` instead.
@@ -551,7 +553,8 @@ type LibratoParams struct {
 	Period time.Duration `protobuf:"bytes,7,opt,name=period,proto3,stdduration" json:"period"`
 	// Tags added to every measurement (tagged API).
 	Tags map[string]string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
-	// Source of every measurement on the legacy API. Default: the replica name.
+	// Legacy API: the prefix of each series' source, which continues with its
+	// tags (`<source>:<tag>.<value>...`). Default: the replica name.
 	Source string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
 	// Name of a tag whose value is this replica's name (--replica), so that
 	// replicas don't overwrite each other's series. Empty: no such tag.

@@ -11,6 +11,9 @@ const (
 	DefaultNamespace = "istio"
 
 	DefaultLibratoURL                = "https://metrics-api.librato.com"
+	// SeedAdapterURL is where the seed librato adapter posted: a handler
+	// migrated from its librato_email/librato_token keeps sending there.
+	SeedAdapterURL = "https://api.appoptics.com"
 	DefaultLibratoPeriod             = 60 * time.Second
 	MinLibratoPeriod                 = time.Second
 	MaxLibratoMeasurementsTagged     = 1000

@@ -115,7 +115,9 @@ func Normalize(in *Params) (*Params, error) {
 		if p.Librato != nil {
 			add("librato_email", "set either librato or the deprecated librato_email/librato_token, not both")
 		} else {
-			p.Librato = &LibratoParams{Email: p.LibratoEmail, Token: p.LibratoToken}
+			// The seed adapter posted to AppOptics with the token as the
+			// Basic-auth user and never used the email; keep doing that.
+			p.Librato = &LibratoParams{Url: SeedAdapterURL, Token: p.LibratoToken}
 		}
 		p.LibratoEmail, p.LibratoToken = "", ""
 	}

@@ -104,7 +104,8 @@ func TestNormalizeMigratesSeedLibratoParams(t *testing.T) {
 	//nolint:staticcheck // exercising the deprecated fields is the point.
 	p, err := config.Normalize(&config.Params{LibratoEmail: "ops@example.com", LibratoToken: "s3cret"})
 	require.NoError(t, err)
-	require.Equal(t, "ops@example.com", p.Librato.Email)
+	require.Equal(t, config.SeedAdapterURL, p.Librato.Url, "where the seed adapter posted")
+	require.Empty(t, p.Librato.Email, "the seed authenticated with the token alone (AppOptics form)")
 	require.Equal(t, "s3cret", p.Librato.Token)
 	require.Equal(t, config.Sinks{Librato: true}, config.SinksOf(p))
 }

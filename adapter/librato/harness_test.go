@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,9 +73,13 @@ func (l *logBuffer) String() string {
 type redirect struct {
 	target *url.URL
 	rt     http.RoundTripper
+	// host records the host the sink meant to reach.
+	host *atomic.Pointer[string]
 }
 
 func (r redirect) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Host
+	r.host.Store(&host)
 	req = req.Clone(req.Context())
 	req.URL.Scheme, req.URL.Host, req.Host = r.target.Scheme, r.target.Host, ""
 	return r.rt.RoundTrip(req)
@@ -92,6 +97,8 @@ type harness struct {
 	factory *librato.Factory
 	set     *sink.Set
 	cache   *handler.Cache
+	// intended is the host of the latest request before redirection.
+	intended atomic.Pointer[string]
 }
 
 type harnessConfig struct {
@@ -125,7 +132,7 @@ func newHarness(t testing.TB, hc harnessConfig) *harness {
 		o.MinBackoff, o.MaxBackoff = time.Millisecond, 20*time.Millisecond
 	}
 	if o.Transport == nil {
-		o.Transport = redirect{target: target, rt: http.DefaultTransport.(*http.Transport).Clone()}
+		o.Transport = redirect{target: target, rt: http.DefaultTransport.(*http.Transport).Clone(), host: &h.intended}
 	}
 	h.factory = librato.NewFactoryWith(h.env, o)
 	h.cache = handler.NewCache(handler.Deps{Sinks: h.set, Factories: []sink.Factory{h.factory}, DedupTTL: time.Minute},
