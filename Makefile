@@ -92,5 +92,7 @@ check-generated: deps ## fail when generated files differ from what `make genera
 bench: ## run the benchmark harness (see docs/BENCHMARKS.md)
 	./docs/bench/run.sh
 
-image: ## build the container image (needs a Docker engine)
-	docker build -f deploy/Dockerfile -t meshmetrics:dev .
+IMAGE ?= ghcr.io/meshmetrics/meshmetrics
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+image: ## build the container image IMAGE:IMAGE_VERSION from deploy/Dockerfile (needs a Docker engine with BuildKit)
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile --build-arg VERSION=$(IMAGE_VERSION) -t $(IMAGE):$(IMAGE_VERSION) .
