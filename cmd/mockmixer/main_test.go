@@ -12,8 +12,8 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixer/encode"
 	"github.com/meshmetrics/meshmetrics/adapter/mixer/loadgen"
-	"github.com/meshmetrics/meshmetrics/adapter/mixertest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest"
 	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
 )
 
