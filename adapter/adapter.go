@@ -133,6 +133,9 @@ type Adapter struct {
 	server   *server.Server
 	http     *http.Server
 
+	// exposed are the permanent sinks whose series /metrics serves.
+	exposed []textWriter
+
 	grpcLis, httpLis net.Listener
 	stopCache        context.CancelFunc
 	serveErr         chan error
@@ -157,6 +160,9 @@ func New(o Options) (*Adapter, error) {
 	}
 	for key, s := range permanent {
 		a.sinks.AddPermanent(key, s)
+		if tw, ok := s.(textWriter); ok {
+			a.exposed = append(a.exposed, tw)
+		}
 	}
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, DedupTTL: o.DedupTTL},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,

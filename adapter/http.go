@@ -1,12 +1,18 @@
 package adapter
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
+	"strings"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/sirupsen/logrus"
+
 
 	"github.com/meshmetrics/meshmetrics/config"
 )
@@ -17,11 +23,7 @@ const saturated = 0.9
 
 func (a *Adapter) mux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{
-		// One bad series must not hide all others (as Istio's adapter).
-		ErrorHandling:     promhttp.ContinueOnError,
-		EnableOpenMetrics: false,
-	}))
+	mux.Handle("/metrics", &metricsHandler{reg: a.registry, exposed: a.exposed, log: a.opts.Log})
 	// Liveness: the process serves HTTP. It never depends on a backend, so
 	// a backend outage does not get the pod restarted.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -61,4 +63,48 @@ func (a *Adapter) mux() *http.ServeMux {
 		_, _ = w.Write(a.opts.Secrets.Redact(b))
 	})
 	return mux
+}
+
+// textWriter is a sink whose series /metrics serves (the Prometheus
+// exposition).
+type textWriter interface {
+	WriteText(w io.Writer) error
+}
+
+// metricsHandler serves the adapter's own metrics, encoded by client_golang,
+// followed by the series of the exposition sinks, written directly. Names
+// cannot clash: the exposition refuses the prefixes of the own metrics.
+type metricsHandler struct {
+	reg     *prometheus.Registry
+	exposed []textWriter
+	log     *logrus.Logger
+}
+
+func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	var out io.Writer = w
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		// The fastest level: a scrape of 100k series is about 10 MB of text.
+		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer gz.Close()
+		out = gz
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		// One bad own metric must not hide everything (as promhttp's
+		// ContinueOnError).
+		h.log.WithError(err).Warn("gathering the adapter's own metrics")
+	}
+	enc := expfmt.NewEncoder(out, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return // the client went away
+		}
+	}
+	for _, x := range h.exposed {
+		if err := x.WriteText(out); err != nil {
+			return
+		}
+	}
 }

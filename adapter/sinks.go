@@ -13,10 +13,7 @@ import (
 // permanent, served on /metrics), remote write and Librato (one per
 // destination, built when a handler config names it).
 func defaultSinks(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-	expo, err := promsink.NewExposition(env, reg)
-	if err != nil {
-		return nil, nil, err
-	}
+	expo := promsink.NewExposition(env)
 	return map[string]sink.Sink{promsink.ExpositionKey: expo},
 		[]sink.Factory{promsink.NewExpositionFactory(expo), remotewrite.NewFactory(env), librato.NewFactory(env)}, nil
 }

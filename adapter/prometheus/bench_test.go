@@ -9,35 +9,43 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
-
 	mmprom "github.com/meshmetrics/meshmetrics/adapter/prometheus"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 )
 
-// istioLike is a counter with Istio's 20 request labels.
-func istioLike() *sink.Metric {
-	return &sink.Metric{Namespace: "istio", Name: "requests_total", Description: "requests", Kind: sink.Counter, LabelNames: istioHTTPLabels}
+// sixLabels is the shape of the performance targets: 6 string dimensions.
+var sixLabels = []string{"source_workload", "destination_workload", "destination_service", "request_method", "response_code", "reporter"}
+
+type shape struct {
+	name   string
+	labels []string
 }
 
-func istioHist() *sink.Metric {
+var shapes = []shape{{"6labels", sixLabels}, {"istio20", istioHTTPLabels}}
+
+func counterOf(labels []string) *sink.Metric {
+	return &sink.Metric{Namespace: "istio", Name: "requests_total", Description: "requests", Kind: sink.Counter, LabelNames: labels}
+}
+
+func histOf(labels []string) *sink.Metric {
 	return &sink.Metric{Namespace: "istio", Name: "request_duration_seconds", Description: "latency", Kind: sink.Distribution,
-		LabelNames: istioHTTPLabels, Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}
+		LabelNames: labels, Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}
 }
 
-// batches builds batches of size samples over n distinct series.
-func batches(b sink.Binding, n, size int) []*sink.Batch {
+
+// batches builds batches of size samples over n distinct series; label
+// values are about 10 bytes.
+func batches(b sink.Binding, labels []string, n, size int) []*sink.Batch {
 	var out []*sink.Batch
 	for start := 0; start < n; start += size {
 		bt := &sink.Batch{Time: time.Unix(1600000000, 0)}
 		for i := start; i < min(start+size, n); i++ {
-			values := make([][]byte, len(istioHTTPLabels))
+			values := make([][]byte, len(labels))
 			for j := range values {
-				values[j] = []byte("value-" + istioHTTPLabels[j])
+				values[j] = []byte("value-" + strconv.Itoa(j))
 			}
-			values[1] = []byte("app-" + strconv.Itoa(i%1000))
-			values[6] = []byte("svc-" + strconv.Itoa(i/1000))
+			values[0] = []byte("app-" + strconv.Itoa(i%1000))
+			values[1] = []byte("svc-" + strconv.Itoa(i/1000))
 			bt.Add(b, 1, values)
 		}
 		out = append(out, bt)
@@ -45,97 +53,100 @@ func batches(b sink.Binding, n, size int) []*sink.Batch {
 	return out
 }
 
-func newBenchExposition(b *testing.B) (*mmprom.Exposition, *prometheus.Registry) {
-	reg := prometheus.NewRegistry()
-	e, err := mmprom.NewExposition(sink.Env{Tick: time.Hour}, reg)
+func newBenchExposition(b *testing.B) *mmprom.Exposition {
+	e := mmprom.NewExposition(sink.Env{Tick: time.Hour})
+	b.Cleanup(func() { _ = e.Close(context.Background()) })
+	return e
+}
+
+func fill(b *testing.B, m *sink.Metric, n int) *mmprom.Exposition {
+	e := newBenchExposition(b)
+	bind, err := e.Bind(m)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = e.Close(context.Background()) })
-	return e, reg
+	for _, bt := range batches(bind, m.LabelNames, n, 1000) {
+		e.Consume(bt)
+	}
+	return e
 }
 
 // BenchmarkConsume measures instances per second into the registry: batches
 // of 1000 samples over 10k existing series (the steady state).
 func BenchmarkConsume(b *testing.B) {
-	for _, m := range []*sink.Metric{istioLike(), istioHist()} {
-		b.Run(m.Kind.String(), func(b *testing.B) {
-			e, _ := newBenchExposition(b)
-			bind, err := e.Bind(m)
-			if err != nil {
-				b.Fatal(err)
-			}
-			bs := batches(bind, 10000, 1000)
-			for _, bt := range bs {
-				e.Consume(bt)
-			}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				e.Consume(bs[i%len(bs)])
-			}
-			b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "instances/s")
-		})
-	}
-}
-
-// BenchmarkScrape measures one /metrics scrape: Gather plus text encoding.
-func BenchmarkScrape(b *testing.B) {
-	for _, n := range []int{10000, 100000} {
-		for _, m := range []*sink.Metric{istioLike(), istioHist()} {
-			b.Run(fmt.Sprintf("%s/%d", m.Kind, n), func(b *testing.B) {
-				e, reg := newBenchExposition(b)
+	for _, sh := range shapes {
+		for _, m := range []*sink.Metric{counterOf(sh.labels), histOf(sh.labels)} {
+			b.Run(sh.name+"/"+m.Kind.String(), func(b *testing.B) {
+				e := newBenchExposition(b)
 				bind, err := e.Bind(m)
 				if err != nil {
 					b.Fatal(err)
 				}
-				for _, bt := range batches(bind, n, 1000) {
+				bs := batches(bind, m.LabelNames, 10000, 1000)
+				for _, bt := range bs {
 					e.Consume(bt)
 				}
+				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					mfs, err := reg.Gather()
-					if err != nil {
-						b.Fatal(err)
-					}
-					enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-					for _, mf := range mfs {
-						if err := enc.Encode(mf); err != nil {
-							b.Fatal(err)
-						}
-					}
+					e.Consume(bs[i%len(bs)])
 				}
+				b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "instances/s")
 			})
 		}
 	}
 }
 
-// BenchmarkMemoryPerSeries reports the heap each exposed series costs
-// (Istio's 20 labels, values of about 10 bytes, after one scrape so that
-// nothing is left to build lazily).
+// BenchmarkScrape measures writing the whole exposition (what /metrics adds
+// after the adapter's own metrics), without compression.
+func BenchmarkScrape(b *testing.B) {
+	for _, sh := range shapes {
+		for _, n := range []int{10000, 100000} {
+			for _, m := range []*sink.Metric{counterOf(sh.labels), histOf(sh.labels)} {
+				b.Run(fmt.Sprintf("%s/%s/%d", sh.name, m.Kind, n), func(b *testing.B) {
+					e := fill(b, m, n)
+					var w countingWriter
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if err := e.WriteText(&w); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportMetric(float64(w.n)/float64(b.N)/1e6, "MB/scrape")
+				})
+			}
+		}
+	}
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return io.Discard.Write(p)
+}
+
+// BenchmarkMemoryPerSeries reports the heap each exposed series costs,
+// after a scrape so that nothing is left to build lazily.
 func BenchmarkMemoryPerSeries(b *testing.B) {
 	const n = 100000
-	for _, m := range []*sink.Metric{istioLike(), istioHist()} {
-		b.Run(m.Kind.String(), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				var before, after runtime.MemStats
-				runtime.GC()
-				runtime.ReadMemStats(&before)
-				e, reg := newBenchExposition(b)
-				bind, err := e.Bind(m)
-				if err != nil {
-					b.Fatal(err)
+	for _, sh := range shapes {
+		for _, m := range []*sink.Metric{counterOf(sh.labels), histOf(sh.labels)} {
+			b.Run(sh.name+"/"+m.Kind.String(), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					var before, after runtime.MemStats
+					runtime.GC()
+					runtime.ReadMemStats(&before)
+					e := fill(b, m, n)
+					if err := e.WriteText(io.Discard); err != nil {
+						b.Fatal(err)
+					}
+					runtime.GC()
+					runtime.ReadMemStats(&after)
+					b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/series")
+					runtime.KeepAlive(e)
 				}
-				for _, bt := range batches(bind, n, 1000) {
-					e.Consume(bt)
-				}
-				if _, err := reg.Gather(); err != nil {
-					b.Fatal(err)
-				}
-				runtime.GC()
-				runtime.ReadMemStats(&after)
-				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/series")
-				runtime.KeepAlive(e)
-			}
-		})
+			})
+		}
 	}
 }

@@ -40,10 +40,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 		GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "e2e-replica",
 		Log: quietLogger(), ShutdownTimeout: 10 * time.Second, Tick: 50 * time.Millisecond,
 		Sinks: func(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-			expo, err := mmprom.NewExposition(env, reg)
-			if err != nil {
-				return nil, nil, err
-			}
+			expo := mmprom.NewExposition(env)
 			return map[string]sink.Sink{mmprom.ExpositionKey: expo},
 				[]sink.Factory{mmprom.NewExpositionFactory(expo), remotewrite.NewFactory(env)}, nil
 		},

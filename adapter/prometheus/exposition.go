@@ -1,6 +1,11 @@
 // Package prometheus is the scrape side of the Prometheus sink: the series of
 // every metric that handler configs define, kept in a series registry and
-// exposed through a client_golang collector under Istio's names.
+// written in the Prometheus text format under Istio's names.
+//
+// The adapter's own metrics go through client_golang; the sink's series are
+// written directly (text.go). client_golang's Gather sorts and hashes every
+// series on every scrape and its label pairs cost about 80 bytes per label
+// and series, which made a 100k-series scrape take over a second.
 package prometheus
 
 import (
@@ -9,11 +14,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/cumulative"
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/naming"
@@ -34,34 +36,33 @@ var reservedPrefixes = [...]string{"meshmetrics_", "go_", "process_", "promhttp_
 // state is one exposed series.
 type state struct {
 	cumulative.Value
-	// labels are built on the series' first sample and never change, so a
-	// scrape shares them instead of building them again ("immutable by
-	// contract" in client_golang's terms).
-	labels []*dto.LabelPair
+	// labels is the series' label set as exposed, `a="x",b="y"` (sorted,
+	// escaped, no braces), built on its first sample; a scrape copies it
+	// as it is.
+	labels string
+	ready  bool
 }
 
 // family is one metric definition bound in the exposition.
 type family struct {
 	key    string
 	names  naming.Names
-	desc   *prometheus.Desc
+	help   string
 	kind   sink.Kind
 	bounds []float64
+	// le are the bounds as `le` label values, formatted once.
+	le []string
 	// sortedNames are the label names sorted; order[j] is the index in the
 	// sample's label values of sortedNames[j].
 	sortedNames []string
 	order       []int
 	refs        int
 	fam         *series.Family[*state]
-	// hint is the series count of the latest scrape, to size the next one.
-	hint atomic.Int64
 }
 
-// Exposition is the sink behind /metrics. Its collector is registered once;
-// metric definitions come and go with handler configs without touching the
-// Prometheus registry, so a changed definition never clashes with the old
-// one there (client_golang keeps a name's label names for the life of a
-// registry).
+// Exposition is the sink behind /metrics: its series are written by
+// WriteText after the adapter's own metrics. Metric definitions come and go
+// with handler configs.
 type Exposition struct {
 	env    sink.Env
 	series *series.Registry[*state]
@@ -74,9 +75,9 @@ type Exposition struct {
 	once sync.Once
 }
 
-// NewExposition makes the exposition sink and registers its collector on
-// reg. It expires idle series every env.Tick until Close.
-func NewExposition(env sink.Env, reg prometheus.Registerer) (*Exposition, error) {
+// NewExposition makes the exposition sink. It expires idle series every
+// env.Tick until Close.
+func NewExposition(env sink.Env) *Exposition {
 	env = withDefaults(env)
 	e := &Exposition{env: env, fams: map[string]*family{}, stop: make(chan struct{}), done: make(chan struct{})}
 	e.series = series.New(series.Options[*state]{
@@ -85,11 +86,8 @@ func NewExposition(env sink.Env, reg prometheus.Registerer) (*Exposition, error)
 			return &state{Value: cumulative.NewValue(f.Metric)}
 		},
 	})
-	if err := reg.Register(uncheckedCollector{e}); err != nil {
-		return nil, fmt.Errorf("prometheus exposition: %w", err)
-	}
 	go e.expireLoop()
-	return e, nil
+	return e
 }
 
 func withDefaults(env sink.Env) sink.Env {
@@ -164,8 +162,7 @@ func overlap(a, b []string) string {
 }
 
 func newFamily(key string, names naming.Names, m *sink.Metric) *family {
-	f := &family{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1,
-		desc: prometheus.NewDesc(names.Name, m.Description, names.Labels, nil)}
+	f := &family{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1, help: m.Description}
 	f.order = make([]int, len(names.Labels))
 	for i := range f.order {
 		f.order[i] = i
@@ -175,24 +172,32 @@ func newFamily(key string, names naming.Names, m *sink.Metric) *family {
 	for j, i := range f.order {
 		f.sortedNames[j] = names.Labels[i]
 	}
+	for _, b := range m.Buckets {
+		f.le = append(f.le, string(appendFloat(nil, b)))
+	}
 	return f
 }
 
-// labelPairs builds a series' labels, sorted by name, values made valid
-// UTF-8. Names are shared by every series of the family.
-func (f *family) labelPairs(values []string) []*dto.LabelPair {
-	pairs := make([]dto.LabelPair, len(f.order))
-	vals := make([]string, len(f.order))
-	out := make([]*dto.LabelPair, len(f.order))
+// labelText renders a series' labels as exposed: sorted by name, values made
+// valid UTF-8 and escaped. Empty values are kept: a series with an empty
+// label equals one without it, and keeping the name keeps every series of a
+// family alike.
+func (f *family) labelText(values []string) string {
+	var b []byte
 	for j, i := range f.order {
-		if i < len(values) {
-			vals[j] = naming.LabelValue(values[i])
+		if j > 0 {
+			b = append(b, ',')
 		}
-		pairs[j].Name = &f.sortedNames[j]
-		pairs[j].Value = &vals[j]
-		out[j] = &pairs[j]
+		v := ""
+		if i < len(values) {
+			v = naming.LabelValue(values[i])
+		}
+		b = append(b, f.sortedNames[j]...)
+		b = append(b, '=', '"')
+		b = appendEscaped(b, v, true)
+		b = append(b, '"')
 	}
-	return out
+	return string(b)
 }
 
 // Unbind implements sink.Sink. The last binding of a definition removes its
@@ -219,12 +224,12 @@ func (e *Exposition) Unbind(b sink.Binding) {
 func (e *Exposition) Consume(b *sink.Batch) {
 	d := e.series.Apply(b, func(f *series.Family[*state], s *series.Series[*state], v float64) {
 		st := s.State
-		if st.labels == nil {
+		if !st.ready {
 			fam, ok := e.byF.Load(f)
 			if !ok {
 				return // cannot happen: Bind stores the family before returning it
 			}
-			st.labels = fam.(*family).labelPairs(s.Labels)
+			st.labels, st.ready = fam.(*family).labelText(s.Labels), true
 		}
 		st.Record(f.Metric.Kind, f.Metric.Buckets, v)
 	})
@@ -282,16 +287,6 @@ func (e *Exposition) expireLoop() {
 // Len is the number of exposed series.
 func (e *Exposition) Len() int { return e.series.Len() }
 
-// Describe implements prometheus.Collector with the metrics bound now. The
-// collector registered by NewExposition describes nothing (it is unchecked,
-// since definitions change at run time); Describe lets a test register the
-// exposition on a pedantic registry to have every check applied.
-func (e *Exposition) Describe(ch chan<- *prometheus.Desc) {
-	for _, f := range e.families() {
-		ch <- f.desc
-	}
-}
-
 func (e *Exposition) families() []*family {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -299,85 +294,9 @@ func (e *Exposition) families() []*family {
 	for _, f := range e.fams {
 		out = append(out, f)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].names.Name < out[j].names.Name })
 	return out
 }
-
-// Collect implements prometheus.Collector. Each metric's series are copied
-// under the registry lock (values only: labels are shared), and the
-// client_golang metrics are built after the lock is released.
-func (e *Exposition) Collect(ch chan<- prometheus.Metric) {
-	for _, f := range e.families() {
-		f.collect(e.series, ch)
-	}
-}
-
-func (f *family) collect(reg *series.Registry[*state], ch chan<- prometheus.Metric) {
-	snap := make([]sample, 0, f.hint.Load())
-	var counts []uint64
-	hist := f.kind == sink.Distribution
-	if hist {
-		counts = make([]uint64, 0, int(f.hint.Load())*len(f.bounds))
-	}
-	reg.EachIn(f.fam, func(s *series.Series[*state]) {
-		st := s.State
-		if st.labels == nil {
-			return
-		}
-		snap = append(snap, sample{f: f, labels: st.labels, sum: st.Sum, count: st.Count})
-		if hist {
-			counts = st.AppendCumulative(counts)
-		}
-	})
-	f.hint.Store(int64(len(snap)))
-	n := len(f.bounds)
-	for i := range snap {
-		if hist {
-			snap[i].buckets = counts[i*n : (i+1)*n : (i+1)*n]
-		}
-		ch <- &snap[i]
-	}
-}
-
-// sample is one series as a client_golang metric.
-type sample struct {
-	f       *family
-	labels  []*dto.LabelPair
-	sum     float64
-	count   uint64
-	buckets []uint64
-}
-
-// Desc implements prometheus.Metric.
-func (s *sample) Desc() *prometheus.Desc { return s.f.desc }
-
-// Write implements prometheus.Metric.
-func (s *sample) Write(m *dto.Metric) error {
-	m.Label = s.labels
-	switch s.f.kind {
-	case sink.Counter:
-		m.Counter = &dto.Counter{Value: &s.sum}
-	case sink.Gauge:
-		m.Gauge = &dto.Gauge{Value: &s.sum}
-	default:
-		buckets := make([]dto.Bucket, len(s.buckets))
-		ptrs := make([]*dto.Bucket, len(s.buckets))
-		for i := range buckets {
-			b := &buckets[i]
-			b.CumulativeCount = &s.buckets[i]
-			b.UpperBound = &s.f.bounds[i]
-			ptrs[i] = b
-		}
-		m.Histogram = &dto.Histogram{SampleCount: &s.count, SampleSum: &s.sum, Bucket: ptrs}
-	}
-	return nil
-}
-
-// uncheckedCollector is what NewExposition registers: it describes nothing,
-// which makes it an unchecked collector whose metrics may change.
-type uncheckedCollector struct{ e *Exposition }
-
-func (uncheckedCollector) Describe(chan<- *prometheus.Desc)      {}
-func (c uncheckedCollector) Collect(ch chan<- prometheus.Metric) { c.e.Collect(ch) }
 
 // expositionFactory routes handler configs to the one exposition.
 type expositionFactory struct{ e *Exposition }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
@@ -42,9 +43,7 @@ func newFixture(t *testing.T, maxSeries int) *fixture {
 	f := &fixture{reg: prometheus.NewRegistry(), sinks: sink.NewSet(100000, 5*time.Second), now: time.Unix(1600000000, 0)}
 	f.metrics = telemetry.New(f.reg, func() int { return 0 }, f.sinks)
 	env := sink.Env{Metrics: f.metrics, MaxSeries: maxSeries, Now: f.clock, Tick: 5 * time.Millisecond, Replica: "test"}
-	var err error
-	f.expo, err = mmprom.NewExposition(env, f.reg)
-	require.NoError(t, err)
+	f.expo = mmprom.NewExposition(env)
 	f.sinks.AddPermanent(mmprom.ExpositionKey, f.expo)
 	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(f.expo)}, DedupTTL: time.Minute},
 		handler.CacheOptions{Size: 16, IdleTimeout: time.Hour, Now: f.clock})
@@ -88,23 +87,38 @@ func (f *fixture) handle(t *testing.T, cfg *types.Any, instances ...*metricpb.In
 }
 
 // scrape waits for queued samples and returns the exposition's series in
-// the text format, gathered through a pedantic registry (every client_golang
-// consistency check applies), names filtered to those given.
+// the text format, names filtered to those given. The whole output is parsed
+// with prometheus/common's text parser first, so every assertion also checks
+// that it is valid exposition text.
 func (f *fixture) scrape(t *testing.T, names ...string) string {
 	t.Helper()
 	require.NoError(t, f.sinks.Flush(context.Background()))
-	pedantic := prometheus.NewPedanticRegistry()
-	require.NoError(t, pedantic.Register(f.expo))
-	mfs, err := pedantic.Gather()
-	require.NoError(t, err)
-	var b strings.Builder
-	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, mf := range mfs {
-		if len(names) > 0 && !contains(names, mf.GetName()) {
-			continue
-		}
-		require.NoError(t, enc.Encode(mf))
+	text := writeText(t, f.expo)
+	if len(names) == 0 {
+		return text
 	}
+	var b strings.Builder
+	keep := false
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if strings.HasPrefix(line, "# HELP ") {
+			keep = contains(names, strings.Fields(line)[2])
+		}
+		if keep {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// writeText returns WriteText's output after checking that it parses.
+func writeText(t testing.TB, e *mmprom.Exposition) string {
+	t.Helper()
+	var b strings.Builder
+	require.NoError(t, e.WriteText(&b))
+	// Legacy validation: Prometheus 2.x names, which every scraper accepts.
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	_, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
+	require.NoError(t, err, "the exposition must be valid text format:\n%s", b.String())
 	return b.String()
 }
 
