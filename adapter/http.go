@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/sirupsen/logrus"
 
-
 	"github.com/meshmetrics/meshmetrics/config"
 )
 

@@ -32,7 +32,6 @@ func histOf(labels []string) *sink.Metric {
 		LabelNames: labels, Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}
 }
 
-
 // batches builds batches of size samples over n distinct series; label
 // values are about 10 bytes.
 func batches(b sink.Binding, labels []string, n, size int) []*sink.Batch {

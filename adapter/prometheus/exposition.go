@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/cumulative"
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/naming"
 	"github.com/meshmetrics/meshmetrics/adapter/series"

@@ -1,9 +1,9 @@
 package prometheus_test
 
 import (
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"strings"
 	"sync"
 	"testing"
