@@ -189,7 +189,7 @@ func (d *Dispatcher) handler(a *crd.ResolvedAction) (*Handler, error) {
 			}
 		}
 	}
-	seed := rand.Uint64()
+	seed := d.rnd.Uint64() // random unless Options.Seed fixes it
 	if d.opts.DedupSeed != nil {
 		seed = d.opts.DedupSeed(h.Key())
 	}

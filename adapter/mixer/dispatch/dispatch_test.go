@@ -150,6 +150,16 @@ func TestSamples(t *testing.T) {
 	require.Equal(t, "unknown", defaults.Dimensions["source_workload"].GetStringValue())
 	require.Equal(t, int64(200), defaults.Dimensions["response_code"].GetInt64Value(), "the | 200 default is an int64 too")
 
+	// A seed makes the dedup_id sequences and the map order reproducible.
+	a, b := sampleDispatcher(t, Options{Seed: 9}), sampleDispatcher(t, Options{Seed: 9})
+	ca, cb := a.Build(sampleBags(t, a)), b.Build(sampleBags(t, b))
+	idA, reqA, err := a.Encode(ca.Calls[0])
+	require.NoError(t, err)
+	idB, reqB, err := b.Encode(cb.Calls[0])
+	require.NoError(t, err)
+	require.Equal(t, idA, idB)
+	require.Equal(t, reqA, reqB)
+
 	// The address override points cluster config at a local adapter.
 	local := sampleDispatcher(t, Options{Address: "127.0.0.1:50000"})
 	require.Equal(t, "127.0.0.1:50000", local.Handler("analyticprom-prometheus.handler.istio-system").Address)
