@@ -296,7 +296,9 @@ type scenario struct {
 	ipr, series int
 }
 
-func (sc scenario) String() string { return fmt.Sprintf("%d inst/req, %s series", sc.ipr, human(sc.series)) }
+func (sc scenario) String() string {
+	return fmt.Sprintf("%d inst/req, %s series", sc.ipr, human(sc.series))
+}
 
 func human(n int) string {
 	if n >= 1000 && n%1000 == 0 {

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# make bench: the Go benchmarks of the hot path (through benchstat) and the
+# end-to-end harness, on this machine. Results land in docs/bench/; copy the
+# figures into docs/BENCHMARKS.md when they change.
+#
+#   BENCH_COUNT=6      Go benchmark repetitions for benchstat
+#   SOAK=10m           length of the RSS soak (0 skips it)
+#   DURATION=10s       length of each end-to-end throughput run
+#   ROUNDS=3           interleaved rounds per scenario
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+count=${BENCH_COUNT:-6}
+out=docs/bench
+benchstat="go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da"
+
+echo "== Go benchmarks (count=$count) =="
+go test -run '^$' -count "$count" -benchtime 20000x \
+  -bench 'HotPath|BenchmarkHandle$|ParseAndReadInstances|GeneratedUnmarshal' \
+  ./adapter/ ./adapter/handler/ ./adapter/wire/ | tee "$out/gobench-hotpath.txt"
+go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' ./adapter/prometheus/ \
+  | tee "$out/gobench-prometheus.txt"
+go test -run '^$' -count "$count" -bench 'Consume' ./adapter/prometheus/ | tee -a "$out/gobench-prometheus.txt"
+go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleToSink' ./adapter/librato/ \
+  | tee "$out/gobench-librato.txt"
+{
+  $benchstat "$out/gobench-hotpath.txt"
+  $benchstat "$out/gobench-prometheus.txt"
+  $benchstat "$out/gobench-librato.txt"
+} | tee "$out/benchstat.txt"
+
+echo "== end-to-end harness =="
+go run ./docs/bench/harness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -soak "${SOAK:-10m}" -out "$out/results.md"
