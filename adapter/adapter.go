@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
 	"github.com/meshmetrics/meshmetrics/adapter/server"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
@@ -56,6 +57,11 @@ type Options struct {
 	// Replica names this process for replica labels and tags (default: the
 	// host name, which is the pod name in Kubernetes).
 	Replica string
+	// SpoolDir, when set, keeps the send queues of push sinks on disk, so
+	// that a restart loses none of them (pipeline's spool); SpoolMaxBytes
+	// caps it.
+	SpoolDir      string
+	SpoolMaxBytes int64
 
 	Log     *logrus.Logger
 	Secrets *logging.Secrets
@@ -101,6 +107,9 @@ func (o *Options) setDefaults() error {
 	defD(&o.ShutdownTimeout, config.DefaultShutdownTimeout)
 	defD(&o.LogEvery, config.DefaultLogEvery)
 	defD(&o.Tick, time.Second)
+	if o.SpoolMaxBytes == 0 {
+		o.SpoolMaxBytes = config.DefaultSpoolMaxBytes
+	}
 	if o.Replica == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -132,6 +141,7 @@ type Adapter struct {
 	cache    *handler.Cache
 	server   *server.Server
 	http     *http.Server
+	spool    *pipeline.Spool
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -144,7 +154,7 @@ type Adapter struct {
 }
 
 // New builds an adapter; Start makes it listen.
-func New(o Options) (*Adapter, error) {
+func New(o Options) (_ *Adapter, err error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -152,8 +162,19 @@ func New(o Options) (*Adapter, error) {
 	a.sinks = sink.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
+	if o.SpoolDir != "" {
+		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
+			return nil, err
+		}
+		// Release the spool's lock if the adapter is not built after all.
+		defer func() {
+			if err != nil {
+				a.spool.Close()
+			}
+		}()
+	}
 	env := sink.Env{Log: o.Log, Limiter: limiter, Secrets: o.Secrets, Metrics: a.metrics, Replica: o.Replica,
-		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick}
+		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick, Spool: a.spool}
 	permanent, factories, err := o.Sinks(env, a.registry)
 	if err != nil {
 		return nil, err
@@ -286,6 +307,10 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 		log.Info("flushing sinks")
 		if err := a.sinks.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flushing sinks: %w", err))
+		}
+		if a.spool != nil {
+			// What the sinks could not send stays on disk for the next run.
+			_ = a.spool.Close()
 		}
 		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -10,10 +10,10 @@ import "time"
 const (
 	DefaultNamespace = "istio"
 
-	DefaultLibratoURL                = "https://metrics-api.librato.com"
+	DefaultLibratoURL = "https://metrics-api.librato.com"
 	// SeedAdapterURL is where the seed librato adapter posted: a handler
 	// migrated from its librato_email/librato_token keeps sending there.
-	SeedAdapterURL = "https://api.appoptics.com"
+	SeedAdapterURL                   = "https://api.appoptics.com"
 	DefaultLibratoPeriod             = 60 * time.Second
 	MinLibratoPeriod                 = time.Second
 	MaxLibratoMeasurementsTagged     = 1000
@@ -74,4 +74,7 @@ const (
 	// DefaultLogEvery rate-limits repeated errors: at most one line per key
 	// per interval, with a count of those suppressed.
 	DefaultLogEvery = 10 * time.Second
+	// DefaultSpoolMaxBytes caps the on-disk spool of push sinks
+	// (--spool-dir), every destination together.
+	DefaultSpoolMaxBytes int64 = 1 << 30
 )

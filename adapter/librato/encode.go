@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"math"
 	"strconv"
 
+	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 )
 
@@ -27,6 +29,25 @@ func (r *request) Units() int { return r.measurements }
 // Instances implements pipeline.Request: the Mixer instances aggregated
 // into the request's measurements.
 func (r *request) Instances() int { return r.instances }
+
+// spoolCodec writes a request to the spool as a flag byte (gzipped or not)
+// and the body: everything needed to send it again, and no credential (the
+// token is added at send time).
+var spoolCodec = pipeline.Codec[*request]{
+	Encode: func(r *request) []byte {
+		b := make([]byte, 1, 1+len(r.body))
+		if r.gzipped {
+			b[0] = 1
+		}
+		return append(b, r.body...)
+	},
+	Decode: func(p []byte, units, instances int) (*request, error) {
+		if len(p) < 1 || p[0] > 1 {
+			return nil, errors.New("librato: not a spooled request")
+		}
+		return &request{body: p[1:], gzipped: p[0] == 1, measurements: units, instances: instances}, nil
+	},
+}
 
 // encoder turns the points of one close into requests of at most maxUnits
 // measurements and, where possible, maxBytes bytes of (uncompressed) JSON. A

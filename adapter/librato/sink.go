@@ -147,12 +147,15 @@ func newSink(name string, l *config.LibratoParams, env sink.Env, opts Options) (
 	if cfg.legacy {
 		workers = 1
 	}
-	s.queue = pipeline.NewQueue(s.send, pipeline.QueueOptions{
+	s.queue, err = pipeline.NewSpooledQueue(s.send, pipeline.QueueOptions{
 		Capacity:   cfg.queueSize,
 		Workers:    workers,
 		MaxElapsed: cfg.maxElapsed,
 		OnDrop:     s.onDrop,
-	})
+	}, env.Spool, name, spoolCodec)
+	if err != nil {
+		return nil, err
+	}
 	now := env.Now().Unix()
 	s.periodStart = floorTo(now, cfg.period)
 	s.stamp = s.periodStart
@@ -250,7 +253,9 @@ func (s *Sink) due(now time.Time) bool {
 
 func (s *Sink) onDrop(reason string, _, instances int, err error) {
 	s.env.Metrics.Dropped(s.name, reason, instances)
-	if reason == pipeline.DropOverflow || reason == pipeline.DropShutdown || reason == pipeline.DropExhausted {
+	switch reason {
+	case pipeline.DropOverflow, pipeline.DropShutdown, pipeline.DropExhausted,
+		pipeline.DropSpoolFull, pipeline.DropSpoolCorrupt, pipeline.DropReplayRejected:
 		msg := "Librato measurements dropped (" + reason + ")"
 		if err != nil {
 			msg += ": " + err.Error()

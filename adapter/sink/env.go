@@ -6,6 +6,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 )
 
@@ -28,4 +29,7 @@ type Env struct {
 	// Tick is the granularity of sinks' timers (expiry checks, period
 	// boundaries); tests shorten it. Default one second.
 	Tick time.Duration
+	// Spool, when set (--spool-dir), keeps push sinks' send queues on disk
+	// (pipeline.NewSpooledQueue).
+	Spool *pipeline.Spool
 }

@@ -34,6 +34,10 @@ const (
 	DropRetriesExceeded = "retries_exhausted"
 	DropSendQueueFull   = "send_queue_full"
 	DropShutdown        = "shutdown_timeout"
+	// With --spool-dir (adapter/pipeline's spool).
+	DropSpoolFull      = "spool_full"
+	DropSpoolCorrupt   = "spool_corrupt"
+	DropReplayRejected = "replay_rejected"
 )
 
 // QueueSource reports the queues between HandleMetric and the sinks

@@ -86,6 +86,8 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "a request whose dedup_id was seen within this window is not counted again")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", config.DefaultShutdownTimeout, "time to drain calls and flush sinks on SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
 	fs.StringVar(&o.Replica, "replica", "", "name of this replica for replica labels/tags (default: the host name, i.e. the pod name)")
+	fs.StringVar(&o.SpoolDir, "spool-dir", "", "keep the send queues of push sinks (Librato, remote write) in this directory, so that a crash or restart loses none of them; empty: in memory only (see docs/RELIABILITY.md)")
+	fs.Int64Var(&o.SpoolMaxBytes, "spool-max-bytes", config.DefaultSpoolMaxBytes, "cap of --spool-dir, every destination together; beyond, the oldest requests are dropped (spool_full)")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.LogEvery, "log-every", config.DefaultLogEvery, "a repeated error is logged at most once per this interval (with a count of those held back)")

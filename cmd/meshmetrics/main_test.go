@@ -40,6 +40,15 @@ func TestFlagsEnvironmentAndTLSConvention(t *testing.T) {
 			}, ""},
 		{"TLS flag beats walkthrough variable", []string{"--tls-cert", "flag.pem"}, map[string]string{"GRPC_ADAPTER_CREDENTIAL": "env.pem"},
 			func(t *testing.T, s *settings) { require.Equal(t, "flag.pem", s.opts.TLS.Cert) }, ""},
+		{"spool flags", []string{"--spool-dir", "/var/spool/meshmetrics"}, map[string]string{"MESHMETRICS_SPOOL_MAX_BYTES": "1048576"},
+			func(t *testing.T, s *settings) {
+				require.Equal(t, "/var/spool/meshmetrics", s.opts.SpoolDir)
+				require.Equal(t, int64(1<<20), s.opts.SpoolMaxBytes)
+			}, ""},
+		{"spool off by default", nil, nil, func(t *testing.T, s *settings) {
+			require.Empty(t, s.opts.SpoolDir)
+			require.Equal(t, int64(1<<30), s.opts.SpoolMaxBytes)
+		}, ""},
 		{"bad environment value", nil, map[string]string{"MESHMETRICS_MAX_SERIES": "many"}, nil, `MESHMETRICS_MAX_SERIES="many"`},
 		{"stray argument", []string{"serve"}, nil, nil, "unexpected arguments"},
 	}

@@ -35,8 +35,13 @@ type Factory struct {
 	salt []byte
 }
 
-// NewFactory makes the remote-write factory.
+// NewFactory makes the remote-write factory. With a spool the salt is the
+// spool's, kept on disk, so that a key, and with it the spool directory of
+// a destination, is the same after a restart.
 func NewFactory(env sink.Env) sink.Factory {
+	if env.Spool != nil {
+		return &Factory{env: env, salt: env.Spool.Salt()}
+	}
 	salt := make([]byte, 32)
 	_, _ = rand.Read(salt) // crypto/rand.Read never fails on Linux
 	return &Factory{env: env, salt: salt}

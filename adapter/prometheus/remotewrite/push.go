@@ -6,6 +6,7 @@ import (
 
 	"github.com/golang/snappy"
 
+	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/prompb"
 	"github.com/meshmetrics/meshmetrics/adapter/series"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
@@ -205,3 +206,15 @@ func (r *request) Units() int { return r.samples }
 // Instances implements pipeline.Request. Remote write sends cumulative
 // values, not instances: drops are counted in samples.
 func (r *request) Instances() int { return r.samples }
+
+// spoolCodec writes a request to the spool as its snappy body, which holds
+// no credential (auth is added at send time).
+var spoolCodec = pipeline.Codec[*request]{
+	Encode: func(r *request) []byte { return r.body },
+	Decode: func(p []byte, units, _ int) (*request, error) {
+		if _, err := snappy.DecodedLen(p); err != nil {
+			return nil, err
+		}
+		return &request{body: p, samples: units}, nil
+	},
+}

@@ -110,7 +110,7 @@ func newSink(name string, rw *config.RemoteWrite, env sink.Env) (*Sink, error) {
 			env.Metrics.SinkSends.WithLabelValues(name, "retry").Inc()
 		}
 	}
-	s.queue = pipeline.NewQueue(s.send, pipeline.QueueOptions{
+	s.queue, err = pipeline.NewSpooledQueue(s.send, pipeline.QueueOptions{
 		Capacity: int(rw.Capacity),
 		// One worker: samples of a series must reach the receiver in time
 		// order, and every request holds all series.
@@ -118,7 +118,10 @@ func newSink(name string, rw *config.RemoteWrite, env sink.Env) (*Sink, error) {
 		MaxElapsed: rw.MaxRetryElapsed,
 		OnSent:     s.onSent,
 		OnDrop:     s.onDrop,
-	})
+	}, env.Spool, name, spoolCodec)
+	if err != nil {
+		return nil, err
+	}
 	s.build = builder{max: int(rw.MaxSamplesPerSend), put: s.queue.Put}
 	go s.loop()
 	return s, nil
@@ -284,6 +287,11 @@ func (s *Sink) Close(ctx context.Context) error {
 		<-s.done
 		s.push(s.env.Now(), true)
 		err = s.queue.Close(ctx)
+		// A config change builds a new sink: this one's gauge must not
+		// linger with its last count.
+		if s.env.Metrics != nil {
+			s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
+		}
 	})
 	return err
 }
@@ -324,6 +332,12 @@ func dropReason(reason string) string {
 		return telemetry.DropBackendRejected
 	case pipeline.DropExhausted:
 		return telemetry.DropRetriesExceeded
+	case pipeline.DropSpoolFull:
+		return telemetry.DropSpoolFull
+	case pipeline.DropSpoolCorrupt:
+		return telemetry.DropSpoolCorrupt
+	case pipeline.DropReplayRejected:
+		return telemetry.DropReplayRejected
 	}
 	return telemetry.DropShutdown
 }
@@ -336,10 +350,13 @@ func (s *Sink) onDrop(reason string, units, _ int, err error) {
 	if m := s.env.Metrics; m != nil {
 		m.Dropped(s.name, r, units)
 		result := "failed"
-		if reason == pipeline.DropRejected {
+		if reason == pipeline.DropRejected || reason == pipeline.DropReplayRejected {
 			result = "rejected"
 		}
-		if reason != pipeline.DropOverflow {
+		// Only these end a send attempt; the others drop a request that
+		// was waiting.
+		if reason == pipeline.DropRejected || reason == pipeline.DropReplayRejected ||
+			reason == pipeline.DropExhausted || reason == pipeline.DropShutdown {
 			m.SinkSends.WithLabelValues(s.name, result).Inc()
 		}
 	}
