@@ -91,10 +91,14 @@ func TestFaultsReconcileExactly(t *testing.T) {
 		{
 			name: "slow backend: every attempt times out for a while", timeout: 30 * time.Millisecond,
 			fault: func(h *harness) {
-				both(func(h *harness) { h.lib.SetLatency(100 * time.Millisecond) }, func(h *harness) { h.rw.SetLatency(100 * time.Millisecond) })(h)
-				time.AfterFunc(400*time.Millisecond, func() {
-					both(func(h *harness) { h.lib.SetLatency(0) }, func(h *harness) { h.rw.SetLatency(0) })(h)
-				})
+				h.setLatency(100 * time.Millisecond)
+				// The backend recovers once a few attempts have timed out.
+				go func() {
+					for h.stat().abandoned < 3 {
+						time.Sleep(time.Millisecond)
+					}
+					h.setLatency(0)
+				}()
 			},
 			check: func(t *testing.T, h *harness) {
 				require.Positive(t, h.stat().abandoned, "attempts timed out and were retried")
