@@ -255,7 +255,7 @@ func loadSalt(path string) ([]byte, error) {
 	}
 	b = make([]byte, saltLen)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on Linux
-	if err := writeSynced(path, b, nil, false); err != nil {
+	if err := writeSynced(path, b, nil, true); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -498,10 +498,12 @@ func (sp *Spool) attach(key string, workers int, onDrop func(string, int, int, e
 }
 
 // writeSynced writes a whole file and fsyncs it, then its directory (dir,
-// or the parent of path when syncParent). A failed write leaves no file.
-func writeSynced(path string, data []byte, dir *os.File, syncParent bool) error {
+// open, or else opened from path), so that the file survives a crash. A
+// request file is new (O_EXCL: a name is never reused); other files may be
+// replaced. A failed write leaves no file.
+func writeSynced(path string, data []byte, dir *os.File, replace bool) error {
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if syncParent {
+	if replace {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	}
 	f, err := os.OpenFile(path, flags, 0o600)
@@ -516,10 +518,9 @@ func writeSynced(path string, data []byte, dir *os.File, syncParent bool) error 
 		err = cerr
 	}
 	if err == nil {
-		switch {
-		case dir != nil:
+		if dir != nil {
 			err = dir.Sync()
-		case syncParent:
+		} else {
 			err = syncDir(filepath.Dir(path))
 		}
 	}
@@ -670,6 +671,15 @@ func (sp *Spool) evictLocked(keep *entry) []victim {
 			v.drop = from.dropFnLocked()
 		}
 		out = append(out, v)
+		if len(from.attached) == 0 && from.requests == 0 && len(from.inflight) == 0 {
+			// An orphan emptied: forget it. Under the lock, so that an
+			// attach of the same destination cannot interleave.
+			if v.path != "" {
+				_ = os.Remove(v.path)
+			}
+			_ = os.RemoveAll(from.path)
+			delete(sp.dirs, from.name)
+		}
 	}
 	if len(out) > 0 {
 		sp.cond.Broadcast()

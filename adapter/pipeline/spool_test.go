@@ -239,6 +239,19 @@ func TestSpoolOfAnEarlierRunIsEvictedUnderItsSinkName(t *testing.T) {
 		"counted under the sink key recorded with the directory")
 	require.Equal(t, []int{100}, b.received())
 	require.NoError(t, q.Close(context.Background()))
+
+	// Evicting the rest empties the orphan: its directory goes.
+	q2 := spooledQueue(t, sp2, "librato:new", b, &dn, time.Hour)
+	b.down.Store(true)
+	for i := 0; i < 3; i++ {
+		q2.Put(req{id: 200 + i, units: 1, instances: 1})
+	}
+	require.Equal(t, map[string]int{pipeline.DropSpoolFull: 28}, d2.get())
+	require.NoDirExists(t, filepath.Join(dir, pipeline.DirName("remote_write:http://old/api/v1/write#1")))
+	for _, st := range sp2.Stats() {
+		require.NotEqual(t, "remote_write:http://old/api/v1/write#1", st.Sink)
+	}
+	require.Error(t, closeQuickly(q2))
 }
 
 func TestCorruptSpoolFilesAreSkippedAndCounted(t *testing.T) {
