@@ -1,15 +1,22 @@
 package faults_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
+	"github.com/meshmetrics/meshmetrics/adapter/prometheus/prompb"
 	"github.com/meshmetrics/meshmetrics/adapter/prometheus/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 )
@@ -175,4 +182,55 @@ func firstRunTotal(rw *rwtest.Server) float64 {
 		}
 	}
 	return total
+}
+
+// TestRemoteWriteReplayRefusedAsOutOfOrderIsCounted: the spool of a run
+// killed in an outage is replayed after a restart, but another writer has
+// meanwhile pushed newer samples of the same series. Prometheus answers 400
+// (out of order) and drops the whole request; the adapter counts those
+// samples as replay_rejected, apart from refusals of new data, and what the
+// new run sends still arrives.
+func TestRemoteWriteReplayRefusedAsOutOfOrderIsCounted(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, setup{kind: rwKind, spoolDir: dir})
+	h.goDown()
+	h.drive(h.params(), workers, calls, perCall, paths)
+	require.ErrorContains(t, h.shutdown(300*time.Millisecond), "kept in the spool")
+
+	// Another writer (a replica without replica_label) gets there first.
+	var series []prompb.TimeSeries
+	future := time.Now().Add(time.Minute).UnixMilli()
+	for i := 0; i < paths; i++ {
+		series = append(series, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: rwName}, {Name: "path", Value: fmt.Sprintf("/p%d", i)}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: future}}})
+	}
+	h.up()
+	postRemoteWrite(t, h.rw.URL(), series)
+
+	h2 := start(t, setup{kind: rwKind, spoolDir: dir, rwSrv: h.rw})
+	require.NoError(t, h2.call(h2.params(), []*metricpb.InstanceMsg{{Name: instanceName, Value: intV(1),
+		Dimensions: map[string]*policypb.Value{"path": strV("/fresh")}}}))
+	require.NoError(t, h2.flush(30*time.Second))
+	require.Equal(t, map[string]float64{telemetry.DropReplayRejected: 2 * paths}, h2.drops(),
+		"the spooled final push (a value and a stale marker per series), refused whole")
+	require.Positive(t, h.rw.Stats().OutOfOrder)
+	require.Equal(t, 1.0, h.rw.Last(rwName)[rwName+`{path="/fresh"}`], "the new run's data arrives")
+	require.Empty(t, h.rw.Violations())
+}
+
+func postRemoteWrite(t *testing.T, url string, series []prompb.TimeSeries) {
+	t.Helper()
+	raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(snappy.Encode(nil, raw)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	req.Header.Set("User-Agent", "another-writer")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 }
