@@ -29,7 +29,7 @@ test-race: ## go test -race ./...
 
 # Every fuzz target, as package:Target. Findings land in the package's
 # testdata/fuzz and are committed, so they run as regression tests forever.
-FUZZ_TARGETS := ./adapter/wire:FuzzParse ./config:FuzzDecodeParams ./adapter/mixer/expr:FuzzCompile
+FUZZ_TARGETS := ./adapter/wire:FuzzParse ./config:FuzzDecodeParams ./adapter/mixer/expr:FuzzCompile ./adapter/pipeline:FuzzSpoolFile
 FUZZTIME ?= 10s
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)

@@ -6,6 +6,7 @@ package adapter
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -173,8 +174,13 @@ func New(o Options) (_ *Adapter, err error) {
 			}
 		}()
 	}
+	salt := make([]byte, 32)
+	_, _ = rand.Read(salt) // crypto/rand.Read never fails on Linux
+	if a.spool != nil {
+		salt = a.spool.Salt()
+	}
 	env := sink.Env{Log: o.Log, Limiter: limiter, Secrets: o.Secrets, Metrics: a.metrics, Replica: o.Replica,
-		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick, Spool: a.spool}
+		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick, Spool: a.spool, KeySalt: salt}
 	permanent, factories, err := o.Sinks(env, a.registry)
 	if err != nil {
 		return nil, err
@@ -221,6 +227,7 @@ func New(o Options) (_ *Adapter, err error) {
 			return nil, err
 		}
 		o.Secrets.Add(token.Token())
+		token.OnLoad = o.Secrets.Add
 		token.OnRefuse = refused
 		if tlsCfg == nil {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/server"
@@ -113,9 +114,11 @@ func TestTokenCheck(t *testing.T) {
 	}
 
 	// Rotation: a new token is picked up without a restart.
+	secrets := &logging.Secrets{}
 	h := start(t, func(o *adapter.Options) {
 		o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
 		o.AuthTokenFile = tokenFile
+		o.Secrets = secrets
 	})
 	conn, err := grpc.NewClient(h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
 		&tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12})),
@@ -129,4 +132,5 @@ func TestTokenCheck(t *testing.T) {
 		_, err := metricpb.NewHandleMetricServiceClient(conn).HandleMetric(ctx, &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams)})
 		return err == nil
 	}, 5*time.Second, 100*time.Millisecond)
+	require.Equal(t, "x "+logging.Redacted, secrets.RedactString("x rotated-token-2"), "a rotated token is redacted like the first")
 }

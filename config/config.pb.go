@@ -564,11 +564,14 @@ type LibratoParams struct {
 	// Body size cap per request, in bytes. Default 1 MiB.
 	MaxRequestBytes int32 `protobuf:"varint,12,opt,name=max_request_bytes,json=maxRequestBytes,proto3" json:"max_request_bytes,omitempty"`
 	// Aggregated measurements waiting to be sent. When full, the oldest are
-	// dropped and counted. Default 100000.
+	// dropped and counted. Default 100000. With --spool-dir the backlog is
+	// on disk and bounded by --spool-max-bytes instead.
 	QueueSize int32 `protobuf:"varint,13,opt,name=queue_size,json=queueSize,proto3" json:"queue_size,omitempty"`
 	// Timeout of one HTTP attempt. Default 10s.
 	RequestTimeout time.Duration `protobuf:"bytes,14,opt,name=request_timeout,json=requestTimeout,proto3,stdduration" json:"request_timeout"`
-	// Give up on a request after retrying for this long. Default 5m.
+	// Give up on a request after retrying for this long. Default 5m. With
+	// --spool-dir the request goes back to the front of the spool instead
+	// and is tried again.
 	MaxRetryElapsed time.Duration `protobuf:"bytes,15,opt,name=max_retry_elapsed,json=maxRetryElapsed,proto3,stdduration" json:"max_retry_elapsed"`
 }
 
@@ -657,14 +660,16 @@ type RemoteWrite struct {
 	// Samples per request. Default 2000.
 	MaxSamplesPerSend int32 `protobuf:"varint,3,opt,name=max_samples_per_send,json=maxSamplesPerSend,proto3" json:"max_samples_per_send,omitempty"`
 	// Samples waiting to be sent; when full, the oldest are dropped and counted.
-	// Default 100000.
+	// Default 100000. With --spool-dir the backlog is on disk and bounded by
+	// --spool-max-bytes instead.
 	Capacity int32 `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	// Timeout of one HTTP attempt. Default 30s.
 	Timeout time.Duration `protobuf:"bytes,5,opt,name=timeout,proto3,stdduration" json:"timeout"`
 	// Retry backoff bounds. Defaults 30ms and 5s.
 	MinBackoff time.Duration `protobuf:"bytes,6,opt,name=min_backoff,json=minBackoff,proto3,stdduration" json:"min_backoff"`
 	MaxBackoff time.Duration `protobuf:"bytes,7,opt,name=max_backoff,json=maxBackoff,proto3,stdduration" json:"max_backoff"`
-	// Give up on a request after retrying for this long. Default 5m.
+	// Give up on a request after retrying for this long. Default 5m. With
+	// --spool-dir the request goes back to the front of the spool instead.
 	MaxRetryElapsed time.Duration `protobuf:"bytes,8,opt,name=max_retry_elapsed,json=maxRetryElapsed,proto3,stdduration" json:"max_retry_elapsed"`
 	BasicAuth       *BasicAuth    `protobuf:"bytes,9,opt,name=basic_auth,json=basicAuth,proto3" json:"basic_auth,omitempty"`
 	// File holding a bearer token for the Authorization header.

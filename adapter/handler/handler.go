@@ -300,7 +300,7 @@ func (h *Handler) record(in *wire.Instance, sc *scratch, o *Outcome) {
 			o.reject(RejectSuperseded, in.Name, m.def.Namespace+"_"+m.def.Name)
 			continue
 		}
-		values := h.labelValues(m, in, sc)
+		values := h.labelValues(m, in, sc, o)
 		for _, b := range m.bindings {
 			v := x
 			if isDuration {
@@ -327,7 +327,7 @@ func superseded(m *metric) bool {
 // labelValues returns the label values of in for m: one per label name
 // (missing dimensions empty, others ignored), or for an implicit metric the
 // name/value pairs of all dimensions sorted by name.
-func (h *Handler) labelValues(m *metric, in *wire.Instance, sc *scratch) [][]byte {
+func (h *Handler) labelValues(m *metric, in *wire.Instance, sc *scratch, o *Outcome) [][]byte {
 	sc.labels = sc.labels[:0]
 	if m.def.Implicit {
 		dims := in.Dimensions
@@ -338,7 +338,7 @@ func (h *Handler) labelValues(m *metric, in *wire.Instance, sc *scratch) [][]byt
 			start := len(sc.labels)
 			sc.labels = append(sc.labels, d.Key...)
 			mid := len(sc.labels)
-			sc.labels = h.appendLabel(sc.labels, mid, d.Value)
+			sc.labels = h.appendLabel(sc.labels, mid, d.Value, o)
 			sc.spans = append(sc.spans, [2]int{start, mid}, [2]int{mid, len(sc.labels)})
 		}
 		for _, s := range sc.spans {
@@ -368,7 +368,7 @@ func (h *Handler) labelValues(m *metric, in *wire.Instance, sc *scratch) [][]byt
 			continue
 		}
 		start := len(sc.labels)
-		sc.labels = h.appendLabel(sc.labels, start, d.Value)
+		sc.labels = h.appendLabel(sc.labels, start, d.Value, o)
 		sc.spans[i] = [2]int{start, len(sc.labels)}
 	}
 	for i, s := range sc.spans {
@@ -384,12 +384,13 @@ func isText(k wire.Kind) bool {
 }
 
 // appendLabel appends v's label text, cut to the handler's maximum length at
-// a UTF-8 boundary.
-func (h *Handler) appendLabel(dst []byte, start int, v wire.Value) []byte {
+// a UTF-8 boundary (and counted).
+func (h *Handler) appendLabel(dst []byte, start int, v wire.Value, o *Outcome) []byte {
 	dst = convert.AppendLabel(dst, v)
 	if len(dst)-start <= h.maxLabel {
 		return dst
 	}
+	o.Truncated++
 	end := start + h.maxLabel
 	for end > start && !utf8.RuneStart(dst[end]) {
 		end--

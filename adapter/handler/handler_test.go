@@ -277,8 +277,9 @@ func TestLabelValuesAreCutAtTheLimit(t *testing.T) {
 	f := newFixture(t, 1000)
 	p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, LabelNames: []string{"l"}}},
 		Limits: &config.Limits{MaxLabelValueLength: 5}}
-	_, err := f.handle(t, params(t, p), "", inst("a", intV(1), "l", strV("héllo world")), inst("a", intV(2), "l", intV(1234567)))
+	o, err := f.handle(t, params(t, p), "", inst("a", intV(1), "l", strV("héllo world")), inst("a", intV(2), "l", intV(1234567)))
 	require.NoError(t, err)
+	require.Equal(t, 2, o.Truncated, "every cut value is counted")
 	require.Equal(t, []string{"istio_a{12345}", "istio_a{héll}"}, sortedKeys(f.flush(t).Series()),
 		"cut at a UTF-8 boundary, text and converted values alike")
 }

@@ -60,6 +60,8 @@ type Outcome struct {
 	examples [numRejections]string
 	// Dropped counts, per sink, the instances whose sink queue was full.
 	Dropped map[string]int
+	// Truncated counts label values cut to limits.max_label_value_length.
+	Truncated int
 }
 
 func (o *Outcome) reject(r Rejection, name []byte, detail string) {

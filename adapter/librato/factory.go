@@ -1,8 +1,7 @@
 package librato
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,6 +101,10 @@ func envDefaults(env sink.Env) sink.Env {
 	if env.Now == nil {
 		env.Now = time.Now
 	}
+	if env.KeySalt == nil {
+		env.KeySalt = make([]byte, 32)
+		_, _ = rand.Read(env.KeySalt) // a partial wiring (tests) still gets a secret salt
+	}
 	if env.Tick <= 0 {
 		env.Tick = time.Second
 	}
@@ -129,8 +132,10 @@ func (f *Factory) Key(p *config.Params) string {
 		parsed.User = nil
 		u = parsed.String()
 	}
-	sum := sha256.Sum256([]byte(fmt.Sprintf("%+v", *l))) // fmt prints maps sorted: stable
-	return "librato:" + u + "#" + l.Api.String() + "#" + hex.EncodeToString(sum[:6])
+	// fmt prints maps sorted, so equal blocks digest equally; the block may
+	// hold the token, hence the keyed digest.
+	digest := sink.KeyDigest(f.env.KeySalt, []byte(fmt.Sprintf("%+v", *l)))
+	return "librato:" + u + "#" + l.Api.String() + "#" + digest
 }
 
 // Check implements sink.Factory. Besides the normalized params' own rules it

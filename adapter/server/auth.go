@@ -78,6 +78,9 @@ type TokenCheck struct {
 	header string
 	// OnRefuse is told about each refused call.
 	OnRefuse func(reason string)
+	// OnLoad is told each token loaded after the first (rotations), so
+	// that it can be registered for redaction like the first.
+	OnLoad func(token string)
 
 	mu      sync.Mutex
 	checked time.Time
@@ -90,7 +93,7 @@ func NewTokenCheck(path, header string) (*TokenCheck, error) {
 	if header == "" {
 		header = "authorization"
 	}
-	t := &TokenCheck{path: path, header: strings.ToLower(header), OnRefuse: func(string) {}}
+	t := &TokenCheck{path: path, header: strings.ToLower(header), OnRefuse: func(string) {}, OnLoad: func(string) {}}
 	if err := t.load(); err != nil {
 		return nil, err
 	}
@@ -132,6 +135,8 @@ func (t *TokenCheck) current() []byte {
 			prev := t.token
 			if t.load() != nil {
 				t.token = prev // keep serving with the last good token
+			} else if string(prev) != string(t.token) {
+				t.OnLoad(string(t.token))
 			}
 		}
 	}

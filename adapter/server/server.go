@@ -235,6 +235,9 @@ func (s *Server) handleMetric(_ context.Context, req *wire.Request) (*modelpb.Re
 		return nil, fail(codes.InvalidArgument, telemetry.ReasonMalformed, n, "malformed", o.Err())
 	}
 	m.InstancesAccepted.Add(float64(o.Accepted))
+	if o.Truncated > 0 {
+		m.LabelsTruncated.Add(float64(o.Truncated))
+	}
 	for r, c := range o.Rejected {
 		if c > 0 {
 			m.InstancesRejected.WithLabelValues(handler.Rejection(r).Reason()).Add(float64(c))

@@ -1,6 +1,9 @@
 package sink
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -32,4 +35,17 @@ type Env struct {
 	// Spool, when set (--spool-dir), keeps push sinks' send queues on disk
 	// (pipeline.NewSpooledQueue).
 	Spool *pipeline.Spool
+	// KeySalt keys the digests in sink keys (KeyDigest): random per
+	// process, or the spool's (kept on disk) so that a destination keeps its
+	// key, and its spool directory, across restarts.
+	KeySalt []byte
+}
+
+// KeyDigest is the short digest that tells destinations apart in a sink key.
+// Keys show up in logs and metric labels, and the data may hold secrets (a
+// token, a password): an HMAC under the salt reveals nothing about them.
+func KeyDigest(salt, data []byte) string {
+	m := hmac.New(sha256.New, salt)
+	m.Write(data)
+	return hex.EncodeToString(m.Sum(nil)[:6])
 }

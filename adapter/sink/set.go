@@ -131,12 +131,20 @@ func (s *Set) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Flush flushes every live sink.
+// Flush flushes every live sink, in parallel: a sink waiting on a backend
+// that is down must not hold up the others.
 func (s *Set) Flush(ctx context.Context) error {
-	var errs []error
-	for _, q := range s.queues() {
-		errs = append(errs, q.Flush(ctx))
+	qs := s.queues()
+	errs := make([]error, len(qs))
+	var wg sync.WaitGroup
+	for i, q := range qs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = q.Flush(ctx)
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

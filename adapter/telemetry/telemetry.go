@@ -72,6 +72,8 @@ type Metrics struct {
 	// API's name and tag rules (reasons in adapter/librato).
 	LibratoSanitized *prometheus.CounterVec
 	AuthRefused      *prometheus.CounterVec
+	// LabelsTruncated counts label values cut to max_label_value_length.
+	LabelsTruncated prometheus.Counter
 }
 
 // New registers the adapter's metrics, and the Go and process collectors, on
@@ -132,6 +134,10 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			Name: "meshmetrics_last_config_success_timestamp_seconds",
 			Help: "When a handler config was last built successfully.",
 		}),
+		LabelsTruncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshmetrics_label_values_truncated_total",
+			Help: "Label values cut to the handler's limits.max_label_value_length (the series is kept, with the cut value).",
+		}),
 		AuthRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshmetrics_auth_refused_total",
 			Help: "Callers refused: no or wrong token, no client certificate, SPIFFE ID not allowed.",
@@ -143,7 +149,7 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 	}
 	reg.MustRegister(m.InstancesReceived, m.InstancesAccepted, m.InstancesRejected, m.InstancesDropped, m.Requests,
 		m.HandleLatency, m.ConfigErrors, m.HandlersBuilt, m.HandlersClosed, m.SinkSends, m.SinkSendLatency,
-		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused)
+		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused, m.LabelsTruncated)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshmetrics_handler_cache_size",
 		Help: "Handlers built from distinct handler configs and currently cached.",
