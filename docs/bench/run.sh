@@ -16,8 +16,8 @@ benchstat="go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9
 
 echo "== Go benchmarks (count=$count) =="
 go test -run '^$' -count "$count" -benchtime 20000x \
-  -bench 'HotPath|BenchmarkHandle$|ParseAndReadInstances|GeneratedUnmarshal' \
-  ./adapter/ ./adapter/handler/ ./adapter/wire/ | tee "$out/gobench-hotpath.txt"
+  -bench 'HotPath|BenchmarkHandle$|ParseAndReadInstances|GeneratedUnmarshal|NumberAndLabels|InsertSequential' \
+  ./adapter/ ./adapter/handler/ ./adapter/wire/ ./adapter/convert/ ./adapter/dedup/ | tee "$out/gobench-hotpath.txt"
 go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' ./adapter/prometheus/ \
   | tee "$out/gobench-prometheus.txt"
 go test -run '^$' -count "$count" -bench 'Consume' ./adapter/prometheus/ | tee -a "$out/gobench-prometheus.txt"
