@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -25,7 +27,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/modelpb"
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -138,20 +139,6 @@ var counterParams = &config.Params{Metrics: []*config.Params_MetricInfo{{
 	Name: "damage_requests", LabelNames: []string{"path"},
 }}}
 
-func instance(name string, v *policypb.Value, dims map[string]*policypb.Value) *metricpb.InstanceMsg {
-	return &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: dims}
-}
-
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-func dblV(f float64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
-}
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-
 // TestMixerLayoutRequestIsAccepted is the foundation's first acceptance
 // test: bytes laid out exactly as Mixer writes them, params in sorted-key
 // order, reach the sink as the right series and value.
@@ -168,14 +155,14 @@ func TestMixerLayoutRequestIsAccepted(t *testing.T) {
 
 func TestBadInputGetsTheRightCodeAndTheProcessStaysUp(t *testing.T) {
 	h := start(t, func(o *adapter.Options) { o.MaxRecvMsgSize = 64 << 10; o.MaxInstancesPerRequest = 500 })
-	good := instance("analyticcounter.instance.istio-system", intV(1), map[string]*policypb.Value{"path": strV("/ok")})
+	good := mt.Instance("analyticcounter.instance.istio-system", mt.Int(1), "path", mt.Str("/ok"))
 	many := make([]*metricpb.InstanceMsg, 501)
 	for i := range many {
 		many[i] = good
 	}
 	huge := &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams),
-		Instances: []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", intV(1),
-			map[string]*policypb.Value{"path": strV(string(make([]byte, 100<<10)))})}}
+		Instances: []*metricpb.InstanceMsg{mt.Instance("analyticcounter.instance.istio-system", mt.Int(1),
+			"path", mt.Str(string(make([]byte, 100<<10))))}}
 
 	tests := []struct {
 		name string
@@ -191,9 +178,9 @@ func TestBadInputGetsTheRightCodeAndTheProcessStaysUp(t *testing.T) {
 		{"invalid config", &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "x"}}}),
 			Instances: []*metricpb.InstanceMsg{good}}, nil, codes.InvalidArgument, "metrics[0].kind: required"},
 		{"unknown instance", &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams),
-			Instances: []*metricpb.InstanceMsg{good, instance("nosuch.instance.default", intV(1), nil)}}, nil, codes.InvalidArgument, `"nosuch.instance.default"`},
+			Instances: []*metricpb.InstanceMsg{good, mt.Instance("nosuch.instance.default", mt.Int(1))}}, nil, codes.InvalidArgument, `"nosuch.instance.default"`},
 		{"NaN value", &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams),
-			Instances: []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", dblV(math.NaN()), nil), good}}, nil, codes.InvalidArgument, "NaN"},
+			Instances: []*metricpb.InstanceMsg{mt.Instance("analyticcounter.instance.istio-system", mt.Double(math.NaN())), good}}, nil, codes.InvalidArgument, "NaN"},
 		{"random bytes", nil, []byte("\xde\xad\xbe\xef not a protobuf"), codes.InvalidArgument, "malformed"},
 		{"truncated protobuf", nil, func() []byte {
 			b, _ := (&metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams), Instances: []*metricpb.InstanceMsg{good}}).Marshal()
@@ -270,7 +257,7 @@ func TestHealthAndGracefulShutdownLoseNothing(t *testing.T) {
 				default:
 				}
 				err := h.send(t, &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams), DedupId: strconv.Itoa(w*1e6 + i),
-					Instances: []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", intV(1), nil)}})
+					Instances: []*metricpb.InstanceMsg{mt.Instance("analyticcounter.instance.istio-system", mt.Int(1))}})
 				mu.Lock()
 				if err == nil {
 					accepted++

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -92,7 +94,7 @@ func TestTokenCheck(t *testing.T) {
 			send := func(md ...string) error {
 				ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
 				_, err := client.HandleMetric(ctx, &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams),
-					Instances: []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", intV(1), nil)}})
+					Instances: []*metricpb.InstanceMsg{mt.Instance("analyticcounter.instance.istio-system", mt.Int(1))}})
 				return err
 			}
 			// The file ends in a newline that Mixer would send verbatim; a

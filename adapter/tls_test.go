@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -41,7 +43,7 @@ func call(t *testing.T, addr string, creds grpc.DialOption) error {
 	defer cancel()
 	_, err = metricpb.NewHandleMetricServiceClient(conn).HandleMetric(ctx, &metricpb.HandleMetricRequest{
 		AdapterConfig: cfg(t, counterParams),
-		Instances:     []*metricpb.InstanceMsg{instance("analyticcounter.instance.istio-system", intV(1), nil)},
+		Instances:     []*metricpb.InstanceMsg{mt.Instance("analyticcounter.instance.istio-system", mt.Int(1))},
 	})
 	return err
 }

@@ -5,18 +5,15 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 )
-
-func dblV(f float64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
-}
 
 // TestBadValuesAreRefusedAndTheRestDelivered mixes one bad instance into
 // calls of good ones: the call fails with InvalidArgument naming the
@@ -29,13 +26,13 @@ func TestBadValuesAreRefusedAndTheRestDelivered(t *testing.T) {
 		reason string
 		msg    string
 	}{
-		{"NaN", &metricpb.InstanceMsg{Name: instanceName, Value: dblV(math.NaN())}, telemetry.ReasonNonFinite, "NaN or infinite"},
-		{"+Inf", &metricpb.InstanceMsg{Name: instanceName, Value: dblV(math.Inf(1))}, telemetry.ReasonNonFinite, "NaN or infinite"},
-		{"-Inf", &metricpb.InstanceMsg{Name: instanceName, Value: dblV(math.Inf(-1))}, telemetry.ReasonNonFinite, "NaN or infinite"},
-		{"negative counter increment", &metricpb.InstanceMsg{Name: instanceName, Value: intV(-3)}, telemetry.ReasonNegativeCounter, "negative increment of a COUNTER"},
+		{"NaN", &metricpb.InstanceMsg{Name: instanceName, Value: mt.Double(math.NaN())}, telemetry.ReasonNonFinite, "NaN or infinite"},
+		{"+Inf", &metricpb.InstanceMsg{Name: instanceName, Value: mt.Double(math.Inf(1))}, telemetry.ReasonNonFinite, "NaN or infinite"},
+		{"-Inf", &metricpb.InstanceMsg{Name: instanceName, Value: mt.Double(math.Inf(-1))}, telemetry.ReasonNonFinite, "NaN or infinite"},
+		{"negative counter increment", &metricpb.InstanceMsg{Name: instanceName, Value: mt.Int(-3)}, telemetry.ReasonNegativeCounter, "negative increment of a COUNTER"},
 		{"no value", &metricpb.InstanceMsg{Name: instanceName}, telemetry.ReasonMissingValue, "no value"},
-		{"not a number", &metricpb.InstanceMsg{Name: instanceName, Value: strV("seven")}, telemetry.ReasonNotNumeric, "not a number"},
-		{"unknown instance", &metricpb.InstanceMsg{Name: "nosuch.instance.default", Value: intV(1)}, telemetry.ReasonUnknownInstance, `"nosuch.instance.default"`},
+		{"not a number", &metricpb.InstanceMsg{Name: instanceName, Value: mt.Str("seven")}, telemetry.ReasonNotNumeric, "not a number"},
+		{"unknown instance", &metricpb.InstanceMsg{Name: "nosuch.instance.default", Value: mt.Int(1)}, telemetry.ReasonUnknownInstance, `"nosuch.instance.default"`},
 	}
 	for _, k := range kinds {
 		t.Run(string(k), func(t *testing.T) {

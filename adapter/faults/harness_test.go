@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -177,21 +179,13 @@ func anyOf(t testing.TB, p *config.Params) *types.Any {
 	return &types.Any{TypeUrl: config.TypeURL, Value: b}
 }
 
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-
 // instances builds n instances of the counter, spread over paths label
 // values starting at path first.
 func instances(n, paths, first int) []*metricpb.InstanceMsg {
 	out := make([]*metricpb.InstanceMsg, n)
 	for i := range out {
-		out[i] = &metricpb.InstanceMsg{Name: instanceName, Value: intV(1),
-			Dimensions: map[string]*policypb.Value{"path": strV(fmt.Sprintf("/p%d", (first+i)%paths))}}
+		out[i] = &metricpb.InstanceMsg{Name: instanceName, Value: mt.Int(1),
+			Dimensions: map[string]*policypb.Value{"path": mt.Str(fmt.Sprintf("/p%d", (first+i)%paths))}}
 	}
 	return out
 }

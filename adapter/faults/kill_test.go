@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/types"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -164,8 +166,8 @@ func send(t *testing.T, conn *grpc.ClientConn, cfg *types.Any, prefix string, ca
 	for i := 0; i < calls; i++ {
 		ins := make([]*metricpb.InstanceMsg, perCall)
 		for j := range ins {
-			ins[j] = &metricpb.InstanceMsg{Name: instanceName, Value: intV(1),
-				Dimensions: map[string]*policypb.Value{"path": strV(fmt.Sprintf("%s-%d", prefix, (i+j)%paths))}}
+			ins[j] = &metricpb.InstanceMsg{Name: instanceName, Value: mt.Int(1),
+				Dimensions: map[string]*policypb.Value{"path": mt.Str(fmt.Sprintf("%s-%d", prefix, (i+j)%paths))}}
 		}
 		_, err := c.HandleMetric(context.Background(), &metricpb.HandleMetricRequest{AdapterConfig: cfg, Instances: ins,
 			DedupId: fmt.Sprintf("%s-%d", prefix, i)})

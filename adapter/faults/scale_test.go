@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
@@ -38,8 +40,8 @@ func TestHugeLabelValuesAreCut(t *testing.T) {
 			t.Parallel()
 			h := start(t, setup{kind: tc.kind})
 			cfg := h.params(func(p *config.Params) { p.Limits = &config.Limits{MaxLabelValueLength: tc.limit} })
-			require.NoError(t, h.call(cfg, []*metricpb.InstanceMsg{{Name: instanceName, Value: intV(1),
-				Dimensions: map[string]*policypb.Value{"path": strV(tc.value)}}}))
+			require.NoError(t, h.call(cfg, []*metricpb.InstanceMsg{{Name: instanceName, Value: mt.Int(1),
+				Dimensions: map[string]*policypb.Value{"path": mt.Str(tc.value)}}}))
 			require.NoError(t, h.flush(30*time.Second))
 			var got []string
 			if h.lib != nil {
@@ -85,7 +87,7 @@ func TestAMillionDistinctLabelSetsHitTheCaps(t *testing.T) {
 	heapBefore := liveHeap()
 	ins := make([]*metricpb.InstanceMsg, perCall)
 	for i := range ins {
-		ins[i] = &metricpb.InstanceMsg{Value: intV(1), Dimensions: map[string]*policypb.Value{"path": strV("")}}
+		ins[i] = &metricpb.InstanceMsg{Value: mt.Int(1), Dimensions: map[string]*policypb.Value{"path": mt.Str("")}}
 	}
 	for c := 0; c < total/perCall; c++ {
 		name := instanceName // the first half to the first metric
@@ -140,8 +142,8 @@ func TestAConfigWithAThousandMetricsWorks(t *testing.T) {
 			for i := 0; i < 1000; i++ {
 				metrics = append(metrics, &config.Params_MetricInfo{InstanceName: fmt.Sprintf("m%d.instance.istio-system", i),
 					Kind: config.Params_MetricInfo_COUNTER, Name: fmt.Sprintf("m%d", i), LabelNames: []string{"path"}})
-				ins = append(ins, &metricpb.InstanceMsg{Name: fmt.Sprintf("m%d.instance.istio-system", i), Value: intV(int64(i)),
-					Dimensions: map[string]*policypb.Value{"path": strV("/x")}})
+				ins = append(ins, &metricpb.InstanceMsg{Name: fmt.Sprintf("m%d.instance.istio-system", i), Value: mt.Int(int64(i)),
+					Dimensions: map[string]*policypb.Value{"path": mt.Str("/x")}})
 			}
 			cfg := h.params(func(p *config.Params) { p.Metrics = metrics })
 			require.NoError(t, h.call(cfg, ins))

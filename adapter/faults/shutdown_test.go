@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/golang/snappy"
 	"github.com/stretchr/testify/require"
 
@@ -209,8 +211,8 @@ func TestRemoteWriteReplayRefusedAsOutOfOrderIsCounted(t *testing.T) {
 	postRemoteWrite(t, h.rw.URL(), series)
 
 	h2 := start(t, setup{kind: rwKind, spoolDir: dir, rwSrv: h.rw})
-	require.NoError(t, h2.call(h2.params(), []*metricpb.InstanceMsg{{Name: instanceName, Value: intV(1),
-		Dimensions: map[string]*policypb.Value{"path": strV("/fresh")}}}))
+	require.NoError(t, h2.call(h2.params(), []*metricpb.InstanceMsg{{Name: instanceName, Value: mt.Int(1),
+		Dimensions: map[string]*policypb.Value{"path": mt.Str("/fresh")}}}))
 	require.NoError(t, h2.flush(30*time.Second))
 	require.Equal(t, map[string]float64{telemetry.DropReplayRejected: 2 * paths}, h2.drops(),
 		"the spooled final push (a value and a stale marker per series), refused whole")

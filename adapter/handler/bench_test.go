@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
@@ -48,9 +50,9 @@ func BenchmarkHandle(b *testing.B) {
 			for i := 0; i < 100; i++ {
 				dims := map[string]*policypb.Value{}
 				for j, l := range labels {
-					dims[l] = strV(fmt.Sprintf("%s-%d", l, (i*7+j)%cardinality))
+					dims[l] = mt.Str(fmt.Sprintf("%s-%d", l, (i*7+j)%cardinality))
 				}
-				req.Instances = append(req.Instances, inst("requestcount.instance.istio-system", intV(1)))
+				req.Instances = append(req.Instances, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 				req.Instances[i].Dimensions = dims
 			}
 			raw, err := req.Marshal()

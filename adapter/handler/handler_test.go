@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -15,7 +17,6 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/wire"
@@ -51,27 +52,6 @@ var requestCount = &config.Params{Metrics: []*config.Params_MetricInfo{{
 	DurationUnit: config.DurationUnit_MILLISECONDS,
 }}}
 
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-func dblV(f float64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: f}}
-}
-func durV(d time.Duration) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DurationValue{DurationValue: &policypb.Duration{Value: types.DurationProto(d)}}}
-}
-
-func inst(name string, v *policypb.Value, dims ...any) *metricpb.InstanceMsg {
-	m := &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: map[string]*policypb.Value{}}
-	for i := 0; i < len(dims); i += 2 {
-		m.Dimensions[dims[i].(string)] = dims[i+1].(*policypb.Value)
-	}
-	return m
-}
-
 // handle sends a request through the cache and the handler, as the server does.
 func (f *fixture) handle(t *testing.T, cfg *types.Any, dedup string, instances ...*metricpb.InstanceMsg) (handler.Outcome, error) {
 	raw, err := (&metricpb.HandleMetricRequest{Instances: instances, AdapterConfig: cfg, DedupId: dedup}).Marshal()
@@ -98,10 +78,10 @@ func TestHandleRecordsSeriesFromMixerRequest(t *testing.T) {
 	f := newFixture(t, 1000)
 	cfg := params(t, requestCount)
 	o, err := f.handle(t, cfg, "1",
-		inst("requestcount.instance.istio-system", intV(1), "path", strV("/v1/damage"), "code", intV(200), "extra", strV("dropped")),
-		inst("requestcount.instance.istio-system", dblV(2), "path", strV("/v1/damage"), "code", intV(200)),
-		inst("requestcount.instance.istio-system", intV(1), "code", intV(500)),
-		inst("latency.instance.default", durV(1500*time.Millisecond), "path", strV("/a")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/v1/damage"), "code", mt.Int(200), "extra", mt.Str("dropped")),
+		mt.Instance("requestcount.instance.istio-system", mt.Double(2), "path", mt.Str("/v1/damage"), "code", mt.Int(200)),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "code", mt.Int(500)),
+		mt.Instance("latency.instance.default", mt.Duration(1500*time.Millisecond), "path", mt.Str("/a")),
 	)
 	require.NoError(t, err)
 	require.Equal(t, 4, o.Accepted)
@@ -118,14 +98,14 @@ func TestBadInstancesAreRefusedAndTheRestKept(t *testing.T) {
 	f := newFixture(t, 1000)
 	cfg := params(t, requestCount)
 	o, err := f.handle(t, cfg, "",
-		inst("requestcount.instance.istio-system", intV(1), "path", strV("/ok")),
-		inst("nosuch.instance.istio-system", intV(1)),
-		inst("requestcount.instance.istio-system", dblV(math.NaN())),
-		inst("requestcount.instance.istio-system", dblV(math.Inf(1))),
-		inst("requestcount.instance.istio-system", intV(-3)),
-		inst("requestcount.instance.istio-system", strV("abc")),
-		inst("requestcount.instance.istio-system", nil),
-		inst("requestcount.instance.istio-system", strV("4"), "path", strV("/ok")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/ok")),
+		mt.Instance("nosuch.instance.istio-system", mt.Int(1)),
+		mt.Instance("requestcount.instance.istio-system", mt.Double(math.NaN())),
+		mt.Instance("requestcount.instance.istio-system", mt.Double(math.Inf(1))),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(-3)),
+		mt.Instance("requestcount.instance.istio-system", mt.Str("abc")),
+		mt.Instance("requestcount.instance.istio-system", nil),
+		mt.Instance("requestcount.instance.istio-system", mt.Str("4"), "path", mt.Str("/ok")),
 	)
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Equal(t, 2, o.Accepted)
@@ -144,7 +124,7 @@ func TestBadInstancesAreRefusedAndTheRestKept(t *testing.T) {
 
 func TestMalformedInstanceRefusesWholeRequest(t *testing.T) {
 	f := newFixture(t, 1000)
-	good, err := inst("requestcount.instance.istio-system", intV(1)).Marshal()
+	good, err := mt.Instance("requestcount.instance.istio-system", mt.Int(1)).Marshal()
 	require.NoError(t, err)
 	cfg, err := params(t, requestCount).Marshal()
 	require.NoError(t, err)
@@ -165,7 +145,7 @@ func TestMalformedInstanceRefusesWholeRequest(t *testing.T) {
 	s := f.flush(t)
 	require.Empty(t, s.Samples(), "nothing of a corrupt request is recorded")
 	// The dedup id of a refused request is forgotten: a fixed resend counts.
-	_, err = f.handle(t, params(t, requestCount), "9", inst("requestcount.instance.istio-system", intV(1)))
+	_, err = f.handle(t, params(t, requestCount), "9", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	require.NoError(t, err)
 	f.flush(t)
 	require.Len(t, s.Samples(), 1)
@@ -175,11 +155,11 @@ func TestDuplicateDedupIDIsNotCountedTwice(t *testing.T) {
 	f := newFixture(t, 1000)
 	cfg := params(t, requestCount)
 	for i := 0; i < 3; i++ {
-		o, err := f.handle(t, cfg, "12345", inst("requestcount.instance.istio-system", intV(1)))
+		o, err := f.handle(t, cfg, "12345", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 		require.NoError(t, err)
 		require.Equal(t, i > 0, o.Duplicate)
 	}
-	_, err := f.handle(t, cfg, "12346", inst("requestcount.instance.istio-system", intV(1)))
+	_, err := f.handle(t, cfg, "12346", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	require.NoError(t, err)
 	require.Equal(t, 2.0, f.flush(t).Series()["istio_requests_total{,}"].Sum)
 }
@@ -187,7 +167,7 @@ func TestDuplicateDedupIDIsNotCountedTwice(t *testing.T) {
 func TestShortInstanceNameMatchesAnyNamespace(t *testing.T) {
 	f := newFixture(t, 1000)
 	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "hits", Kind: config.Params_MetricInfo_COUNTER, Name: "hits"}}})
-	_, err := f.handle(t, cfg, "", inst("hits.instance.default", intV(1)), inst("hits.instance.prod", intV(2)), inst("hits", intV(3)))
+	_, err := f.handle(t, cfg, "", mt.Instance("hits.instance.default", mt.Int(1)), mt.Instance("hits.instance.prod", mt.Int(2)), mt.Instance("hits", mt.Int(3)))
 	require.NoError(t, err)
 	require.Equal(t, 6.0, f.flush(t).Series()["istio_hits{}"].Sum)
 }
@@ -206,7 +186,7 @@ func TestBadConfigsAreRefusedAndRemembered(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for i := 0; i < 2; i++ {
-				_, err := f.handle(t, tc.cfg, "", inst("a", intV(1)))
+				_, err := f.handle(t, tc.cfg, "", mt.Instance("a", mt.Int(1)))
 				require.ErrorIs(t, err, config.ErrInvalid)
 				require.ErrorContains(t, err, tc.want)
 			}
@@ -221,7 +201,7 @@ func TestQueueFullDropsAndSays(t *testing.T) {
 	cfg := params(t, requestCount)
 	many := []*metricpb.InstanceMsg{}
 	for i := 0; i < 2; i++ {
-		many = append(many, inst("requestcount.instance.istio-system", intV(1)))
+		many = append(many, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	}
 	_, err := f.handle(t, cfg, "", many...)
 	require.NoError(t, err)
@@ -234,14 +214,14 @@ func TestQueueFullDropsAndSays(t *testing.T) {
 func TestConfigChangeKeepsSeriesAndRedefinitionSupersedes(t *testing.T) {
 	f := newFixture(t, 1000)
 	v1 := params(t, requestCount)
-	_, err := f.handle(t, v1, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")))
+	_, err := f.handle(t, v1, "", mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")))
 	require.NoError(t, err)
 
 	// Same metric definitions, a different limit: a new handler, same series.
 	changed := *requestCount
 	changed.Limits = &config.Limits{MaxSeriesPerMetric: 99}
 	v2 := params(t, &changed)
-	_, err = f.handle(t, v2, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")))
+	_, err = f.handle(t, v2, "", mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")))
 	require.NoError(t, err)
 	require.Equal(t, 2.0, f.flush(t).Series()["istio_requests_total{/a,}"].Sum)
 
@@ -250,9 +230,9 @@ func TestConfigChangeKeepsSeriesAndRedefinitionSupersedes(t *testing.T) {
 	redefined := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "requestcount.instance.istio-system",
 		Kind: config.Params_MetricInfo_COUNTER, Name: "requests_total", LabelNames: []string{"path"}}}}
 	v3 := params(t, redefined)
-	_, err = f.handle(t, v3, "", inst("requestcount.instance.istio-system", intV(5), "path", strV("/a")))
+	_, err = f.handle(t, v3, "", mt.Instance("requestcount.instance.istio-system", mt.Int(5), "path", mt.Str("/a")))
 	require.NoError(t, err)
-	_, err = f.handle(t, v1, "", inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")), inst("latency", durV(time.Second)))
+	_, err = f.handle(t, v1, "", mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")), mt.Instance("latency", mt.Duration(time.Second)))
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Contains(t, err.Error(), "redefined by a newer handler config")
 	s := f.flush(t)
@@ -266,7 +246,7 @@ func TestImplicitMetricsForSeedLibratoHandlers(t *testing.T) {
 	f := newFixture(t, 1000)
 	//nolint:staticcheck // the seed adapter's params, unchanged.
 	cfg := params(t, &config.Params{LibratoEmail: "ops@example.com", LibratoToken: "tok-123456"})
-	_, err := f.handle(t, cfg, "", inst("requestsize.instance.istio-system", intV(1235), "destination", strV("svc"), "code", intV(200)))
+	_, err := f.handle(t, cfg, "", mt.Instance("requestsize.instance.istio-system", mt.Int(1235), "destination", mt.Str("svc"), "code", mt.Int(200)))
 	require.NoError(t, err)
 	require.Equal(t, map[string]sinktest.Aggregate{
 		"requestsize{code,200,destination,svc}": {Count: 1, Sum: 1235, Min: 1235, Max: 1235, Last: 1235},
@@ -277,7 +257,7 @@ func TestLabelValuesAreCutAtTheLimit(t *testing.T) {
 	f := newFixture(t, 1000)
 	p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, LabelNames: []string{"l"}}},
 		Limits: &config.Limits{MaxLabelValueLength: 5}}
-	o, err := f.handle(t, params(t, p), "", inst("a", intV(1), "l", strV("héllo world")), inst("a", intV(2), "l", intV(1234567)))
+	o, err := f.handle(t, params(t, p), "", mt.Instance("a", mt.Int(1), "l", mt.Str("héllo world")), mt.Instance("a", mt.Int(2), "l", mt.Int(1234567)))
 	require.NoError(t, err)
 	require.Equal(t, 2, o.Truncated, "every cut value is counted")
 	require.Equal(t, []string{"istio_a{12345}", "istio_a{héll}"}, sortedKeys(f.flush(t).Series()),
@@ -301,7 +281,7 @@ func sortedKeys(m map[string]sinktest.Aggregate) []string {
 
 func TestIdleHandlersAreEvictedAndTheirSinksFlushed(t *testing.T) {
 	f := newFixture(t, 1000)
-	_, err := f.handle(t, params(t, requestCount), "", inst("requestcount.instance.istio-system", intV(1)))
+	_, err := f.handle(t, params(t, requestCount), "", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	require.NoError(t, err)
 	s := f.factory.Sink("test")
 	f.now = f.now.Add(2 * time.Minute)
@@ -315,7 +295,7 @@ func TestCacheIsBounded(t *testing.T) {
 	f := newFixture(t, 1000)
 	for i := 0; i < 10; i++ {
 		p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, Name: "m" + strconv.Itoa(i)}}}
-		_, err := f.handle(t, params(t, p), "", inst("a", intV(1)))
+		_, err := f.handle(t, params(t, p), "", mt.Instance("a", mt.Int(1)))
 		require.NoError(t, err)
 		f.now = f.now.Add(time.Second)
 	}

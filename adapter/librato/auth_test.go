@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
@@ -43,7 +45,7 @@ func TestAuthForms(t *testing.T) {
 			h := newHarness(t, harnessConfig{server: []libratotest.Option{libratotest.WithCredentials("ops@example.com", token)}})
 			l := h.librato(func(l *config.LibratoParams) { l.Email, l.Token = tc.email, "" })
 			tc.source(t, l)
-			h.handle(h.params(l, requestsMetric), inst("requestcount.instance.istio-system", intV(5)))
+			h.handle(h.params(l, requestsMetric), mt.Instance("requestcount.instance.istio-system", mt.Int(5)))
 			h.flush()
 
 			last, ok := h.srv.LastRequest()
@@ -64,14 +66,14 @@ func TestTokenFileRotation(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(tokA+"\n"), 0o600))
 	any := h.params(h.librato(func(l *config.LibratoParams) { l.Email, l.Token, l.TokenPath = "ops@example.com", "", path }), requestsMetric)
 
-	h.handle(any, inst("requestcount.instance.istio-system", intV(1)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	h.flush()
 	require.Equal(t, 1.0, h.srv.Total("istio.requests"))
 
 	// The service rotates first: the old token is refused (401, dropped and
 	// logged), and the error never shows the token.
 	h.srv.SetCredentials("ops@example.com", tokB)
-	h.handle(any, inst("requestcount.instance.istio-system", intV(10)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(10)))
 	h.flush()
 	require.Equal(t, 1.0, h.dropped("backend_rejected"), "one instance")
 	require.Contains(t, h.logs.String(), "Authorization Required")
@@ -80,14 +82,14 @@ func TestTokenFileRotation(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(tokB+"\n"), 0o600))
 	later := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(path, later, later))
-	h.handle(any, inst("requestcount.instance.istio-system", intV(100)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(100)))
 	h.flush()
 	require.Equal(t, 101.0, h.srv.Total("istio.requests"))
 	require.Equal(t, logging.Redacted, h.env.Secrets.RedactString(tokB))
 
 	// An emptied file (a Secret mid-update) keeps the last good token.
 	require.NoError(t, os.WriteFile(path, nil, 0o600))
-	h.handle(any, inst("requestcount.instance.istio-system", intV(1000)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1000)))
 	h.flush()
 	require.Equal(t, 1101.0, h.srv.Total("istio.requests"))
 	require.Contains(t, h.logs.String(), "still using the previous one")

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/librato"
@@ -37,7 +39,7 @@ func istioDims(i int) []any {
 	var dims []any
 	labels := istioLabels(i)
 	for j := 0; j < len(labels); j += 2 {
-		dims = append(dims, labels[j], strV(labels[j+1]))
+		dims = append(dims, labels[j], mt.Str(labels[j+1]))
 	}
 	return dims
 }
@@ -92,7 +94,7 @@ func BenchmarkHandleToSink(b *testing.B) {
 	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Hour }), istioMetric)
 	var ins []*metricpb.InstanceMsg
 	for i := 0; i < 1000; i++ {
-		ins = append(ins, inst("requestcount.instance.istio-system", durV(time.Duration(i)*time.Millisecond), istioDims(i)...))
+		ins = append(ins, mt.Instance("requestcount.instance.istio-system", mt.Duration(time.Duration(i)*time.Millisecond), istioDims(i)...))
 	}
 	raw, err := (&metricpb.HandleMetricRequest{Instances: ins, AdapterConfig: any}).Marshal()
 	require.NoError(b, err)

@@ -21,7 +21,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/librato/libratotest"
 	"github.com/meshmetrics/meshmetrics/adapter/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 	"github.com/meshmetrics/meshmetrics/adapter/wire"
@@ -258,26 +257,6 @@ func (h *harness) sends(result string) float64 {
 
 func (h *harness) sanitized(reason string) float64 {
 	return h.counter("meshmetrics_librato_sanitized_total", map[string]string{"reason": reason})
-}
-
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-
-func durV(d time.Duration) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DurationValue{DurationValue: &policypb.Duration{Value: types.DurationProto(d)}}}
-}
-
-func inst(name string, v *policypb.Value, dims ...any) *metricpb.InstanceMsg {
-	m := &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: map[string]*policypb.Value{}}
-	for i := 0; i < len(dims); i += 2 {
-		m.Dimensions[dims[i].(string)] = dims[i+1].(*policypb.Value)
-	}
-	return m
 }
 
 // Metrics of the reconciliation tests.

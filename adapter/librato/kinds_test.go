@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/librato"
@@ -26,13 +28,13 @@ func TestTaggedKindsAndTime(t *testing.T) {
 	any := h.params(l, requestsMetric, latencyMetric, inflightMetric)
 	h.advance(25 * time.Second) // mid-period: still stamped with the period's start
 	h.handle(any,
-		inst("requestcount.instance.istio-system", intV(2), "path", strV("/a"), "code", intV(200)),
-		inst("requestcount.instance.istio-system", intV(3), "path", strV("/a"), "code", intV(200)),
-		inst("latency.instance.istio-system", durV(250*time.Millisecond), "path", strV("/a")),
-		inst("latency.instance.istio-system", durV(1500*time.Millisecond), "path", strV("/a")),
-		inst("latency.instance.istio-system", durV(500*time.Millisecond), "path", strV("/a")),
-		inst("inflight.instance.istio-system", intV(7), "path", strV("/a")),
-		inst("inflight.instance.istio-system", intV(4), "path", strV("/a")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(3), "path", mt.Str("/a"), "code", mt.Int(200)),
+		mt.Instance("latency.instance.istio-system", mt.Duration(250*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency.instance.istio-system", mt.Duration(1500*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency.instance.istio-system", mt.Duration(500*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("inflight.instance.istio-system", mt.Int(7), "path", mt.Str("/a")),
+		mt.Instance("inflight.instance.istio-system", mt.Int(4), "path", mt.Str("/a")),
 	)
 	h.waitConsumed()
 	h.advance(time.Minute) // the tick closes the period
@@ -63,12 +65,12 @@ func TestPartialFlushesNeverReuseATime(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
 	for i := 0; i < 3; i++ {
-		h.handle(any, inst("requestcount.instance.istio-system", intV(1)))
+		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 		h.flush() // all within the first second of the period
 	}
 	h.flush() // nothing to send: the next time is not moved on
 	h.advance(10 * time.Second)
-	h.handle(any, inst("requestcount.instance.istio-system", intV(1)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	h.flush()
 	var times []int64
 	for _, p := range h.srv.Measurements() {
@@ -88,9 +90,9 @@ func TestLegacyAPI(t *testing.T) {
 			n := int64(p*4 + i + 1)
 			total += float64(n)
 			h.handle(any,
-				inst("requestcount.instance.istio-system", intV(n), "path", strV("/A b"), "code", intV(200)),
-				inst("latency.instance.istio-system", durV(time.Duration(n)*250*time.Millisecond), "path", strV("/A b")),
-				inst("inflight.instance.istio-system", intV(n)))
+				mt.Instance("requestcount.instance.istio-system", mt.Int(n), "path", mt.Str("/A b"), "code", mt.Int(200)),
+				mt.Instance("latency.instance.istio-system", mt.Duration(time.Duration(n)*250*time.Millisecond), "path", mt.Str("/A b")),
+				mt.Instance("inflight.instance.istio-system", mt.Int(n)))
 		}
 		h.waitConsumed()
 		h.advance(time.Second)
@@ -129,9 +131,9 @@ func TestSeedAdapterHandlerWorksUnchanged(t *testing.T) {
 	//nolint:staticcheck // the seed adapter's fields, on purpose.
 	seed := marshal(t, config.LegacyLibratoTypeURL, &config.Params{LibratoEmail: "ops@example.com", LibratoToken: "seed-token-123"})
 	h.handle(seed,
-		inst("requestsize.instance.istio-system", intV(1235), "destination_service", strV("Reviews.default"), "response_code", intV(200)),
-		inst("requestsize.instance.istio-system", intV(765), "destination_service", strV("Reviews.default"), "response_code", intV(200)),
-		inst("requestsize.instance.istio-system", intV(99), "destination_service", strV("ratings"), "response_code", intV(500), "source", strV("")),
+		mt.Instance("requestsize.instance.istio-system", mt.Int(1235), "destination_service", mt.Str("Reviews.default"), "response_code", mt.Int(200)),
+		mt.Instance("requestsize.instance.istio-system", mt.Int(765), "destination_service", mt.Str("Reviews.default"), "response_code", mt.Int(200)),
+		mt.Instance("requestsize.instance.istio-system", mt.Int(99), "destination_service", mt.Str("ratings"), "response_code", mt.Int(500), "source", mt.Str("")),
 	)
 	h.flush()
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/librato"
@@ -38,13 +40,13 @@ func (h *harness) drive(cfg *config.LibratoParams, periods, calls, perCall, path
 		for c := 0; c < calls; c++ {
 			var ins []*metricpb.InstanceMsg
 			for i := 0; i < perCall; i++ {
-				path := strV(fmt.Sprintf("/api/%d", rng.IntN(paths)))
+				path := mt.Str(fmt.Sprintf("/api/%d", rng.IntN(paths)))
 				n := int64(rng.IntN(5) + 1)
 				lat := time.Duration(rng.IntN(40)+1) * 125 * time.Millisecond
 				ins = append(ins,
-					inst("requestcount.instance.istio-system", intV(n), "path", path, "code", intV(200)),
-					inst("latency.instance.istio-system", durV(lat), "path", path),
-					inst("inflight.instance.istio-system", intV(n), "path", path))
+					mt.Instance("requestcount.instance.istio-system", mt.Int(n), "path", path, "code", mt.Int(200)),
+					mt.Instance("latency.instance.istio-system", mt.Duration(lat), "path", path),
+					mt.Instance("inflight.instance.istio-system", mt.Int(n), "path", path))
 				tr.requests += float64(n)
 				tr.requestsN++
 				tr.latencySum += float64(lat / time.Millisecond)
@@ -137,7 +139,7 @@ func TestDropCountersAreExactWhenTheSendQueueOverflows(t *testing.T) {
 	for p := 0; p < 8; p++ {
 		for i := 0; i < 3; i++ {
 			for j := 0; j <= p; j++ { // a different number of instances per series and period
-				h.handle(any, inst("requestcount.instance.istio-system", intV(1), "path", strV(fmt.Sprint("/", i))))
+				h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str(fmt.Sprint("/", i))))
 				sent++
 			}
 		}
@@ -175,7 +177,7 @@ func TestShutdownTimeoutDropsAreCounted(t *testing.T) {
 	h.srv.GoDown(0)
 	any := h.params(h.librato(), requestsMetric)
 	for i := 0; i < 10; i++ {
-		h.handle(any, inst("requestcount.instance.istio-system", intV(2), "path", strV(fmt.Sprint("/", i%3))))
+		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str(fmt.Sprint("/", i%3))))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -187,7 +189,7 @@ func TestShutdownTimeoutDropsAreCounted(t *testing.T) {
 func TestCloseSendsTheOpenPeriod(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
-	h.handle(any, inst("requestcount.instance.istio-system", intV(3)), inst("requestcount.instance.istio-system", intV(4)))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(3)), mt.Instance("requestcount.instance.istio-system", mt.Int(4)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, h.set.Close(ctx))
@@ -202,8 +204,8 @@ func TestBackendRejectionsAreDroppedCountedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, harnessConfig{server: []libratotest.Option{libratotest.WithMaxMeasurements(1)}})
 	any := h.params(h.librato(), requestsMetric)
 	for p := 0; p < 3; p++ {
-		h.handle(any, inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")),
-			inst("requestcount.instance.istio-system", intV(1), "path", strV("/b")))
+		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
+			mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/b")))
 		h.flush()
 	}
 	require.Equal(t, 6.0, h.dropped(telemetry.DropBackendRejected), "2 measurements × 3 requests, 1 instance each")
@@ -217,8 +219,8 @@ func TestPartialFailureIn2xxBodyIsLoggedAndCounted(t *testing.T) {
 	h.srv.FailNext(1, libratotest.Fault{Status: http.StatusAccepted,
 		Body: []byte(`{"measurements":{"summary":{"total":2,"accepted":1,"failed":1,"filtered":0}}}`)})
 	any := h.params(h.librato(), requestsMetric)
-	h.handle(any, inst("requestcount.instance.istio-system", intV(1), "path", strV("/a")),
-		inst("requestcount.instance.istio-system", intV(1), "path", strV("/b")))
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/b")))
 	h.flush()
 	require.Equal(t, 1.0, h.sends(librato.ResultPartial))
 	require.Contains(t, h.logs.String(), "reports failed measurements")

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/librato"
@@ -21,9 +23,9 @@ func TestNamesAndTagsAreSanitisedEndToEnd(t *testing.T) {
 		Name: "Req Größe", LabelNames: []string{"Method", "path", "user agent"}}
 	any := h.params(h.librato(), odd)
 	h.handle(any,
-		inst("odd", intV(1), "Method", strV("GET"), "path", strV("/v1/ä?x"), "user agent", strV("curl/8 (x86)")),
-		inst("odd", intV(2), "Method", strV("get"), "path", strV("/v1/ö?x"), "user agent", strV("curl/8 (x86)")),
-		inst("odd", intV(4), "Method", strV(strings.Repeat("p", 300))),
+		mt.Instance("odd", mt.Int(1), "Method", mt.Str("GET"), "path", mt.Str("/v1/ä?x"), "user agent", mt.Str("curl/8 (x86)")),
+		mt.Instance("odd", mt.Int(2), "Method", mt.Str("get"), "path", mt.Str("/v1/ö?x"), "user agent", mt.Str("curl/8 (x86)")),
+		mt.Instance("odd", mt.Int(4), "Method", mt.Str(strings.Repeat("p", 300))),
 	)
 	h.flush()
 
@@ -53,10 +55,10 @@ func TestMoreThanFiftyTags(t *testing.T) {
 	})
 	var dims []any
 	for i := 0; i < 60; i++ {
-		dims = append(dims, fmt.Sprintf("d%02d", i), intV(int64(i)))
+		dims = append(dims, fmt.Sprintf("d%02d", i), mt.Int(int64(i)))
 	}
 	// No metrics list: an implicit metric, every dimension a tag.
-	h.handle(h.params(l), inst("wide.instance.default", intV(9), dims...))
+	h.handle(h.params(l), mt.Instance("wide.instance.default", mt.Int(9), dims...))
 	h.flush()
 
 	points := h.srv.Measurements()
@@ -74,7 +76,7 @@ func TestMoreThanFiftyTags(t *testing.T) {
 
 func TestFallbackTagWhenThereIsNoOther(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
-	h.handle(h.params(h.librato(), requestsMetric), inst("requestcount.instance.istio-system", intV(1)))
+	h.handle(h.params(h.librato(), requestsMetric), mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	h.flush()
 	points := h.srv.Measurements()
 	require.Len(t, points, 1)
@@ -123,11 +125,11 @@ func TestRequestsAreSplit(t *testing.T) {
 			var ins []*metricpb.InstanceMsg
 			for i := 0; i < tc.series; i++ {
 				// Half counters, half summaries, so legacy requests carry both lists.
-				name, v := "requestcount.instance.istio-system", intV(1)
+				name, v := "requestcount.instance.istio-system", mt.Int(1)
 				if i%2 == 1 {
-					name, v = "latency.instance.istio-system", durV(time.Second)
+					name, v = "latency.instance.istio-system", mt.Duration(time.Second)
 				}
-				ins = append(ins, inst(name, v, "path", strV(fmt.Sprintf("/some/longer/path/%04d", i))))
+				ins = append(ins, mt.Instance(name, v, "path", mt.Str(fmt.Sprintf("/some/longer/path/%04d", i))))
 			}
 			h.handle(any, ins...)
 			h.flush()
@@ -179,7 +181,7 @@ func legacySizes(h *harness) []int {
 
 func TestGzipBodies(t *testing.T) {
 	h := newHarness(t, harnessConfig{options: librato.Options{Gzip: true}})
-	h.handle(h.params(h.librato(), requestsMetric), inst("requestcount.instance.istio-system", intV(3), "path", strV("/a")))
+	h.handle(h.params(h.librato(), requestsMetric), mt.Instance("requestcount.instance.istio-system", mt.Int(3), "path", mt.Str("/a")))
 	h.flush()
 	last, ok := h.srv.LastRequest()
 	require.True(t, ok)
@@ -191,7 +193,7 @@ func TestGzipBodies(t *testing.T) {
 func TestEvictedHandlersDeliverTheirOpenPeriod(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.handle(h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric),
-		inst("requestcount.instance.istio-system", intV(6)))
+		mt.Instance("requestcount.instance.istio-system", mt.Int(6)))
 	h.advance(2 * time.Hour) // past the idle timeout, and the period
 	require.Equal(t, 1, h.cache.EvictIdle())
 	require.Eventually(t, func() bool { return h.srv.Total("istio.requests") == 6 }, 10*time.Second, time.Millisecond,
@@ -204,7 +206,7 @@ func TestOneRequestPerPeriodAtThousandSeries(t *testing.T) {
 	const series, instances = 1000, 100000
 	batch := make([]*metricpb.InstanceMsg, 0, 1000)
 	for i := 0; i < instances; i++ {
-		batch = append(batch, inst("requestcount.instance.istio-system", intV(1), "path", strV(fmt.Sprint("/", i%series))))
+		batch = append(batch, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str(fmt.Sprint("/", i%series))))
 		if len(batch) == cap(batch) {
 			h.handle(any, batch...)
 			batch = batch[:0]
@@ -221,13 +223,13 @@ func TestRedefinedMetricStillSendsWhatTheOldDefinitionGathered(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	l := h.librato()
 	v1 := h.params(l, requestsMetric)
-	h.handle(v1, inst("requestcount.instance.istio-system", intV(5), "path", strV("/old")))
+	h.handle(v1, mt.Instance("requestcount.instance.istio-system", mt.Int(5), "path", mt.Str("/old")))
 	// Consumed before the redefinition; one still queued then would be
 	// refused by the registry and counted as superseded_definition.
 	h.waitConsumed()
 	redefined := &config.Params_MetricInfo{InstanceName: "requestcount.instance.istio-system",
 		Kind: config.Params_MetricInfo_GAUGE, Name: "requests", LabelNames: []string{"code"}}
-	h.handle(h.params(l, redefined), inst("requestcount.instance.istio-system", intV(7), "code", intV(200)))
+	h.handle(h.params(l, redefined), mt.Instance("requestcount.instance.istio-system", mt.Int(7), "code", mt.Int(200)))
 	h.flush()
 	require.Equal(t, 5.0, h.srv.SumOfValues("istio.requests", map[string]string{"path": "/old"}),
 		"accepted before the redefinition: still delivered")

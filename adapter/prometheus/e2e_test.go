@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
@@ -78,12 +80,12 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		var instances []*metricpb.InstanceMsg
 		for j := 0; j < 3; j++ {
-			instances = append(instances, inst("requestcount.instance.istio-system", intV(1), "path", strV("/a"), "code", intV(200)))
+			instances = append(instances, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a"), "code", mt.Int(200)))
 		}
 		instances = append(instances,
-			inst("requestcount.instance.istio-system", intV(2), "path", strV("/b"), "code", intV(503)),
+			mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/b"), "code", mt.Int(503)),
 			// 30ms to 220ms: the median is near 0.1s.
-			inst("requestduration.instance.istio-system", durV(time.Duration(30+10*i)*time.Millisecond), "path", strV("/a")))
+			mt.Instance("requestduration.instance.istio-system", mt.Duration(time.Duration(30+10*i)*time.Millisecond), "path", mt.Str("/a")))
 		_, err := client.HandleMetric(ctx, &metricpb.HandleMetricRequest{Instances: instances, AdapterConfig: cfg, DedupId: strconv.Itoa(i)})
 		require.NoError(t, err)
 	}

@@ -3,11 +3,13 @@ package prometheus_test
 import (
 	"context"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -37,14 +39,14 @@ func TestCountersAddGaugesSetDistributionsObserve(t *testing.T) {
 		latency,
 	}})
 	require.NoError(t, f.handle(t, cfg,
-		inst("requestcount.instance.istio-system", intV(1), "path", strV("/a"), "code", intV(200), "extra", strV("dropped")),
-		inst("requestcount.instance.istio-system", intV(2), "path", strV("/a"), "code", intV(200)),
-		inst("requestcount.instance.istio-system", dblV(0.5), "code", intV(503)),
-		inst("inflight", intV(7), "path", strV("/a")),
-		inst("inflight", intV(3), "path", strV("/a")),
-		inst("latency", durV(50*time.Millisecond), "path", strV("/a")),
-		inst("latency", durV(100*time.Millisecond), "path", strV("/a")),
-		inst("latency", durV(2*time.Second), "path", strV("/a")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a"), "code", mt.Int(200), "extra", mt.Str("dropped")),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)),
+		mt.Instance("requestcount.instance.istio-system", mt.Double(0.5), "code", mt.Int(503)),
+		mt.Instance("inflight", mt.Int(7), "path", mt.Str("/a")),
+		mt.Instance("inflight", mt.Int(3), "path", mt.Str("/a")),
+		mt.Instance("latency", mt.Duration(50*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency", mt.Duration(100*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency", mt.Duration(2*time.Second), "path", mt.Str("/a")),
 	))
 	require.Equal(t, `# HELP istio_in_flight in_flight
 # TYPE istio_in_flight gauge
@@ -70,7 +72,7 @@ func TestDefaultBucketsAndDurationUnits(t *testing.T) {
 	ms.Buckets = &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{
 		LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: 2, Width: 100, Offset: 100}}}
 	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{metric("latency", "latency", distKind), ms}})
-	require.NoError(t, f.handle(t, cfg, inst("latency", durV(150*time.Millisecond))))
+	require.NoError(t, f.handle(t, cfg, mt.Instance("latency", mt.Duration(150*time.Millisecond))))
 	out := f.scrape(t)
 	for _, want := range []string{
 		`istio_latency_bucket{le="0.005"} 0`, `istio_latency_bucket{le="0.25"} 1`, `istio_latency_bucket{le="10"} 1`,
@@ -103,7 +105,7 @@ func TestConfigsThatCannotBeExposedAreRefused(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, 0)
-			err := f.handle(t, params(t, &config.Params{Metrics: tc.metrics}), inst("a", intV(1)))
+			err := f.handle(t, params(t, &config.Params{Metrics: tc.metrics}), mt.Instance("a", mt.Int(1)))
 			require.ErrorIs(t, err, config.ErrInvalid)
 			require.Contains(t, err.Error(), tc.want)
 		})
@@ -127,7 +129,7 @@ func TestBindRefusesAClashWithAnotherConfigsHistogram(t *testing.T) {
 func TestLabelValuesAreMadeValidUTF8(t *testing.T) {
 	f := newFixture(t, 0)
 	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{metric("a", "hits", counterKind, "agent")}})
-	require.NoError(t, f.handle(t, cfg, inst("a", intV(1), "agent", strV("curl\xff\xfe/7"))))
+	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(1), "agent", mt.Str("curl\xff\xfe/7"))))
 	require.Contains(t, f.scrape(t), "istio_hits{agent=\"curl\uFFFD/7\"} 1\n")
 }
 
@@ -139,7 +141,7 @@ func TestSeriesCapsDropAndCount(t *testing.T) {
 	})
 	var instances []any
 	for i := 0; i < 4; i++ {
-		instances = append(instances, inst("a", intV(1), "l", strV(fmt.Sprint(i))), inst("b", intV(1), "l", strV(fmt.Sprint(i))))
+		instances = append(instances, mt.Instance("a", mt.Int(1), "l", mt.Str(fmt.Sprint(i))), mt.Instance("b", mt.Int(1), "l", mt.Str(fmt.Sprint(i))))
 	}
 	require.NoError(t, f.handle(t, cfg, toInstances(instances)...))
 	out := f.scrape(t)
@@ -156,9 +158,9 @@ func TestIdleSeriesExpire(t *testing.T) {
 		Metrics:                 []*config.Params_MetricInfo{metric("a", "hits", counterKind, "l")},
 		MetricsExpirationPolicy: &config.Params_MetricsExpirationPolicy{MetricsExpiryDuration: time.Minute, ExpiryCheckIntervalDuration: time.Second},
 	})
-	require.NoError(t, f.handle(t, cfg, inst("a", intV(1), "l", strV("old"))))
+	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(1), "l", mt.Str("old"))))
 	f.advance(50 * time.Second)
-	require.NoError(t, f.handle(t, cfg, inst("a", intV(1), "l", strV("new"))))
+	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(1), "l", mt.Str("new"))))
 	f.advance(20 * time.Second) // "old" idle 70s, "new" 20s
 	require.Eventually(t, func() bool { return f.expo.Len() == 1 }, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, "# HELP istio_hits hits\n# TYPE istio_hits counter\nistio_hits{l=\"new\"} 1\n", f.scrape(t))
@@ -170,20 +172,20 @@ func TestConfigChangeKeepsSeriesAndRedefinitionSupersedes(t *testing.T) {
 		metric("requestcount", "requests_total", counterKind, "path"),
 		metric("inflight", "in_flight", gaugeKind),
 	}}
-	require.NoError(t, f.handle(t, params(t, v1), inst("requestcount", intV(1), "path", strV("/a")), inst("inflight", intV(4))))
+	require.NoError(t, f.handle(t, params(t, v1), mt.Instance("requestcount", mt.Int(1), "path", mt.Str("/a")), mt.Instance("inflight", mt.Int(4))))
 
 	// Same definitions, another limit: a new handler config, the same series.
 	v2 := *v1
 	v2.Limits = &config.Limits{MaxSeriesPerMetric: 10}
-	require.NoError(t, f.handle(t, params(t, &v2), inst("requestcount", intV(1), "path", strV("/a"))))
+	require.NoError(t, f.handle(t, params(t, &v2), mt.Instance("requestcount", mt.Int(1), "path", mt.Str("/a"))))
 	require.Contains(t, f.scrape(t), "istio_requests_total{path=\"/a\"} 2\n")
 
 	// A third config changes the labels of requests_total: it wins, its
 	// series start afresh, and the older configs' instances of that metric
 	// are refused; the other metric keeps being scraped.
 	v3 := &config.Params{Metrics: []*config.Params_MetricInfo{metric("requestcount", "requests_total", counterKind, "path", "code")}}
-	require.NoError(t, f.handle(t, params(t, v3), inst("requestcount", intV(5), "path", strV("/a"), "code", intV(200))))
-	err := f.handle(t, params(t, v1), inst("requestcount", intV(1), "path", strV("/b")), inst("inflight", intV(6)))
+	require.NoError(t, f.handle(t, params(t, v3), mt.Instance("requestcount", mt.Int(5), "path", mt.Str("/a"), "code", mt.Int(200))))
+	err := f.handle(t, params(t, v1), mt.Instance("requestcount", mt.Int(1), "path", mt.Str("/b")), mt.Instance("inflight", mt.Int(6)))
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Contains(t, err.Error(), "redefined by a newer handler config")
 	require.Equal(t, `# HELP istio_in_flight in_flight
@@ -199,7 +201,7 @@ istio_requests_total{code="200",path="/a"} 5
 func TestSeriesCountIsReportedNextToTheOwnMetrics(t *testing.T) {
 	f := newFixture(t, 0)
 	cfg := params(t, &config.Params{Metrics: []*config.Params_MetricInfo{metric("a", "hits", counterKind)}})
-	require.NoError(t, f.handle(t, cfg, inst("a", intV(2))))
+	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(2))))
 	require.Contains(t, f.scrape(t), "istio_hits 2\n")
 	require.Equal(t, 1.0, testutil.ToFloat64(f.metrics.SinkSeries.WithLabelValues(mmprom.ExpositionKey)))
 }
@@ -221,7 +223,7 @@ func TestScrapeWhileIngesting(t *testing.T) {
 			if i%50 == 49 {
 				cfg = b
 			}
-			_ = f.handle(t, cfg, inst("a", intV(1), "l", strV(fmt.Sprint(i%100))), inst("d", dblV(0.2), "l", strV("x")))
+			_ = f.handle(t, cfg, mt.Instance("a", mt.Int(1), "l", mt.Str(fmt.Sprint(i%100))), mt.Instance("d", mt.Double(0.2), "l", mt.Str("x")))
 		}
 	}()
 	go func() {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	mmprom "github.com/meshmetrics/meshmetrics/adapter/prometheus"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
@@ -133,27 +132,6 @@ func contains(list []string, s string) bool {
 
 func dropped(f *fixture, reason string) float64 {
 	return testutil.ToFloat64(f.metrics.InstancesDropped.WithLabelValues(mmprom.ExpositionKey, reason))
-}
-
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-func dblV(x float64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: x}}
-}
-func durV(d time.Duration) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_DurationValue{DurationValue: &policypb.Duration{Value: types.DurationProto(d)}}}
-}
-
-func inst(name string, v *policypb.Value, dims ...any) *metricpb.InstanceMsg {
-	m := &metricpb.InstanceMsg{Name: name, Value: v, Dimensions: map[string]*policypb.Value{}}
-	for i := 0; i < len(dims); i += 2 {
-		m.Dimensions[dims[i].(string)] = dims[i+1].(*policypb.Value)
-	}
-	return m
 }
 
 func metric(instance, name string, kind config.Params_MetricInfo_Kind, labels ...string) *config.Params_MetricInfo {

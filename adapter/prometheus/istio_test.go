@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/jsonpb"
 	"github.com/stretchr/testify/require"
 
@@ -54,28 +56,28 @@ func TestIstioPrometheusHandlerConfigWorksUnchanged(t *testing.T) {
 		for _, l := range istioHTTPLabels {
 			switch l {
 			case "response_code":
-				out = append(out, l, intV(code))
+				out = append(out, l, mt.Int(code))
 			case "reporter":
-				out = append(out, l, strV("destination"))
+				out = append(out, l, mt.Str("destination"))
 			case "destination_service":
-				out = append(out, l, strV("reviews.default.svc.cluster.local"))
+				out = append(out, l, mt.Str("reviews.default.svc.cluster.local"))
 			default:
-				out = append(out, l, strV("x"))
+				out = append(out, l, mt.Str("x"))
 			}
 		}
-		return append(out, "not_a_label", strV("ignored"))
+		return append(out, "not_a_label", mt.Str("ignored"))
 	}
 	var instances []*metricpb.InstanceMsg
 	for i := 0; i < 3; i++ {
 		instances = append(instances,
-			inst("requestcount.instance.istio-system", intV(1), dims(200)...),
-			inst("requestduration.instance.istio-system", durV(time.Duration(i+1)*40*time.Millisecond), dims(200)...),
-			inst("requestsize.instance.istio-system", intV(1500), dims(200)...),
-			inst("responsesize.instance.istio-system", intV(25), dims(200)...))
+			mt.Instance("requestcount.instance.istio-system", mt.Int(1), dims(200)...),
+			mt.Instance("requestduration.instance.istio-system", mt.Duration(time.Duration(i+1)*40*time.Millisecond), dims(200)...),
+			mt.Instance("requestsize.instance.istio-system", mt.Int(1500), dims(200)...),
+			mt.Instance("responsesize.instance.istio-system", mt.Int(25), dims(200)...))
 	}
-	instances = append(instances, inst("requestcount.instance.istio-system", intV(1), dims(503)...),
-		inst("tcpbytesent.instance.istio-system", intV(4096), "reporter", strV("source")),
-		inst("tcpconnectionsopened.instance.istio-system", intV(1), "reporter", strV("source")))
+	instances = append(instances, mt.Instance("requestcount.instance.istio-system", mt.Int(1), dims(503)...),
+		mt.Instance("tcpbytesent.instance.istio-system", mt.Int(4096), "reporter", mt.Str("source")),
+		mt.Instance("tcpconnectionsopened.instance.istio-system", mt.Int(1), "reporter", mt.Str("source")))
 	require.NoError(t, f.handle(t, cfg, instances...))
 
 	out := f.scrape(t)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,13 +16,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 )
 
-func intV(i int64) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_Int64Value{Int64Value: i}}
-}
-func strV(s string) *policypb.Value {
-	return &policypb.Value{Value: &policypb.Value_StringValue{StringValue: s}}
-}
-
 func TestGoldenLayout(t *testing.T) {
 	raw, err := golden.ReadHex("handlemetric-analyticcounter.hex")
 	require.NoError(t, err)
@@ -29,8 +24,8 @@ func TestGoldenLayout(t *testing.T) {
 
 	got, err := Request([]*Instance{{
 		Name:       "analyticcounter.instance.istio-system",
-		Value:      intV(1),
-		Dimensions: []Dim{{Key: "path", Value: strV("/v1/damage")}},
+		Value:      mt.Int(1),
+		Dimensions: []Dim{{Key: "path", Value: mt.Str("/v1/damage")}},
 	}}, want.AdapterConfig, "42")
 	require.NoError(t, err)
 	require.Equal(t, raw, got)
@@ -54,9 +49,9 @@ func TestEveryFieldInNumberOrderWithNameLast(t *testing.T) {
 	inst := &Instance{
 		Name:                        "i.instance.default",
 		Value:                       &policypb.Value{Value: &policypb.Value_DoubleValue{DoubleValue: 1}},
-		Dimensions:                  []Dim{{"b", strV("2")}, {"a", strV("1")}, {"empty", strV("")}},
+		Dimensions:                  []Dim{{"b", mt.Str("2")}, {"a", mt.Str("1")}, {"empty", mt.Str("")}},
 		MonitoredResourceType:       &mrt,
-		MonitoredResourceDimensions: []Dim{{"zone", strV("eu")}},
+		MonitoredResourceDimensions: []Dim{{"zone", mt.Str("eu")}},
 	}
 	msg, err := InstanceBytes(inst)
 	require.NoError(t, err)
@@ -89,7 +84,7 @@ func TestEveryFieldInNumberOrderWithNameLast(t *testing.T) {
 func TestValueMembers(t *testing.T) {
 	ts, _ := types.TimestampProto(time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC))
 	values := []*policypb.Value{
-		strV("s"), intV(-1),
+		mt.Str("s"), mt.Int(-1),
 		{Value: &policypb.Value_DoubleValue{DoubleValue: 0.5}},
 		{Value: &policypb.Value_BoolValue{BoolValue: false}},
 		{Value: &policypb.Value_IpAddressValue{IpAddressValue: &policypb.IPAddress{Value: []byte{10, 0, 0, 1}}}},
@@ -121,18 +116,18 @@ func TestShuffleAndCanonicalMapOrder(t *testing.T) {
 	dims := func() []Dim {
 		var out []Dim
 		for _, k := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
-			out = append(out, Dim{k, strV(k)})
+			out = append(out, Dim{k, mt.Str(k)})
 		}
 		return out
 	}
-	base := &Instance{Name: "n", Value: intV(1), Dimensions: dims(), MonitoredResourceDimensions: dims()}
+	base := &Instance{Name: "n", Value: mt.Int(1), Dimensions: dims(), MonitoredResourceDimensions: dims()}
 	sorted, err := Request([]*Instance{base}, nil, "1")
 	require.NoError(t, err)
 
 	r := rand.New(rand.NewPCG(1, 2))
 	orders := map[string]bool{}
 	for range 20 {
-		inst := &Instance{Name: "n", Value: intV(1), Dimensions: dims(), MonitoredResourceDimensions: dims()}
+		inst := &Instance{Name: "n", Value: mt.Int(1), Dimensions: dims(), MonitoredResourceDimensions: dims()}
 		Shuffle(inst, r)
 		orders[inst.Dimensions[0].Key+inst.Dimensions[1].Key] = true
 		raw, err := Request([]*Instance{inst}, nil, "1")
