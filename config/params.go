@@ -421,17 +421,27 @@ func checkURL(field, raw string, add func(string, string, ...any)) {
 // ShortInstanceName is an instance's own name without kind and namespace:
 // "requestcount" for "requestcount.instance.istio-system" (and for the legacy
 // "requestcount.metric.istio-system" of Istio 1.1). A name that is not fully
-// qualified is returned unchanged.
-func ShortInstanceName(fq string) string {
-	last := strings.LastIndexByte(fq, '.')
+// qualified is returned unchanged. It works on bytes too, without copying,
+// for the request path.
+func ShortInstanceName[T ~string | ~[]byte](fq T) T {
+	last := lastDot(fq, len(fq))
 	if last <= 0 {
 		return fq
 	}
-	kind := strings.LastIndexByte(fq[:last], '.')
+	kind := lastDot(fq, last)
 	if kind <= 0 {
 		return fq
 	}
 	return fq[:kind]
+}
+
+func lastDot[T ~string | ~[]byte](s T, end int) int {
+	for i := end - 1; i >= 0; i-- {
+		if s[i] == '.' {
+			return i
+		}
+	}
+	return -1
 }
 
 // Redacted is a copy of p with every secret replaced, safe to log or show.

@@ -5,9 +5,10 @@
 package handler
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,14 +48,14 @@ type Handler struct {
 	Digest Digest
 	Params *config.Params
 
-	queues    []*sink.Queue
-	byName    map[string][]*metric
-	implicit  bool
-	implicitM sync.Map // instance name -> *metric, for a config without metrics
-	implicitN atomic.Int32
-	maxLabel  int
-	dedup     *dedup.Window
-	release   func(*sink.Queue)
+	queues     []*sink.Queue
+	byName     map[string][]*metric
+	implicit   bool
+	implicitMu sync.RWMutex
+	implicitM  map[string][]*metric // by instance name, for a config without metrics
+	maxLabel   int
+	dedup      *dedup.Window
+	release    func(*sink.Queue)
 
 	lastUsed atomic.Int64
 	refs     atomic.Int32
@@ -84,13 +85,14 @@ const maxImplicitMetrics = 1000
 // so far is released.
 func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 	h = &Handler{
-		Digest:   d,
-		Params:   p,
-		byName:   map[string][]*metric{},
-		implicit: len(p.Metrics) == 0,
-		maxLabel: int(p.Limits.MaxLabelValueLength),
-		dedup:    dedup.New(deps.DedupTTL),
-		release:  deps.Sinks.Release,
+		Digest:    d,
+		Params:    p,
+		byName:    map[string][]*metric{},
+		implicit:  len(p.Metrics) == 0,
+		implicitM: map[string][]*metric{},
+		maxLabel:  int(p.Limits.MaxLabelValueLength),
+		dedup:     dedup.New(deps.DedupTTL),
+		release:   deps.Sinks.Release,
 	}
 	h.scratch.New = func() any { return &scratch{} }
 	defer func() {
@@ -188,27 +190,32 @@ func (h *Handler) bind(def *sink.Metric) (*metric, error) {
 // by its short name (a config may name instances either way).
 func (h *Handler) lookup(name []byte) ([]*metric, error) {
 	if h.implicit {
-		m, err := h.implicitMetric(name)
-		if err != nil {
-			return nil, err
-		}
-		return []*metric{m}, nil
+		return h.implicitMetric(name)
 	}
 	if ms, ok := h.byName[string(name)]; ok {
 		return ms, nil
 	}
-	return h.byName[config.ShortInstanceName(string(name))], nil
+	return h.byName[string(config.ShortInstanceName(name))], nil
 }
 
 // implicitMetric binds, on first sight, the metric of an instance of a
 // config without a metrics list: named after the instance, every dimension a
 // label. Implicit metrics are summarised like a distribution (Librato's own
-// way with raw measurements).
-func (h *Handler) implicitMetric(name []byte) (*metric, error) {
-	if m, ok := h.implicitM.Load(string(name)); ok {
-		return m.(*metric), nil
+// way with raw measurements). It returns the metric as a one-element list,
+// kept, so that a lookup allocates nothing.
+func (h *Handler) implicitMetric(name []byte) ([]*metric, error) {
+	h.implicitMu.RLock()
+	ms, ok := h.implicitM[string(name)]
+	h.implicitMu.RUnlock()
+	if ok {
+		return ms, nil
 	}
-	if h.implicitN.Load() >= maxImplicitMetrics {
+	h.implicitMu.Lock()
+	defer h.implicitMu.Unlock()
+	if ms, ok := h.implicitM[string(name)]; ok {
+		return ms, nil
+	}
+	if len(h.implicitM) >= maxImplicitMetrics {
 		return nil, fmt.Errorf("more than %d instance names for a config without a metrics list", maxImplicitMetrics)
 	}
 	short := config.ShortInstanceName(string(name))
@@ -218,14 +225,9 @@ func (h *Handler) implicitMetric(name []byte) (*metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	if prev, loaded := h.implicitM.LoadOrStore(string(name), m); loaded {
-		for _, b := range m.bindings {
-			h.queues[b.queue].Sink().Unbind(b.b)
-		}
-		return prev.(*metric), nil
-	}
-	h.implicitN.Add(1)
-	return m, nil
+	ms = []*metric{m}
+	h.implicitM[string(name)] = ms
+	return ms, nil
 }
 
 // scratch is the per-request working memory, pooled per handler.
@@ -330,8 +332,9 @@ func superseded(m *metric) bool {
 func (h *Handler) labelValues(m *metric, in *wire.Instance, sc *scratch, o *Outcome) [][]byte {
 	sc.labels = sc.labels[:0]
 	if m.def.Implicit {
+		// slices.SortFunc, not sort.Slice: the latter allocates per call.
+		slices.SortFunc(in.Dimensions, func(a, b wire.Dimension) int { return bytes.Compare(a.Key, b.Key) })
 		dims := in.Dimensions
-		sort.Slice(dims, func(i, j int) bool { return string(dims[i].Key) < string(dims[j].Key) })
 		sc.values = sc.values[:0]
 		sc.spans = sc.spans[:0]
 		for _, d := range dims {
@@ -446,10 +449,11 @@ func (h *Handler) unbindAll() {
 			release(m)
 		}
 	}
-	h.implicitM.Range(func(_, v any) bool {
-		release(v.(*metric))
-		return true
-	})
+	h.implicitMu.Lock()
+	for _, ms := range h.implicitM {
+		release(ms[0])
+	}
+	h.implicitMu.Unlock()
 	for _, q := range h.queues {
 		h.release(q)
 	}

@@ -301,3 +301,34 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	require.Equal(t, 4, f.cache.Len())
 }
+
+// TestImplicitMetricLookupAllocatesNothing: a seed librato config (no
+// metrics list) finds the implicit metric of each instance without
+// allocating per instance.
+func TestImplicitMetricLookupAllocatesNothing(t *testing.T) {
+	// The discarding sink of the benchmarks: only the handler's own
+	// allocations are counted, not a test sink's records.
+	sinks := sink.NewSet(1<<20, time.Second)
+	defer sinks.Close(context.Background())
+	cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{discardFactory{}}, DedupTTL: time.Minute},
+		handler.CacheOptions{Size: 4, IdleTimeout: time.Hour})
+	//nolint:staticcheck // the seed adapter's params.
+	req := &metricpb.HandleMetricRequest{AdapterConfig: params(t, &config.Params{LibratoEmail: "e@example.com", LibratoToken: "tok-123456"})}
+	for i := 0; i < 50; i++ {
+		req.Instances = append(req.Instances, mt.Instance("requestsize.instance.default", mt.Int(1), "l", mt.Str("x")))
+	}
+	raw, err := req.Marshal()
+	require.NoError(t, err)
+	var r wire.Request
+	allocs := testing.AllocsPerRun(200, func() {
+		require.NoError(t, r.Parse(raw))
+		h, err := cache.Get(r.AdapterConfig)
+		require.NoError(t, err)
+		o := h.Handle(&r, time.Unix(1600000000, 0))
+		h.Done()
+		require.Equal(t, 50, o.Accepted)
+	})
+	// What remains is per request (pooled batches refilled after a GC),
+	// never per instance.
+	require.Less(t, allocs, 50.0, "allocations per request of 50 instances")
+}
