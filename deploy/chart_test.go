@@ -235,6 +235,21 @@ func TestChartValues(t *testing.T) {
 			},
 		},
 		{
+			// docs/deploy.md's recipe for --spool-dir: the flags are known to
+			// the binary (the flag checks of every rendering apply) and the
+			// spool sits on its own writable volume.
+			name:   "durable spool as docs/deploy.md shows it",
+			values: "extraArgs: ['--spool-dir=/var/spool/meshmetrics', '--spool-max-bytes=1073741824']\nextraVolumes: [{name: spool, emptyDir: {sizeLimit: 1Gi}}]\nextraVolumeMounts: [{name: spool, mountPath: /var/spool/meshmetrics}]",
+			check: func(t *testing.T, r *rendered) {
+				d := r.deployment(t)
+				c := container(t, d)
+				require.Contains(t, c.Args, "--spool-dir=/var/spool/meshmetrics")
+				require.Equal(t, "/var/spool/meshmetrics", c.VolumeMounts[len(c.VolumeMounts)-1].MountPath)
+				require.NotNil(t, volume(t, d, "spool").EmptyDir)
+				require.True(t, *c.SecurityContext.ReadOnlyRootFilesystem, "the spool needs its volume because the root stays read-only")
+			},
+		},
+		{
 			name:   "image by digest, pull secrets, extra args, env and volumes",
 			values: "image: {digest: 'sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'}\nimagePullSecrets: [{name: regcred}]\nextraArgs: ['--max-series=500000']\nextraEnv: [{name: MESHMETRICS_LOG_EVERY, value: 30s}]\nextraVolumes: [{name: ca, configMap: {name: ca}}]\nextraVolumeMounts: [{name: ca, mountPath: /etc/ca}]",
 			check: func(t *testing.T, r *rendered) {
