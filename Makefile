@@ -4,8 +4,10 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/.bin
 PROTO_ROOT := adapter/mixerpb/proto
-GOGO_DIR = $(shell $(GO) list -m -f '{{.Dir}}' github.com/gogo/protobuf)
-GOOGLEAPIS_DIR = $(shell $(GO) list -m -f '{{.Dir}}' github.com/gogo/googleapis)
+# `go list -m` does not download: on a fresh machine the module directory would
+# be empty, so download first (a no-op when the module cache has it).
+GOGO_DIR = $(shell $(GO) mod download github.com/gogo/protobuf && $(GO) list -m -f '{{.Dir}}' github.com/gogo/protobuf)
+GOOGLEAPIS_DIR = $(shell $(GO) mod download github.com/gogo/googleapis && $(GO) list -m -f '{{.Dir}}' github.com/gogo/googleapis)
 MODULE := github.com/meshmetrics/meshmetrics
 
 # Import-path mappings so that gogo-generated code uses gogo's well-known types.

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
@@ -52,9 +53,13 @@ type Options struct {
 	MaxSeries          int
 	HandlerCacheSize   int
 	HandlerIdleTimeout time.Duration
-	DedupTTL           time.Duration
-	ShutdownTimeout    time.Duration
-	LogEvery           time.Duration
+	// DedupTTL, when positive, drops a call whose dedup_id and content were
+	// both seen within this window (for clients that retry with a stable
+	// id). Zero, the default, counts every call: a real Mixer reuses ids
+	// under load and never retries, so a repeated id from Mixer is data.
+	DedupTTL        time.Duration
+	ShutdownTimeout time.Duration
+	LogEvery        time.Duration
 	// Replica names this process for replica labels and tags (default: the
 	// host name, which is the pod name in Kubernetes).
 	Replica string
@@ -104,7 +109,9 @@ func (o *Options) setDefaults() error {
 	def(&o.MaxSeries, config.DefaultMaxSeries)
 	def(&o.HandlerCacheSize, config.DefaultHandlerCacheSize)
 	defD(&o.HandlerIdleTimeout, config.DefaultHandlerIdleTimeout)
-	defD(&o.DedupTTL, config.DefaultDedupTTL)
+	if o.DedupTTL < 0 {
+		return fmt.Errorf("--dedup-ttl must not be negative (0 turns deduplication off), got %s", o.DedupTTL)
+	}
 	defD(&o.ShutdownTimeout, config.DefaultShutdownTimeout)
 	defD(&o.LogEvery, config.DefaultLogEvery)
 	defD(&o.Tick, time.Second)
@@ -191,7 +198,7 @@ func New(o Options) (_ *Adapter, err error) {
 			a.exposed = append(a.exposed, tw)
 		}
 	}
-	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, DedupTTL: o.DedupTTL},
+	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL)},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, err error) {
 				if err != nil {
@@ -242,6 +249,16 @@ func New(o Options) (_ *Adapter, err error) {
 	}
 	a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}
 	return a, nil
+}
+
+// newDedupWindow is the window of recent dedup_ids: it always counts reused
+// ids (meshmetrics_dedup_ids_reused_total) over config.DefaultDedupWindow,
+// and drops duplicates only when ttl turns deduplication on.
+func newDedupWindow(ttl time.Duration) *dedup.Window {
+	if ttl > 0 {
+		return dedup.New(dedup.Options{Window: ttl, Deduplicate: true})
+	}
+	return dedup.New(dedup.Options{Window: config.DefaultDedupWindow})
 }
 
 func configErrorReason(err error) string {

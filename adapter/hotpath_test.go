@@ -10,6 +10,7 @@ import (
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
@@ -31,7 +32,7 @@ func BenchmarkHotPath(b *testing.B) {
 			expo := mmprom.NewExposition(sink.Env{Tick: time.Hour})
 			q := sinks.AddPermanent(mmprom.ExpositionKey, expo)
 			defer sinks.Close(context.Background())
-			cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(expo)}, DedupTTL: time.Minute},
+			cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(expo)}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 				handler.CacheOptions{Size: 4, IdleTimeout: time.Hour})
 
 			dims := []string{"dim0", "dim1", "dim2", "dim3", "dim4", "dim5"}

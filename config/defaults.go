@@ -68,8 +68,13 @@ const (
 	// DefaultHandlerIdleTimeout: a handler config unused for this long is
 	// flushed and closed.
 	DefaultHandlerIdleTimeout = 10 * time.Minute
-	// DefaultDedupTTL: a dedup_id seen again within this window is ignored.
-	DefaultDedupTTL        = time.Minute
+	// DefaultDedupTTL is 0: deduplication is off and every call counts. A
+	// real Mixer reuses dedup_ids under load and never re-sends a call
+	// (docs/RELIABILITY.md), so a repeated id from Mixer is never a retry.
+	DefaultDedupTTL time.Duration = 0
+	// DefaultDedupWindow is how long ids are remembered to count reused ones
+	// (meshmetrics_dedup_ids_reused_total) while deduplication is off.
+	DefaultDedupWindow     = time.Minute
 	DefaultShutdownTimeout = 25 * time.Second
 	// DefaultLogEvery rate-limits repeated errors: at most one line per key
 	// per interval, with a count of those suppressed.

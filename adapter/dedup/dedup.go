@@ -1,151 +1,156 @@
-// Package dedup remembers the dedup_ids of recent requests, so that a request
-// seen again within a TTL (something between Mixer and the adapter retried
-// it) is not counted twice.
+// Package dedup keeps a bounded window of recent dedup_ids: it tells which
+// ids come back, and, when deduplication is on, which calls are re-sends of
+// a call already counted.
 //
-// Mixer's ids are a per-handler counter in decimal, seeded at random, so
-// numeric ids are kept as bits in bitmaps of 4096 consecutive ids: a few bits
-// per request instead of a string. Other ids go to a two-generation set. Both
-// are bounded; past the bound the oldest ids are forgotten first.
+// A real Mixer reuses ids: its per-handler counter is read and advanced in
+// two steps (istio 1.7.8, mixer/pkg/protobuf/yaml/dynamic/handler.go,
+// handleRemote), so calls dispatched at the same moment share an id, and
+// Mixer never re-sends a call. A repeated id from Mixer is therefore never
+// a retry, and dropping it loses real data; deduplication is off by default
+// and the window only counts reused ids, so that the race is visible.
+//
+// With deduplication on (for clients that really retry with a stable id), a
+// call is a duplicate only when its id and its content both match a call
+// seen within the window: two different calls that share an id both count.
+//
+// Ids are kept as keyed 64-bit hashes (scoped by the handler config, since
+// each handler has its own sequence), whatever their length or form, in two
+// generations rotated by time and by count: memory is bounded by the count
+// cap, never by what callers send.
 package dedup
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 )
 
-const (
-	blockShift = 12
-	blockIDs   = 1 << blockShift
-	blockWords = blockIDs / 64
-	// maxBlocks bounds the bitmaps at about 2 MiB; Mixer's sequential ids
-	// fill blocks densely, so this holds minutes of traffic at any rate.
-	maxBlocks = 4096
-	// maxGeneration bounds each generation of the string set.
-	maxGeneration = 65536
-)
+// DefaultMaxIDs caps the ids of one generation. Two generations of this
+// many ids (and as many id/content pairs when deduplicating) take about
+// 10 MB at most; at a higher rate than DefaultMaxIDs per window the window
+// gets shorter instead of larger.
+const DefaultMaxIDs = 1 << 17
 
-type block struct {
-	bits    [blockWords]uint64
-	touched int64
+// Options configure a Window.
+type Options struct {
+	// Window is how long an id is remembered (at least one window, at most
+	// two: generations rotate every Window).
+	Window time.Duration
+	// Deduplicate drops a call whose id and content were seen within the
+	// window. Off, calls are never dropped; reused ids are only counted.
+	Deduplicate bool
+	// MaxIDs caps each generation (default DefaultMaxIDs).
+	MaxIDs int
 }
 
-// Window is the set of ids seen within the TTL. Safe for concurrent use.
+// Verdict is what the window says of one call.
+type Verdict struct {
+	// Reused: the id was seen within the window (with any content).
+	Reused bool
+	// Duplicate: deduplication is on and the id and content were both seen
+	// within the window; the call must not be counted again.
+	Duplicate bool
+}
+
+type pair struct{ id, content uint64 }
+
+// Window is the set of recent ids. Safe for concurrent use.
 type Window struct {
-	ttl int64
+	window int64
+	dedup  bool
+	max    int
+	seed   maphash.Seed
 
-	mu      sync.Mutex
-	blocks  map[uint64]*block
-	cur     map[string]struct{}
-	prev    map[string]struct{}
-	rotated int64
-	swept   int64
+	mu        sync.Mutex
+	ids       map[uint64]struct{}
+	prevIDs   map[uint64]struct{}
+	calls     map[pair]struct{}
+	prevCalls map[pair]struct{}
+	rotated   int64
 }
 
-// New makes a Window that forgets ids after ttl (a block of numeric ids is
-// forgotten ttl after its last new id).
-func New(ttl time.Duration) *Window {
-	return &Window{ttl: int64(ttl), blocks: map[uint64]*block{}, cur: map[string]struct{}{}, prev: map[string]struct{}{}}
-}
-
-// Insert records id and reports whether it was new. An empty id is always new.
-func (w *Window) Insert(id []byte, now time.Time) bool {
-	if len(id) == 0 {
-		return true
+// New makes a Window.
+func New(o Options) *Window {
+	if o.MaxIDs <= 0 {
+		o.MaxIDs = DefaultMaxIDs
 	}
+	w := &Window{window: int64(o.Window), dedup: o.Deduplicate, max: o.MaxIDs, seed: maphash.MakeSeed(),
+		ids: map[uint64]struct{}{}, prevIDs: map[uint64]struct{}{}}
+	if w.dedup {
+		w.calls, w.prevCalls = map[pair]struct{}{}, map[pair]struct{}{}
+	}
+	return w
+}
+
+// Deduplicates reports whether duplicates are dropped; only then does a
+// caller need to hash the content.
+func (w *Window) Deduplicates() bool { return w.dedup }
+
+// Seed keys content hashes (wire.Request.ContentHash), so that callers
+// cannot craft collisions.
+func (w *Window) Seed() maphash.Seed { return w.seed }
+
+// Key hashes an id within a scope (the handler config's digest).
+func (w *Window) Key(scope, id []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(w.seed)
+	_, _ = h.Write(scope)
+	_ = h.WriteByte(0)
+	_, _ = h.Write(id)
+	return h.Sum64()
+}
+
+// Observe records a call whose id has key (Key) and whose content hashes to
+// content (ignored unless Deduplicates). Callers skip calls without an id:
+// those are never reused.
+func (w *Window) Observe(key, content uint64, now time.Time) Verdict {
 	t := now.UnixNano()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n, ok := parseDecimal(id); ok {
-		if fresh, stored := w.insertNumeric(n, t); stored {
-			return fresh
-		}
+	if t-w.rotated > w.window || len(w.ids) >= w.max || len(w.calls) >= w.max {
+		w.rotate(t)
 	}
-	return w.insertString(id, t)
+	var v Verdict
+	_, v.Reused = w.ids[key]
+	if !v.Reused {
+		_, v.Reused = w.prevIDs[key]
+	}
+	w.ids[key] = struct{}{}
+	if w.dedup {
+		p := pair{key, content}
+		_, v.Duplicate = w.calls[p]
+		if !v.Duplicate {
+			_, v.Duplicate = w.prevCalls[p]
+		}
+		w.calls[p] = struct{}{}
+	}
+	return v
 }
 
-// Remove forgets id, so that a request refused before it was recorded can be
-// sent again.
-func (w *Window) Remove(id []byte) {
-	if len(id) == 0 {
+// Forget removes a call recorded by Observe that was then refused before
+// anything was counted, so that a corrected re-send counts. Its id stays
+// seen.
+func (w *Window) Forget(key, content uint64) {
+	if !w.dedup {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n, ok := parseDecimal(id); ok {
-		if b, ok := w.blocks[n>>blockShift]; ok {
-			bit := n & (blockIDs - 1)
-			b.bits[bit/64] &^= 1 << (bit % 64)
-		}
-	}
-	delete(w.cur, string(id))
-	delete(w.prev, string(id))
+	delete(w.calls, pair{key, content})
+	delete(w.prevCalls, pair{key, content})
 }
 
-func (w *Window) insertNumeric(n uint64, t int64) (fresh, stored bool) {
-	b, ok := w.blocks[n>>blockShift]
-	if !ok {
-		if len(w.blocks) >= maxBlocks {
-			w.sweep(t)
-			if len(w.blocks) >= maxBlocks {
-				return false, false
-			}
-		}
-		b = &block{}
-		w.blocks[n>>blockShift] = b
-	}
-	bit := n & (blockIDs - 1)
-	word, mask := bit/64, uint64(1)<<(bit%64)
-	if b.bits[word]&mask != 0 {
-		return false, true
-	}
-	b.bits[word] |= mask
-	b.touched = t
-	if t-w.swept > w.ttl {
-		w.sweep(t)
-	}
-	return true, true
-}
-
-func (w *Window) sweep(t int64) {
-	w.swept = t
-	for k, b := range w.blocks {
-		if t-b.touched > w.ttl {
-			delete(w.blocks, k)
-		}
+func (w *Window) rotate(t int64) {
+	w.rotated = t
+	w.prevIDs, w.ids = w.ids, make(map[uint64]struct{}, min(len(w.ids), w.max))
+	if w.dedup {
+		w.prevCalls, w.calls = w.calls, make(map[pair]struct{}, min(len(w.calls), w.max))
 	}
 }
 
-func (w *Window) insertString(id []byte, t int64) bool {
-	if t-w.rotated > w.ttl || len(w.cur) >= maxGeneration {
-		w.prev, w.cur = w.cur, make(map[string]struct{}, len(w.cur))
-		w.rotated = t
-	}
-	if _, ok := w.cur[string(id)]; ok {
-		return false
-	}
-	if _, ok := w.prev[string(id)]; ok {
-		return false
-	}
-	w.cur[string(id)] = struct{}{}
-	return true
-}
-
-// parseDecimal accepts the canonical decimal form of a uint64 only, so that
-// "7" and "007" are never taken for the same id.
-func parseDecimal(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 20 || (b[0] == '0' && len(b) > 1) {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if n > (^uint64(0)-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	return n, true
+// Len is the number of ids remembered (both generations).
+func (w *Window) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.ids) + len(w.prevIDs)
 }

@@ -1,6 +1,8 @@
 package dedup
 
 import (
+	"bytes"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -8,75 +10,127 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestInsert(t *testing.T) {
+type call struct {
+	id      string
+	content uint64
+}
+
+func TestObserve(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	tests := []struct {
-		name string
-		ids  []string
-		want []bool
-	}{
-		{"empty ids are never duplicates", []string{"", ""}, []bool{true, true}},
-		{"mixer counter", []string{"18446744073709551615", "18446744073709551614", "18446744073709551615"}, []bool{true, true, false}},
-		{"leading zeros are another id", []string{"7", "007", "007"}, []bool{true, true, false}},
-		{"non-numeric", []string{"abc", "abd", "abc"}, []bool{true, true, false}},
-		{"overflow is a string", []string{"18446744073709551616", "18446744073709551616"}, []bool{true, false}},
-	}
+		name          string
+		deduplicate   bool
+		calls         []call
+		wantReused    []bool
+		wantDuplicate []bool
+	}{{
+		name:          "off: reused ids are seen, never dropped",
+		calls:         []call{{"7", 1}, {"7", 1}, {"7", 2}, {"8", 1}},
+		wantReused:    []bool{false, true, true, false},
+		wantDuplicate: []bool{false, false, false, false},
+	}, {
+		name:          "on: same id and content is a duplicate, another content is not",
+		deduplicate:   true,
+		calls:         []call{{"7", 1}, {"7", 1}, {"7", 2}, {"7", 2}, {"7", 1}, {"8", 1}},
+		wantReused:    []bool{false, true, true, true, true, false},
+		wantDuplicate: []bool{false, true, false, true, true, false},
+	}, {
+		name:          "ids are bytes: leading zeros make another id",
+		deduplicate:   true,
+		calls:         []call{{"7", 1}, {"007", 1}, {"007", 1}},
+		wantReused:    []bool{false, false, true},
+		wantDuplicate: []bool{false, false, true},
+	}, {
+		name:          "non-numeric ids",
+		deduplicate:   true,
+		calls:         []call{{"abc", 1}, {"abd", 1}, {"abc", 1}},
+		wantReused:    []bool{false, false, true},
+		wantDuplicate: []bool{false, false, true},
+	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w := New(time.Minute)
-			for i, id := range tc.ids {
-				require.Equal(t, tc.want[i], w.Insert([]byte(id), t0), "id %q", id)
+			w := New(Options{Window: time.Minute, Deduplicate: tc.deduplicate})
+			for i, c := range tc.calls {
+				v := w.Observe(w.Key([]byte("scope"), []byte(c.id)), c.content, t0)
+				require.Equal(t, tc.wantReused[i], v.Reused, "call %d (%q) reused", i, c.id)
+				require.Equal(t, tc.wantDuplicate[i], v.Duplicate, "call %d (%q) duplicate", i, c.id)
 			}
 		})
 	}
 }
 
-func TestForgetsAfterTTL(t *testing.T) {
-	w := New(time.Minute)
+func TestScopesAreSeparate(t *testing.T) {
+	w := New(Options{Window: time.Minute, Deduplicate: true})
 	t0 := time.Unix(1000, 0)
-	require.True(t, w.Insert([]byte("5"), t0))
-	require.True(t, w.Insert([]byte("x"), t0))
-	require.False(t, w.Insert([]byte("5"), t0.Add(30*time.Second)))
-	require.False(t, w.Insert([]byte("x"), t0.Add(30*time.Second)))
-
-	later := t0.Add(3 * time.Minute)
-	require.True(t, w.Insert([]byte(strconv.Itoa(1<<20)), later), "a new block sweeps idle ones")
-	require.True(t, w.Insert([]byte("5"), later))
-	w.Insert([]byte("y"), later)
-	w.Insert([]byte("z"), later.Add(2*time.Minute))
-	require.True(t, w.Insert([]byte("x"), later.Add(2*time.Minute)), "two rotations forget a string id")
+	require.False(t, w.Observe(w.Key([]byte("a"), []byte("1")), 1, t0).Reused)
+	require.False(t, w.Observe(w.Key([]byte("b"), []byte("1")), 1, t0).Reused)
+	// The separator keeps ("a", "b1") and ("ab", "1") apart.
+	require.NotEqual(t, w.Key([]byte("a"), []byte("b1")), w.Key([]byte("ab"), []byte("1")))
 }
 
-func TestRemove(t *testing.T) {
-	w := New(time.Minute)
+func TestForgetsAfterTwoWindows(t *testing.T) {
+	w := New(Options{Window: time.Minute, Deduplicate: true})
 	t0 := time.Unix(1000, 0)
-	for _, id := range []string{"42", "s"} {
-		require.True(t, w.Insert([]byte(id), t0))
-		w.Remove([]byte(id))
-		require.True(t, w.Insert([]byte(id), t0), id)
-	}
+	k := w.Key(nil, []byte("5"))
+	w.Observe(k, 1, t0)
+	require.True(t, w.Observe(k, 1, t0.Add(30*time.Second)).Duplicate, "within the window")
+	// One rotation keeps it in the previous generation...
+	w.Observe(w.Key(nil, []byte("x")), 1, t0.Add(90*time.Second))
+	require.True(t, w.Observe(k, 1, t0.Add(100*time.Second)).Duplicate)
+	// ...two forget it.
+	w.Observe(w.Key(nil, []byte("y")), 1, t0.Add(200*time.Second))
+	w.Observe(w.Key(nil, []byte("z")), 1, t0.Add(300*time.Second))
+	v := w.Observe(k, 1, t0.Add(300*time.Second))
+	require.False(t, v.Reused)
+	require.False(t, v.Duplicate)
 }
 
-func TestMemoryIsBoundedForScatteredIDs(t *testing.T) {
-	w := New(time.Hour)
+func TestForget(t *testing.T) {
+	w := New(Options{Window: time.Minute, Deduplicate: true})
 	t0 := time.Unix(1000, 0)
-	for i := uint64(0); i < 3*maxBlocks; i++ {
-		require.True(t, w.Insert([]byte(strconv.FormatUint(i<<blockShift, 10)), t0))
-	}
-	require.LessOrEqual(t, len(w.blocks), maxBlocks)
-	require.LessOrEqual(t, len(w.cur)+len(w.prev), 2*maxGeneration)
-	require.False(t, w.Insert([]byte(strconv.FormatUint((3*maxBlocks-1)<<blockShift, 10)), t0), "recent overflow ids are still caught")
+	k := w.Key(nil, []byte("42"))
+	w.Observe(k, 9, t0)
+	w.Forget(k, 9)
+	v := w.Observe(k, 9, t0)
+	require.False(t, v.Duplicate, "a refused call's corrected re-send counts")
+	require.True(t, v.Reused, "its id was seen all the same")
 }
 
-func BenchmarkInsertSequential(b *testing.B) {
-	w := New(time.Minute)
+// Memory is bounded by the count cap whatever callers send: unique ids of
+// 1 MB each keep nothing of their bytes.
+func TestMemoryIsBoundedWhateverTheIDs(t *testing.T) {
+	const maxIDs = 1000
+	w := New(Options{Window: time.Hour, Deduplicate: true, MaxIDs: maxIDs})
 	t0 := time.Unix(1000, 0)
-	ids := make([][]byte, 4096)
-	for i := range ids {
-		ids[i] = []byte(strconv.FormatUint(uint64(i)+1<<40, 10))
+	id := bytes.Repeat([]byte("x"), 1<<20)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := 0; i < 20*maxIDs; i++ {
+		copy(id, strconv.Itoa(i))
+		w.Observe(w.Key(nil, id), uint64(i), t0)
 	}
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		w.Insert(ids[i%len(ids)], t0)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	require.LessOrEqual(t, w.Len(), 2*maxIDs)
+	require.Less(t, int64(after.HeapAlloc)-int64(before.HeapAlloc), int64(1<<20),
+		"20,000 unique 1 MB ids hold less than 1 MB")
+}
+
+func BenchmarkObserveSequential(b *testing.B) {
+	for _, dd := range []bool{false, true} {
+		b.Run("deduplicate="+strconv.FormatBool(dd), func(b *testing.B) {
+			w := New(Options{Window: time.Minute, Deduplicate: dd})
+			t0 := time.Unix(1000, 0)
+			ids := make([][]byte, 4096)
+			for i := range ids {
+				ids[i] = []byte(strconv.FormatUint(uint64(i)+1<<40, 10))
+			}
+			scope := bytes.Repeat([]byte{7}, 32)
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				w.Observe(w.Key(scope, ids[i%len(ids)]), uint64(i), t0)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
@@ -40,7 +41,7 @@ func BenchmarkHandle(b *testing.B) {
 		b.Run(fmt.Sprintf("series=%d", cardinality), func(b *testing.B) {
 			sinks := sink.NewSet(1<<30, time.Second)
 			defer sinks.Close(context.Background())
-			cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{discardFactory{}}, DedupTTL: time.Minute},
+			cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{discardFactory{}}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 				handler.CacheOptions{Size: 4, IdleTimeout: time.Hour})
 			labels := []string{"source", "destination", "path", "method", "code", "version"}
 			p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "requestcount.instance.istio-system",

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
 	"github.com/meshmetrics/meshmetrics/adapter/wire"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -17,7 +18,9 @@ import (
 type Deps struct {
 	Sinks     *sink.Set
 	Factories []sink.Factory
-	DedupTTL  time.Duration
+	// Dedup, when set, is the window of recent dedup_ids every handler
+	// reports to (ids are scoped by the handler's digest).
+	Dedup *dedup.Window
 }
 
 // Cache holds the handlers of the configs Mixer sends, at most Size of them.

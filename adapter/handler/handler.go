@@ -91,7 +91,7 @@ func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 		implicit:  len(p.Metrics) == 0,
 		implicitM: map[string][]*metric{},
 		maxLabel:  int(p.Limits.MaxLabelValueLength),
-		dedup:     dedup.New(deps.DedupTTL),
+		dedup:     deps.Dedup,
 		release:   deps.Sinks.Release,
 	}
 	h.scratch.New = func() any { return &scratch{} }
@@ -242,9 +242,18 @@ type scratch struct {
 // Handle records the instances of req. It never blocks on a sink.
 func (h *Handler) Handle(req *wire.Request, now time.Time) Outcome {
 	o := Outcome{Received: req.NumInstances()}
-	if !h.dedup.Insert(req.DedupID, now) {
-		o.Duplicate = true
-		return o
+	var dedupKey, content uint64
+	if h.dedup != nil && len(req.DedupID) > 0 {
+		dedupKey = h.dedup.Key(h.Digest[:], req.DedupID)
+		if h.dedup.Deduplicates() {
+			content = req.ContentHash(h.dedup.Seed())
+		}
+		v := h.dedup.Observe(dedupKey, content, now)
+		o.ReusedID = v.Reused
+		if v.Duplicate {
+			o.Duplicate = true
+			return o
+		}
 	}
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
@@ -261,8 +270,10 @@ func (h *Handler) Handle(req *wire.Request, now time.Time) Outcome {
 			for qi, b := range sc.batches {
 				h.queues[qi].Recycle(b)
 			}
-			h.dedup.Remove(req.DedupID)
-			return Outcome{Received: o.Received, Malformed: err}
+			if h.dedup != nil && len(req.DedupID) > 0 {
+				h.dedup.Forget(dedupKey, content)
+			}
+			return Outcome{Received: o.Received, ReusedID: o.ReusedID, Malformed: err}
 		}
 		h.record(&sc.inst, sc, &o)
 	}

@@ -10,11 +10,13 @@ import (
 
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 
+	"github.com/gogo/protobuf/proto"
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/sink"
@@ -30,9 +32,15 @@ type fixture struct {
 	now     time.Time
 }
 
+// newFixture builds a cache with the adapter's default dedup window: reused
+// ids are counted, never dropped.
 func newFixture(t *testing.T, capacity int) *fixture {
+	return newFixtureWith(t, capacity, dedup.Options{Window: time.Minute})
+}
+
+func newFixtureWith(t *testing.T, capacity int, d dedup.Options) *fixture {
 	f := &fixture{sinks: sink.NewSet(capacity, 5*time.Second), factory: sinktest.NewFactory(), now: time.Unix(1600000000, 0)}
-	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{f.factory}, DedupTTL: time.Minute},
+	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{f.factory}, Dedup: dedup.New(d)},
 		handler.CacheOptions{Size: 4, IdleTimeout: time.Minute, Now: func() time.Time { return f.now }})
 	t.Cleanup(func() { _ = f.sinks.Close(context.Background()) })
 	return f
@@ -123,7 +131,9 @@ func TestBadInstancesAreRefusedAndTheRestKept(t *testing.T) {
 }
 
 func TestMalformedInstanceRefusesWholeRequest(t *testing.T) {
-	f := newFixture(t, 1000)
+	// With deduplication on, the refused call must not make its fixed
+	// re-send (same id) a duplicate.
+	f := newFixtureWith(t, 1000, dedup.Options{Window: time.Minute, Deduplicate: true})
 	good, err := mt.Instance("requestcount.instance.istio-system", mt.Int(1)).Marshal()
 	require.NoError(t, err)
 	cfg, err := params(t, requestCount).Marshal()
@@ -151,17 +161,71 @@ func TestMalformedInstanceRefusesWholeRequest(t *testing.T) {
 	require.Len(t, s.Samples(), 1)
 }
 
-func TestDuplicateDedupIDIsNotCountedTwice(t *testing.T) {
-	f := newFixture(t, 1000)
-	cfg := params(t, requestCount)
-	for i := 0; i < 3; i++ {
-		o, err := f.handle(t, cfg, "12345", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
-		require.NoError(t, err)
-		require.Equal(t, i > 0, o.Duplicate)
+func TestReusedDedupIDs(t *testing.T) {
+	inst := func(v int64) *metricpb.InstanceMsg {
+		return mt.Instance("requestcount.instance.istio-system", mt.Int(v))
 	}
-	_, err := f.handle(t, cfg, "12346", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
-	require.NoError(t, err)
-	require.Equal(t, 2.0, f.flush(t).Series()["istio_requests_total{,}"].Sum)
+	type call struct {
+		id    string
+		value int64
+	}
+	tests := []struct {
+		name          string
+		dedup         dedup.Options
+		calls         []call
+		wantReused    []bool
+		wantDuplicate []bool
+		wantSum       float64
+	}{{
+		// Mixer's race: calls that share an id, with the same or another
+		// content, are all counted by default.
+		name:          "default counts every call",
+		dedup:         dedup.Options{Window: time.Minute},
+		calls:         []call{{"12345", 1}, {"12345", 1}, {"12345", 2}, {"12346", 1}},
+		wantReused:    []bool{false, true, true, false},
+		wantDuplicate: []bool{false, false, false, false},
+		wantSum:       5,
+	}, {
+		// A client that retries with a stable id: an identical re-send
+		// counts once, another content under the same id counts.
+		name:          "deduplication drops identical re-sends only",
+		dedup:         dedup.Options{Window: time.Minute, Deduplicate: true},
+		calls:         []call{{"12345", 1}, {"12345", 1}, {"12345", 2}, {"12345", 2}, {"12346", 1}},
+		wantReused:    []bool{false, true, true, true, false},
+		wantDuplicate: []bool{false, true, false, true, false},
+		wantSum:       4,
+	}, {
+		name:          "calls without an id are never reused",
+		dedup:         dedup.Options{Window: time.Minute, Deduplicate: true},
+		calls:         []call{{"", 1}, {"", 1}},
+		wantReused:    []bool{false, false},
+		wantDuplicate: []bool{false, false},
+		wantSum:       2,
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixtureWith(t, 1000, tc.dedup)
+			cfg := params(t, requestCount)
+			for i, c := range tc.calls {
+				o, err := f.handle(t, cfg, c.id, inst(c.value))
+				require.NoError(t, err)
+				require.Equal(t, tc.wantReused[i], o.ReusedID, "call %d reused", i)
+				require.Equal(t, tc.wantDuplicate[i], o.Duplicate, "call %d duplicate", i)
+			}
+			require.Equal(t, tc.wantSum, f.flush(t).Series()["istio_requests_total{,}"].Sum)
+		})
+	}
+}
+
+func TestDedupIDsAreScopedByHandlerConfig(t *testing.T) {
+	f := newFixtureWith(t, 1000, dedup.Options{Window: time.Minute, Deduplicate: true})
+	other := proto.Clone(requestCount).(*config.Params)
+	other.Metrics[0].Description = "another config"
+	for _, cfg := range []*types.Any{params(t, requestCount), params(t, other)} {
+		o, err := f.handle(t, cfg, "7", mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+		require.NoError(t, err)
+		require.False(t, o.ReusedID, "each handler config has its own id sequence, as in Mixer")
+	}
 }
 
 func TestShortInstanceNameMatchesAnyNamespace(t *testing.T) {
@@ -310,7 +374,7 @@ func TestImplicitMetricLookupAllocatesNothing(t *testing.T) {
 	// allocations are counted, not a test sink's records.
 	sinks := sink.NewSet(1<<20, time.Second)
 	defer sinks.Close(context.Background())
-	cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{discardFactory{}}, DedupTTL: time.Minute},
+	cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{discardFactory{}}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 		handler.CacheOptions{Size: 4, IdleTimeout: time.Hour})
 	//nolint:staticcheck // the seed adapter's params.
 	req := &metricpb.HandleMetricRequest{AdapterConfig: params(t, &config.Params{LibratoEmail: "e@example.com", LibratoToken: "tok-123456"})}

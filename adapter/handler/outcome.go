@@ -51,7 +51,11 @@ type Outcome struct {
 	Received int
 	// Accepted instances were handed to at least one sink.
 	Accepted int
-	// Duplicate: the dedup_id was seen within the TTL; nothing was recorded.
+	// ReusedID: the dedup_id was seen within the window (a real Mixer reuses
+	// ids under load; the call is counted all the same unless Duplicate).
+	ReusedID bool
+	// Duplicate: deduplication is on and a call with the same dedup_id and
+	// content was seen within the window; nothing was recorded.
 	Duplicate bool
 	// Malformed: the request could not be read; nothing was recorded.
 	Malformed error

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/librato/libratotest"
@@ -134,7 +135,7 @@ func newHarness(t testing.TB, hc harnessConfig) *harness {
 		o.Transport = redirect{target: target, rt: http.DefaultTransport.(*http.Transport).Clone(), host: &h.intended}
 	}
 	h.factory = librato.NewFactoryWith(h.env, o)
-	h.cache = handler.NewCache(handler.Deps{Sinks: h.set, Factories: []sink.Factory{h.factory}, DedupTTL: time.Minute},
+	h.cache = handler.NewCache(handler.Deps{Sinks: h.set, Factories: []sink.Factory{h.factory}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 		handler.CacheOptions{Size: 8, IdleTimeout: time.Hour, Now: h.clock.Now})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	mmprom "github.com/meshmetrics/meshmetrics/adapter/prometheus"
@@ -44,7 +45,7 @@ func newFixture(t *testing.T, maxSeries int) *fixture {
 	env := sink.Env{Metrics: f.metrics, MaxSeries: maxSeries, Now: f.clock, Tick: 5 * time.Millisecond, Replica: "test"}
 	f.expo = mmprom.NewExposition(env)
 	f.sinks.AddPermanent(mmprom.ExpositionKey, f.expo)
-	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(f.expo)}, DedupTTL: time.Minute},
+	f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(f.expo)}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 		handler.CacheOptions{Size: 16, IdleTimeout: time.Hour, Now: f.clock})
 	t.Cleanup(func() { require.NoError(t, f.sinks.Close(context.Background())) })
 	return f

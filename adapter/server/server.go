@@ -227,6 +227,9 @@ func (s *Server) handleMetric(_ context.Context, req *wire.Request) (*modelpb.Re
 	defer h.Done()
 
 	o := h.Handle(req, start)
+	if o.ReusedID {
+		m.DedupIDsReused.Inc()
+	}
 	if o.Duplicate {
 		m.InstancesRejected.WithLabelValues(telemetry.ReasonDuplicate).Add(float64(n))
 		return reportResult, nil

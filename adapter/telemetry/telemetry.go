@@ -74,6 +74,10 @@ type Metrics struct {
 	AuthRefused      *prometheus.CounterVec
 	// LabelsTruncated counts label values cut to max_label_value_length.
 	LabelsTruncated prometheus.Counter
+	// DedupIDsReused counts calls whose dedup_id was seen within the window
+	// (counted all the same unless deduplication is on and the content
+	// matches too): a real Mixer reuses ids under load.
+	DedupIDsReused prometheus.Counter
 }
 
 // New registers the adapter's metrics, and the Go and process collectors, on
@@ -138,6 +142,10 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			Name: "meshmetrics_label_values_truncated_total",
 			Help: "Label values cut to the handler's limits.max_label_value_length (the series is kept, with the cut value).",
 		}),
+		DedupIDsReused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshmetrics_dedup_ids_reused_total",
+			Help: "HandleMetric calls whose dedup_id an earlier call of the same handler config carried within the window; counted all the same unless --dedup-ttl is set and their content matched too (Mixer reuses ids under load).",
+		}),
 		AuthRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshmetrics_auth_refused_total",
 			Help: "Callers refused: no or wrong token, no client certificate, SPIFFE ID not allowed.",
@@ -149,7 +157,7 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 	}
 	reg.MustRegister(m.InstancesReceived, m.InstancesAccepted, m.InstancesRejected, m.InstancesDropped, m.Requests,
 		m.HandleLatency, m.ConfigErrors, m.HandlersBuilt, m.HandlersClosed, m.SinkSends, m.SinkSendLatency,
-		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused, m.LabelsTruncated)
+		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused, m.LabelsTruncated, m.DedupIDsReused)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshmetrics_handler_cache_size",
 		Help: "Handlers built from distinct handler configs and currently cached.",

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 
 	"google.golang.org/grpc/mem"
@@ -215,6 +216,20 @@ func (r *Request) Parse(data []byte) error {
 		}
 	}
 	return nil
+}
+
+// ContentHash hashes what the request carries besides its dedup_id and
+// adapter_config: its instances, in order, as encoded. Two calls with the
+// same content hash the same under one seed.
+func (r *Request) ContentHash(seed maphash.Seed) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	var n [binary.MaxVarintLen64]byte
+	for _, in := range r.instances {
+		_, _ = h.Write(n[:binary.PutUvarint(n[:], uint64(len(in)))])
+		_, _ = h.Write(in)
+	}
+	return h.Sum64()
 }
 
 // NumInstances is the number of instances in the request.

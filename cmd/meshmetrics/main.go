@@ -83,7 +83,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.IntVar(&o.MaxSeries, "max-series", config.DefaultMaxSeries, "series one sink may hold across all handler configs; beyond, new series are dropped and counted")
 	fs.IntVar(&o.HandlerCacheSize, "handler-cache-size", config.DefaultHandlerCacheSize, "distinct handler configs kept built")
 	fs.DurationVar(&o.HandlerIdleTimeout, "handler-idle-timeout", config.DefaultHandlerIdleTimeout, "a handler config unused this long is flushed and closed")
-	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "a request whose dedup_id was seen within this window is not counted again")
+	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "off (0) by default: every call counts, since a real Mixer reuses dedup_ids under load and never retries. When set, a call whose dedup_id and content both match a call seen within this window is not counted again (for clients that retry with a stable id)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", config.DefaultShutdownTimeout, "time to drain calls and flush sinks on SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
 	fs.StringVar(&o.Replica, "replica", "", "name of this replica for replica labels/tags (default: the host name, i.e. the pod name)")
 	fs.StringVar(&o.SpoolDir, "spool-dir", "", "keep the send queues of push sinks (Librato, remote write) in this directory, so that a crash or restart loses none of them; empty: in memory only (see docs/RELIABILITY.md)")

@@ -47,6 +47,7 @@ func runLoad(ctx context.Context, args []string, e env) int {
 	fs.IntVar(&c.Ring, "ring", 64, "distinct pre-encoded requests (grows to cover every series)")
 	fs.StringVar(&c.InstanceName, "instance", "loadtest.instance.istio-system", "instance name")
 	fs.Uint64Var(&c.Seed, "seed", 0, "seed of dimension shuffles and dedup_ids (0: random)")
+	fs.BoolVar(&c.RacyDedup, "mixer-dedup-race", false, "reproduce Mixer 1.7's dedup_id race: workers calling at the same moment may share an id (off: every call gets its own); the summary counts the reused ids")
 	output := fs.String("output", "text", "summary format: text or json")
 	noProgress := fs.Bool("no-progress", false, "no progress bar even on a terminal")
 	if err := parse(fs, args); err != nil {
@@ -101,6 +102,9 @@ func printSummary(w io.Writer, s *loadgen.Summary) {
 	fmt.Fprintf(w, "duration      %.2fs\n", s.DurationSeconds)
 	fmt.Fprintf(w, "requests/s    %.1f\n", s.RequestsPerSecond)
 	fmt.Fprintf(w, "instances/s   %.1f\n", s.InstancesPerSecond)
+	if set.RacyDedup {
+		fmt.Fprintf(w, "dedup_ids     %d calls reused an id (--mixer-dedup-race, as a busy Mixer 1.7)\n", s.ReusedDedupIDs)
+	}
 	fmt.Fprintf(w, "latency       p50 %.3fms  p90 %.3fms  p99 %.3fms  max %.3fms\n", s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max)
 	if s.Errors == 0 {
 		fmt.Fprintln(w, "errors        none")

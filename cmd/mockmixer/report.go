@@ -35,6 +35,7 @@ type configFlags struct {
 	address          string
 	defaultNamespace string
 	timeout          time.Duration
+	dedupRace        bool
 }
 
 func (c *configFlags) register(fs *flag.FlagSet) {
@@ -43,6 +44,7 @@ func (c *configFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.address, "address", "", "send every call to this address instead of the handlers' connection.address (e.g. 127.0.0.1:50000 for a local adapter)")
 	fs.StringVar(&c.defaultNamespace, "default-namespace", crd.DefaultConfigNamespace, "Mixer's default config namespace: its rules see every request")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "deadline of each report's calls (a handler's connection.timeout applies within it)")
+	fs.BoolVar(&c.dedupRace, "mixer-dedup-race", false, "reproduce Mixer 1.7's dedup_id race: calls sent at the same moment may share an id (off: every call gets its own)")
 }
 
 func (c *configFlags) dispatcher(e env) (*dispatch.Dispatcher, error) {
@@ -54,7 +56,7 @@ func (c *configFlags) dispatcher(e env) (*dispatch.Dispatcher, error) {
 		return nil, err
 	}
 	d, err := dispatch.New(store, dispatch.Options{DefaultNamespace: c.defaultNamespace, Address: c.address,
-		BypassSANVerification: conn.BypassFromEnv(e.getenv)})
+		BypassSANVerification: conn.BypassFromEnv(e.getenv), RacyDedup: c.dedupRace})
 	if err != nil {
 		return nil, err
 	}

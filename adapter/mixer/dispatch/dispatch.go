@@ -46,6 +46,9 @@ type Options struct {
 	Seed uint64
 	// DedupSeed, when set, gives the first dedup_id of each handler (by key).
 	DedupSeed func(handlerKey string) uint64
+	// RacyDedup reproduces Mixer 1.7's dedup_id race (encode.NewRacyDedup): calls sent at
+	// the same moment may share an id. Off, every call gets its own.
+	RacyDedup bool
 }
 
 // Handler is a dynamic handler ready to be called.
@@ -194,6 +197,9 @@ func (d *Dispatcher) handler(a *crd.ResolvedAction) (*Handler, error) {
 		seed = d.opts.DedupSeed(h.Key())
 	}
 	out.dedup = encode.NewDedup(seed)
+	if d.opts.RacyDedup {
+		out.dedup = encode.NewRacyDedup(seed)
+	}
 	out.opts = conn.Options{Address: out.Address, BypassSANVerification: d.opts.BypassSANVerification,
 		SystemRoots: d.opts.SystemRoots, DialOptions: d.opts.DialOptions}
 	if h.Connection != nil {

@@ -5,6 +5,7 @@ package encode
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -156,21 +157,51 @@ func appendValue(b []byte, field protowire.Number, v *policypb.Value) ([]byte, e
 	return protowire.AppendBytes(b, raw), nil
 }
 
-// Dedup is Mixer's per-handler dedup_id sequence (dynamic/handler.go): a counter seeded at
-// random when the handler is built, used then incremented on every call, in decimal. It is
-// safe for concurrent use, as the calls of one Report go out in parallel.
-type Dedup struct{ next atomic.Uint64 }
+// Dedup is a per-handler dedup_id sequence (dynamic/handler.go): a counter seeded at random
+// when the handler is built, used then incremented on every call, in decimal. It is safe for
+// concurrent use, as the calls of one Report go out in parallel, and by default every call
+// gets its own id (one atomic increment).
+//
+// A real Mixer reads the counter and advances it in two separate steps (h.n.Load(), then
+// h.n.Inc()), so calls dispatched at the same moment share an id. NewRacyDedup reproduces
+// that race, for tests and for users who want to see what an adapter makes of it.
+type Dedup struct {
+	next atomic.Uint64
+	racy bool
+}
 
-// NewDedup seeds a sequence.
+// NewDedup seeds a sequence that gives every call its own id.
 func NewDedup(seed uint64) *Dedup {
 	d := &Dedup{}
 	d.next.Store(seed)
 	return d
 }
 
+// NewRacyDedup seeds a sequence that reads and advances the counter in two steps, as Mixer
+// 1.7 does: concurrent calls may share an id.
+func NewRacyDedup(seed uint64) *Dedup {
+	d := NewDedup(seed)
+	d.racy = true
+	return d
+}
+
 // Next returns the id of the next call.
 func (d *Dedup) Next() string {
-	return strconv.FormatUint(d.next.Add(1)-1, 10)
+	return strconv.FormatUint(d.NextNumber(), 10)
+}
+
+// NextNumber returns the id of the next call as a number.
+func (d *Dedup) NextNumber() uint64 {
+	if d.racy {
+		id := d.next.Load()
+		// Mixer builds the request between the two steps; yielding here widens the
+		// window further, so that the race shows within seconds on any machine (far
+		// more often than the 0.1% of calls seen from a real Mixer).
+		runtime.Gosched()
+		d.next.Add(1)
+		return id
+	}
+	return d.next.Add(1) - 1
 }
 
 // CanonicalMapOrder rewrites a HandleMetricRequest with the entries of each map field

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -61,6 +62,10 @@ type Config struct {
 	AdapterConfig *types.Any
 	// Seed makes dimension values and dedup_ids reproducible; zero is random.
 	Seed uint64
+	// RacyDedup reproduces Mixer 1.7's dedup_id race (encode.NewRacyDedup): workers calling
+	// at the same moment may share an id. Off, every call gets its own. The summary counts
+	// the calls that reused an id.
+	RacyDedup bool
 
 	// Progress, when set, receives a progress line about five times a second ("\r"...),
 	// for terminals.
@@ -200,6 +205,9 @@ type Summary struct {
 	DurationSeconds    float64          `json:"duration_seconds"`
 	RequestsPerSecond  float64          `json:"requests_per_second"`
 	InstancesPerSecond float64          `json:"instances_per_second"`
+	// ReusedDedupIDs counts the calls whose dedup_id an earlier call of the run carried
+	// (only with RacyDedup; zero otherwise).
+	ReusedDedupIDs int64 `json:"reused_dedup_ids"`
 	// Latency of calls, successful or not, in milliseconds.
 	Latency Latency `json:"latency_ms"`
 	// Settings echo the run's shape.
@@ -227,6 +235,8 @@ type Settings struct {
 	Ring                int     `json:"ring"`
 	// RequestBytes is the size of one request without its dedup_id.
 	RequestBytes int `json:"request_bytes"`
+	// RacyDedup: dedup_ids as Mixer 1.7 gives them under load (shared by concurrent calls).
+	RacyDedup bool `json:"mixer_dedup_race,omitempty"`
 }
 
 type worker struct {
@@ -234,6 +244,10 @@ type worker struct {
 	requests int64
 	errors   map[codes.Code]int64
 	suffix   []byte
+	// With RacyDedup: the ids sent, as a bitmap of offsets from the seed.
+	trackIDs bool
+	ids      []uint64
+	issued   int64
 }
 
 // Run encodes the ring, then calls HandleMetric until the count or the duration is reached
@@ -276,15 +290,17 @@ func Run(ctx context.Context, c Config) (*Summary, error) {
 		defer cancel()
 	}
 	var claimed atomic.Int64
-	var dedup atomic.Uint64
-	dedup.Store(c.Seed)
+	dedup := encode.NewDedup(c.Seed)
+	if c.RacyDedup {
+		dedup = encode.NewRacyDedup(c.Seed)
+	}
 	var sent atomic.Int64
 	interval := c.interval()
 	workers := make([]*worker, c.Workers)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range workers {
-		w := &worker{errors: map[codes.Code]int64{}, suffix: make([]byte, 0, 32)}
+		w := &worker{errors: map[codes.Code]int64{}, suffix: make([]byte, 0, 32), trackIDs: c.RacyDedup}
 		workers[i] = w
 		cc := conns[i%len(conns)]
 		wg.Add(1)
@@ -311,7 +327,9 @@ func Run(ctx context.Context, c Config) (*Summary, error) {
 					return
 				}
 				w.suffix = protowire.AppendTag(w.suffix[:0], 3, protowire.BytesType)
-				w.suffix = appendDecimal(w.suffix, dedup.Add(1)-1)
+				id := dedup.NextNumber()
+				w.noteID(id - c.Seed)
+				w.suffix = appendDecimal(w.suffix, id)
 				parts[0], parts[1] = ring[n%len(ring)], w.suffix
 				t0 := time.Now()
 				err := cc.Invoke(ctx, encode.Path, &parts, &conn.Discard{})
@@ -336,8 +354,11 @@ func Run(ctx context.Context, c Config) (*Summary, error) {
 	s := &Summary{ErrorsByCode: map[string]int64{}, DurationSeconds: elapsed.Seconds(), Settings: Settings{
 		Address: c.Address, Workers: c.Workers, Conns: c.Conns, Rate: c.Rate, RatePerWorker: c.RatePerWorker,
 		InstancesPerRequest: c.InstancesPerRequest, Series: c.Series, Dimensions: c.Dimensions, Ring: len(ring),
-		RequestBytes: len(ring[0]),
+		RequestBytes: len(ring[0]), RacyDedup: c.RacyDedup,
 	}}
+	if c.RacyDedup {
+		s.ReusedDedupIDs = s.countReused(workers)
+	}
 	var h Histogram
 	for _, w := range workers {
 		h.Merge(&w.hist)
@@ -355,6 +376,40 @@ func Run(ctx context.Context, c Config) (*Summary, error) {
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	s.Latency = Latency{P50: ms(h.Quantile(0.5)), P90: ms(h.Quantile(0.9)), P99: ms(h.Quantile(0.99)), Max: ms(h.Max())}
 	return s, nil
+}
+
+// noteID records a dedup_id, by its offset from the seed, in the worker's bitmap (RacyDedup
+// only): one bit per call of the run, merged at the end to count the distinct ids.
+func (w *worker) noteID(offset uint64) {
+	if !w.trackIDs {
+		return
+	}
+	word := offset / 64
+	for uint64(len(w.ids)) <= word {
+		w.ids = append(w.ids, 0)
+	}
+	w.ids[word] |= 1 << (offset % 64)
+	w.issued++
+}
+
+// countReused is the number of calls minus the number of distinct ids they carried.
+func (s *Summary) countReused(workers []*worker) int64 {
+	var merged []uint64
+	var issued int64
+	for _, w := range workers {
+		issued += w.issued
+		for len(merged) < len(w.ids) {
+			merged = append(merged, 0)
+		}
+		for i, x := range w.ids {
+			merged[i] |= x
+		}
+	}
+	distinct := 0
+	for _, x := range merged {
+		distinct += bits.OnesCount64(x)
+	}
+	return issued - int64(distinct)
 }
 
 // appendDecimal writes a dedup_id field's length and digits.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixer/conn"
+	"github.com/meshmetrics/meshmetrics/adapter/mixer/encode"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -135,6 +136,44 @@ func TestRunAgainstTheAdapter(t *testing.T) {
 		total += agg.Count
 	}
 	require.Equal(t, 500, total)
+}
+
+// TestMixersDedupRaceIsCountedExactly reproduces a busy Mixer 1.7, whose concurrent calls
+// share dedup_ids, against the adapter with its default flags: every instance counts, and
+// the adapter sees exactly the reused ids the load generator sent.
+func TestMixersDedupRaceIsCountedExactly(t *testing.T) {
+	a := mixertest.StartAdapter(t, mixertest.AdapterOptions{})
+	s, err := Run(context.Background(), Config{Address: a.GRPCAddr(), Workers: 16, Conns: 4, Requests: 3000,
+		InstancesPerRequest: 5, Series: 10, Dimensions: 2, RacyDedup: true})
+	require.NoError(t, err)
+	require.Zero(t, s.Errors)
+	t.Logf("%d of %d calls reused a dedup_id", s.ReusedDedupIDs, s.Requests)
+	require.Positive(t, s.ReusedDedupIDs, "16 workers racing on 2 cores share ids")
+
+	sink := a.Recorded(t)
+	require.NoError(t, sink.WaitSamples(t.Context(), int(s.Instances)))
+	total := 0
+	for _, agg := range sink.Series() {
+		total += agg.Count
+	}
+	require.Equal(t, int(s.Instances), total, "every instance of every call counts")
+	reused := a.Series(t, "meshmetrics_dedup_ids_reused_total")["{}"]
+	require.Equal(t, float64(s.ReusedDedupIDs), reused, "the adapter sees the reuses the generator made")
+}
+
+func TestRacyDedupSequenceCountsReuse(t *testing.T) {
+	// Without concurrency the racy sequence gives each call its own id, like the exact one.
+	d := encode.NewRacyDedup(7)
+	require.Equal(t, []string{"7", "8", "9"}, []string{d.Next(), d.Next(), d.Next()})
+	// countReused merges the workers' bitmaps: calls minus distinct ids.
+	w1, w2 := &worker{trackIDs: true}, &worker{trackIDs: true}
+	for _, off := range []uint64{0, 1, 2, 130} {
+		w1.noteID(off)
+	}
+	for _, off := range []uint64{1, 130, 131} {
+		w2.noteID(off)
+	}
+	require.Equal(t, int64(2), (&Summary{}).countReused([]*worker{w1, w2}))
 }
 
 // refusing is an adapter stand-in that answers every call with code (OK: an empty reply).
