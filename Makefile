@@ -37,8 +37,8 @@ test-race: ## go test -race ./...
 # is mid-call (go.dev/issue/75804, fixed in Go 1.27). A count has no deadline
 # to race; a slow machine just takes longer. FUZZTIME=30s overrides every
 # budget for a longer local session.
-FUZZ_TARGETS := ./adapter/wire:FuzzParse:100000x ./config:FuzzDecodeParams:200000x \
-  ./adapter/mixer/expr:FuzzCompile:100000x ./adapter/pipeline:FuzzSpoolFile:5000x
+FUZZ_TARGETS := ./adapter/internal/ingest/mixer/handlemetric:FuzzParse:100000x ./config:FuzzDecodeParams:200000x \
+  ./adapter/rules/expr:FuzzCompile:100000x ./adapter/internal/export:FuzzSpoolFile:5000x
 FUZZTIME ?=
 
 fuzz: ## run each fuzz target for its execution budget (FUZZTIME=30s overrides)
@@ -88,12 +88,12 @@ generate: tools ## regenerate protobuf code, descriptors and the adapter/templat
 	  -out deploy/kubernetes
 	$(GO) run ./config/gendoc -descriptor config/config.proto_descriptor -out docs/params.md
 	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
-	cd adapter/prometheus/prompb && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
+	cd adapter/internal/sinks/remotewrite/prompb && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \
 	  -I . -I $(GOGO_DIR) -I $(GOGO_DIR)/protobuf \
 	  --gogofaster_out=$(GOGO_M):$(GEN_TMP) types.proto remote.proto
-	rm -f adapter/prometheus/prompb/*.pb.go
-	cp $(GEN_TMP)/$(MODULE)/adapter/prometheus/prompb/*.pb.go adapter/prometheus/prompb/
-	gofmt -w adapter/prometheus/prompb/*.pb.go
+	rm -f adapter/internal/sinks/remotewrite/prompb/*.pb.go
+	cp $(GEN_TMP)/$(MODULE)/adapter/internal/sinks/remotewrite/prompb/*.pb.go adapter/internal/sinks/remotewrite/prompb/
+	gofmt -w adapter/internal/sinks/remotewrite/prompb/*.pb.go
 	rm -rf $(GEN_TMP)
 
 check-generated: deps ## fail when generated files differ from what `make generate` writes

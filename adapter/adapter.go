@@ -18,13 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
-	"github.com/meshmetrics/meshmetrics/adapter/dedup"
-	"github.com/meshmetrics/meshmetrics/adapter/handler"
-	"github.com/meshmetrics/meshmetrics/adapter/logging"
-	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
-	"github.com/meshmetrics/meshmetrics/adapter/server"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
-	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/dedup"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -32,7 +32,7 @@ import (
 type Options struct {
 	GRPCAddress string
 	HTTPAddress string
-	TLS         server.TLSFiles
+	TLS         grpcserver.TLSFiles
 	// AllowedSPIFFEIDs, when set, refuses mutual-TLS clients whose
 	// certificate carries none of these URI SANs.
 	AllowedSPIFFEIDs []string
@@ -75,7 +75,7 @@ type Options struct {
 	// It is called once with the environment every sink gets and the
 	// registry /metrics serves; it returns permanent sinks by key and the
 	// factories handlers draw from.
-	Sinks func(env sink.Env, reg *prometheus.Registry) (permanent map[string]sink.Sink, factories []sink.Factory, err error)
+	Sinks func(env sinks.Env, reg *prometheus.Registry) (permanent map[string]sinks.Sink, factories []sinks.Factory, err error)
 	// Now is the clock of handlers and sinks; tests replace it.
 	Now func() time.Time
 	// Tick is the granularity of sinks' timers (default one second).
@@ -145,11 +145,11 @@ type Adapter struct {
 	opts     Options
 	registry *prometheus.Registry
 	metrics  *telemetry.Metrics
-	sinks    *sink.Set
+	sinks    *sinks.Set
 	cache    *handler.Cache
-	server   *server.Server
+	server   *grpcserver.Server
 	http     *http.Server
-	spool    *pipeline.Spool
+	spool    *export.Spool
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -167,7 +167,7 @@ func New(o Options) (_ *Adapter, err error) {
 		return nil, err
 	}
 	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
-	a.sinks = sink.NewSet(o.QueueCapacity, o.ShutdownTimeout)
+	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
@@ -186,7 +186,7 @@ func New(o Options) (_ *Adapter, err error) {
 	if a.spool != nil {
 		salt = a.spool.Salt()
 	}
-	env := sink.Env{Log: o.Log, Limiter: limiter, Secrets: o.Secrets, Metrics: a.metrics, Replica: o.Replica,
+	env := sinks.Env{Log: o.Log, Limiter: limiter, Secrets: o.Secrets, Metrics: a.metrics, Replica: o.Replica,
 		MaxSeries: o.MaxSeries, Now: o.Now, Tick: o.Tick, Spool: a.spool, KeySalt: salt}
 	permanent, factories, err := o.Sinks(env, a.registry)
 	if err != nil {
@@ -211,9 +211,9 @@ func New(o Options) (_ *Adapter, err error) {
 				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": fmt.Sprintf("%+v", config.SinksOf(p))}).
 					Info("handler config built")
 			}})
-	var tlsCfg *server.TLSConfig
+	var tlsCfg *grpcserver.TLSConfig
 	if o.TLS.Enabled() {
-		if tlsCfg, err = server.NewTLSConfig(o.TLS); err != nil {
+		if tlsCfg, err = grpcserver.NewTLSConfig(o.TLS); err != nil {
 			return nil, err
 		}
 		tlsCfg.OnReloadError = func(err error) {
@@ -221,16 +221,16 @@ func New(o Options) (_ *Adapter, err error) {
 		}
 	}
 	refused := func(reason string) { a.metrics.AuthRefused.WithLabelValues(reason).Inc() }
-	var allow *server.SPIFFEAllowList
+	var allow *grpcserver.SPIFFEAllowList
 	if len(o.AllowedSPIFFEIDs) > 0 {
-		if allow, err = server.NewSPIFFEAllowList(o.AllowedSPIFFEIDs); err != nil {
+		if allow, err = grpcserver.NewSPIFFEAllowList(o.AllowedSPIFFEIDs); err != nil {
 			return nil, err
 		}
 		allow.OnRefuse = refused
 	}
-	var token *server.TokenCheck
+	var token *grpcserver.TokenCheck
 	if o.AuthTokenFile != "" {
-		if token, err = server.NewTokenCheck(o.AuthTokenFile, o.AuthHeader); err != nil {
+		if token, err = grpcserver.NewTokenCheck(o.AuthTokenFile, o.AuthHeader); err != nil {
 			return nil, err
 		}
 		o.Secrets.Add(token.Token())
@@ -240,7 +240,7 @@ func New(o Options) (_ *Adapter, err error) {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")
 		}
 	}
-	a.server, err = server.New(server.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
+	a.server, err = grpcserver.New(grpcserver.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout, Now: o.Now})

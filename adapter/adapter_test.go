@@ -23,12 +23,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/modelpb"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -47,8 +47,8 @@ func start(t *testing.T, tweak func(*adapter.Options)) *harness {
 	o := adapter.Options{
 		GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "test-0", Log: log,
 		ShutdownTimeout: 5 * time.Second,
-		Sinks: func(sink.Env, *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-			return nil, []sink.Factory{h.factory}, nil
+		Sinks: func(sinks.Env, *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
+			return nil, []sinks.Factory{h.factory}, nil
 		},
 	}
 	if tweak != nil {

@@ -21,13 +21,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
-	"github.com/meshmetrics/meshmetrics/adapter/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/server"
-	"github.com/meshmetrics/meshmetrics/adapter/server/tlstest"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/tlstest"
 )
 
 func TestSPIFFEAllowList(t *testing.T) {
@@ -37,7 +37,7 @@ func TestSPIFFEAllowList(t *testing.T) {
 	other := ca.Issue(t, "other", tlstest.LeafOptions{Client: true, URIs: []string{"spiffe://cluster.local/ns/default/sa/intruder", tlstest.MixerSPIFFE + "x"}})
 	bare := ca.Issue(t, "bare", tlstest.LeafOptions{Client: true})
 	h := start(t, func(o *adapter.Options) {
-		o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
+		o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
 		o.AllowedSPIFFEIDs = []string{tlstest.MixerSPIFFE}
 	})
 	tests := []struct {
@@ -67,8 +67,8 @@ func TestSPIFFEAllowList(t *testing.T) {
 func TestSPIFFEAllowListNeedsMutualTLS(t *testing.T) {
 	_, err := adapter.New(adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "r",
 		AllowedSPIFFEIDs: []string{tlstest.MixerSPIFFE},
-		Sinks: func(sink.Env, *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-			return nil, []sink.Factory{sinktest.NewFactory()}, nil
+		Sinks: func(sinks.Env, *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
+			return nil, []sinks.Factory{sinktest.NewFactory()}, nil
 		}})
 	require.ErrorContains(t, err, "needs mutual TLS")
 }
@@ -82,7 +82,7 @@ func TestTokenCheck(t *testing.T) {
 	for _, header := range []string{"authorization", "x-api-key"} {
 		t.Run(header, func(t *testing.T) {
 			h := start(t, func(o *adapter.Options) {
-				o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
+				o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
 				o.AuthTokenFile, o.AuthHeader = tokenFile, header
 			})
 			conn, err := grpc.NewClient(h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
@@ -118,7 +118,7 @@ func TestTokenCheck(t *testing.T) {
 	// Rotation: a new token is picked up without a restart.
 	secrets := &logging.Secrets{}
 	h := start(t, func(o *adapter.Options) {
-		o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
+		o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
 		o.AuthTokenFile = tokenFile
 		o.Secrets = secrets
 	})

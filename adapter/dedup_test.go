@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
-	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
 )
 
 // TestConcurrentCallsSharingDedupIDs reproduces a busy Mixer: calls made at

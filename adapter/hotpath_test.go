@@ -10,13 +10,13 @@ import (
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshmetrics/meshmetrics/adapter/dedup"
-	"github.com/meshmetrics/meshmetrics/adapter/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/dedup"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/handlemetric"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
-	mmprom "github.com/meshmetrics/meshmetrics/adapter/prometheus"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
-	"github.com/meshmetrics/meshmetrics/adapter/wire"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -28,11 +28,11 @@ import (
 func BenchmarkHotPath(b *testing.B) {
 	for _, series := range []int{1000, 100000} {
 		b.Run(fmt.Sprintf("series=%d", series), func(b *testing.B) {
-			sinks := sink.NewSet(1<<30, time.Minute)
-			expo := mmprom.NewExposition(sink.Env{Tick: time.Hour})
-			q := sinks.AddPermanent(mmprom.ExpositionKey, expo)
-			defer sinks.Close(context.Background())
-			cache := handler.NewCache(handler.Deps{Sinks: sinks, Factories: []sink.Factory{mmprom.NewExpositionFactory(expo)}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
+			set := sinks.NewSet(1<<30, time.Minute)
+			expo := exposition.New(sinks.Env{Tick: time.Hour})
+			q := set.AddPermanent(exposition.Key, expo)
+			defer set.Close(context.Background())
+			cache := handler.NewCache(handler.Deps{Sinks: set, Factories: []sinks.Factory{exposition.NewFactory(expo)}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
 				handler.CacheOptions{Size: 4, IdleTimeout: time.Hour})
 
 			dims := []string{"dim0", "dim1", "dim2", "dim3", "dim4", "dim5"}
@@ -59,7 +59,7 @@ func BenchmarkHotPath(b *testing.B) {
 				require.NoError(b, err)
 				ring = append(ring, raw)
 			}
-			var r wire.Request
+			var r handlemetric.Request
 			run := func(raw []byte) {
 				if err := r.Parse(raw); err != nil {
 					b.Fatal(err)

@@ -3,17 +3,17 @@ package adapter
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshmetrics/meshmetrics/adapter/librato"
-	promsink "github.com/meshmetrics/meshmetrics/adapter/prometheus"
-	"github.com/meshmetrics/meshmetrics/adapter/prometheus/remotewrite"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 )
 
 // defaultSinks wires the built-in sinks: the Prometheus exposition (one,
 // permanent, served on /metrics), remote write and Librato (one per
 // destination, built when a handler config names it).
-func defaultSinks(env sink.Env, reg *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-	expo := promsink.NewExposition(env)
-	return map[string]sink.Sink{promsink.ExpositionKey: expo},
-		[]sink.Factory{promsink.NewExpositionFactory(expo), remotewrite.NewFactory(env), librato.NewFactory(env)}, nil
+func defaultSinks(env sinks.Env, reg *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
+	expo := exposition.New(env)
+	return map[string]sinks.Sink{exposition.Key: expo},
+		[]sinks.Factory{exposition.NewFactory(expo), remotewrite.NewFactory(env), librato.NewFactory(env)}, nil
 }

@@ -4,17 +4,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
-	"github.com/meshmetrics/meshmetrics/adapter/logging"
-	"github.com/meshmetrics/meshmetrics/adapter/pipeline"
-	"github.com/meshmetrics/meshmetrics/adapter/telemetry"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // openSpool opens --spool-dir for the push sinks. Losses in destinations no
 // sink has claimed yet (corrupt files found at start, requests of an
 // earlier run evicted from the full spool) are counted under the sink name
 // recorded with them, like any other drop.
-func openSpool(o *Options, m *telemetry.Metrics, limiter *logging.Limiter, reg prometheus.Registerer) (*pipeline.Spool, error) {
-	sp, err := pipeline.OpenSpool(pipeline.SpoolOptions{
+func openSpool(o *Options, m *telemetry.Metrics, limiter *logging.Limiter, reg prometheus.Registerer) (*export.Spool, error) {
+	sp, err := export.OpenSpool(export.SpoolOptions{
 		Dir:      o.SpoolDir,
 		MaxBytes: o.SpoolMaxBytes,
 		OnDrop: func(sink, reason string, _, instances int, err error) {
@@ -57,7 +57,7 @@ func openSpool(o *Options, m *telemetry.Metrics, limiter *logging.Limiter, reg p
 }
 
 type spoolCollector struct {
-	sp                                                         *pipeline.Spool
+	sp                                                         *export.Spool
 	bytes, maxBytes, requests, instances, corrupt, writeErrors *prometheus.Desc
 }
 

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/server"
-	"github.com/meshmetrics/meshmetrics/adapter/server/tlstest"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/tlstest"
 )
 
 // mixerTLS is the client side of Mixer's `mutual` authentication: its own
@@ -57,8 +57,8 @@ func TestMutualTLSAsMixerDoesIt(t *testing.T) {
 	stranger := other.Issue(t, "stranger", tlstest.LeafOptions{CommonName: "stranger", Client: true, URIs: []string{tlstest.MixerSPIFFE}})
 
 	// The walkthrough's environment variables configure it.
-	env := map[string]string{server.EnvCredential: serverLeaf.CertFile, server.EnvPrivateKey: serverLeaf.KeyFile, server.EnvCertificate: ca.File}
-	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFilesFromEnv(func(k string) string { return env[k] }) })
+	env := map[string]string{grpcserver.EnvCredential: serverLeaf.CertFile, grpcserver.EnvPrivateKey: serverLeaf.KeyFile, grpcserver.EnvCertificate: ca.File}
+	h := start(t, func(o *adapter.Options) { o.TLS = grpcserver.TLSFilesFromEnv(func(k string) string { return env[k] }) })
 	addr := h.a.GRPCAddr()
 
 	tests := []struct {
@@ -88,7 +88,7 @@ func TestMixerRefusesAnAdapterCertificateWithoutItsSAN(t *testing.T) {
 	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{CommonName: "_server", Server: true})
 	mixerLeaf := ca.Issue(t, "mixer", tlstest.LeafOptions{CommonName: "_client", Client: true, URIs: []string{tlstest.MixerSPIFFE}})
 	h := start(t, func(o *adapter.Options) {
-		o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
+		o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
 	})
 	err := call(t, h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(mixerTLS(ca, mixerLeaf))))
 	require.ErrorContains(t, err, "no URI SAN matching", "docs/deploy.md tells operators to put Mixer's SPIFFE ID in the adapter certificate")
@@ -97,7 +97,9 @@ func TestMixerRefusesAnAdapterCertificateWithoutItsSAN(t *testing.T) {
 func TestServerTLSWithoutClientCertificates(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh")
 	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{Server: true, DNSNames: []string{"localhost"}})
-	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile} })
+	h := start(t, func(o *adapter.Options) {
+		o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile}
+	})
 	require.NoError(t, call(t, h.a.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(
 		&tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}))))
 }
@@ -105,7 +107,7 @@ func TestServerTLSWithoutClientCertificates(t *testing.T) {
 func TestCertificatesAreReloadedWithoutRestart(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh")
 	first := ca.Issue(t, "adapter", tlstest.LeafOptions{CommonName: "first", Server: true, DNSNames: []string{"localhost"}})
-	h := start(t, func(o *adapter.Options) { o.TLS = server.TLSFiles{Cert: first.CertFile, Key: first.KeyFile} })
+	h := start(t, func(o *adapter.Options) { o.TLS = grpcserver.TLSFiles{Cert: first.CertFile, Key: first.KeyFile} })
 
 	seen := func() string {
 		conn, err := tls.Dial("tcp", h.a.GRPCAddr(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/golden"
-	"github.com/meshmetrics/meshmetrics/adapter/wire"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -20,10 +20,10 @@ import (
 func TestDecodeSortedKeyParams(t *testing.T) {
 	raw, err := golden.ReadHex("handlemetric-analyticcounter.hex")
 	require.NoError(t, err)
-	var r wire.Request
-	require.NoError(t, r.Parse(raw))
+	var r metricpb.HandleMetricRequest
+	require.NoError(t, r.Unmarshal(raw))
 
-	p, err := config.Decode(r.AdapterConfig.Present, r.AdapterConfig.TypeURL, r.AdapterConfig.Value)
+	p, err := config.Decode(r.AdapterConfig != nil, []byte(r.AdapterConfig.TypeUrl), r.AdapterConfig.Value)
 	require.NoError(t, err)
 	require.Len(t, p.Metrics, 1)
 	m := p.Metrics[0]

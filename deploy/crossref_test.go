@@ -17,9 +17,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/expr"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/params"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/expr"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/params"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 

@@ -21,8 +21,8 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/attributes"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/attributes"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 )
 
 // mixerObject is the Kubernetes envelope of a Mixer config CR. Its spec is

@@ -18,8 +18,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
-	"github.com/meshmetrics/meshmetrics/adapter/sink"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 )
 
 // AdapterOptions configure an in-process adapter.
@@ -51,8 +51,8 @@ func StartAdapter(t testing.TB, o AdapterOptions) *Adapter {
 	a := &Adapter{}
 	if !o.BuiltinSinks {
 		a.Factory = sinktest.NewFactory()
-		opts.Sinks = func(sink.Env, *prometheus.Registry) (map[string]sink.Sink, []sink.Factory, error) {
-			return nil, []sink.Factory{a.Factory}, nil
+		opts.Sinks = func(sinks.Env, *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
+			return nil, []sinks.Factory{a.Factory}, nil
 		}
 	}
 	if o.Tweak != nil {
@@ -192,3 +192,11 @@ func SeriesOf(f *dto.MetricFamily) map[string]float64 {
 	}
 	return out
 }
+
+// Aggregate is what the recording sink holds for one series: count, sum, min, max and last
+// value of its samples.
+type Aggregate = sinktest.Aggregate
+
+// Key is the recording sink's key of a series: the metric name and its label values in
+// label order, as Recorded(t).Series() is keyed.
+func Key(name string, labelValues ...string) string { return sinktest.Key(name, labelValues...) }

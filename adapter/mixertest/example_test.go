@@ -6,9 +6,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 )
 
 // myConfig is what a user would keep next to their service: an instance, a handler for

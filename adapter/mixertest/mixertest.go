@@ -22,11 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/attributes"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/bag"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/dispatch"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/expr"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/attributes"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/bag"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/dispatch"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/expr"
 )
 
 // MixerOptions configure a Mixer.

@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
 )
 
 func samples() []string {

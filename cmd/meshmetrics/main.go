@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
-	"github.com/meshmetrics/meshmetrics/adapter/logging"
-	"github.com/meshmetrics/meshmetrics/adapter/server"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -59,9 +57,9 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.SetOutput(out)
 	fs.StringVar(&o.GRPCAddress, "grpc-address", config.DefaultGRPCAddress, "address of the gRPC server Mixer calls (HandleMetric, health)")
 	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz, /debug/config")
-	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+server.EnvCredential)
-	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+server.EnvPrivateKey)
-	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+server.EnvCertificate)
+	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+adapter.EnvCredential)
+	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+adapter.EnvPrivateKey)
+	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+adapter.EnvCertificate)
 	fs.Func("tls-allowed-spiffe-ids", "comma-separated SPIFFE IDs a mutual-TLS client certificate must carry one of, e.g. spiffe://cluster.local/ns/istio-system/sa/istio-mixer-service-account", func(v string) error {
 		o.AllowedSPIFFEIDs = nil
 		for _, id := range strings.Split(v, ",") {
@@ -115,7 +113,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	})
 	// The walkthrough's variables apply when neither flag nor
 	// MESHMETRICS_* variable names the files.
-	fromEnv := server.TLSFilesFromEnv(getenv)
+	fromEnv := adapter.TLSFilesFromEnv(getenv)
 	if o.TLS.Cert == "" {
 		o.TLS.Cert = fromEnv.Cert
 	}
@@ -166,7 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		fmt.Fprintln(out, "meshmetrics", version)
 		return nil
 	}
-	log, secrets, err := logging.New(logging.Options{Format: s.logFormat, Level: s.logLevel, Output: out})
+	log, secrets, err := adapter.NewLogger(adapter.LogOptions{Format: s.logFormat, Level: s.logLevel, Output: out})
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/loadgen"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/loadgen"
 )
 
 const loadSynopsis = `Drives an adapter with HandleMetric calls. Requests are encoded once, before the run (a

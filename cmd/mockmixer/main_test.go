@@ -10,11 +10,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/encode"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/loadgen"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest"
-	"github.com/meshmetrics/meshmetrics/adapter/sink/sinktest"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/loadgen"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/encode"
 )
 
 type result struct {
@@ -71,7 +70,7 @@ func TestReportFromMixcFlags(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "summary: 3 reports, 6 bags, 6 matched a rule, 3 calls (0 failed), 6 instances sent")
 	require.NoError(t, a.Recorded(t).WaitSamples(t.Context(), 6))
-	require.Equal(t, 6, a.Recorded(t).Series()[sinktest.Key("istio_analytic_requests", "/v1/damage?analytic=1", "GET", "503", "unknown", "unknown")].Count)
+	require.Equal(t, 6, a.Recorded(t).Series()[mixertest.Key("istio_analytic_requests", "/v1/damage?analytic=1", "GET", "503", "unknown", "unknown")].Count)
 }
 
 func write(t *testing.T, name, content string) string {
@@ -147,14 +146,14 @@ func TestSend(t *testing.T) {
 	require.Contains(t, r.stdout, "dedup_id 77, adapter_config type.googleapis.com/adapter.meshmetrics.config.Params")
 	require.Contains(t, r.stdout, "<- OK: ReportResult")
 	require.NoError(t, a.Recorded(t).WaitSamples(t.Context(), 1))
-	require.Equal(t, sinktest.Aggregate{Count: 1, Sum: 3, Min: 3, Max: 3, Last: 3},
-		a.Recorded(t).Series()[sinktest.Key("istio_analytic_requests", "/v1/damage?analytic=send", "", "201", "", "")])
+	require.Equal(t, mixertest.Aggregate{Count: 1, Sum: 3, Min: 3, Max: 3, Last: 3},
+		a.Recorded(t).Series()[mixertest.Key("istio_analytic_requests", "/v1/damage?analytic=send", "", "201", "", "")])
 
 	params := write(t, "params.yaml", "metrics: [{name: sent, instance_name: analyticcounter.instance.istio-system, kind: GAUGE}]\n")
 	r = mockmixer(t, "send", "-f", root("deploy", "kubernetes", "adapter.yaml"), "--params", params, "--address", a.GRPCAddr(), "--instances", instances)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.NoError(t, a.Recorded(t).WaitSamples(t.Context(), 2))
-	require.Equal(t, 3.0, a.Recorded(t).Series()[sinktest.Key("istio_sent")].Last)
+	require.Equal(t, 3.0, a.Recorded(t).Series()[mixertest.Key("istio_sent")].Last)
 
 	tests := []struct {
 		args   []string

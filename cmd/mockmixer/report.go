@@ -10,12 +10,12 @@ import (
 
 	"google.golang.org/grpc/status"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/attributes"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/bag"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/conn"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/dispatch"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/expr"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/attributes"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/bag"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/conn"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/dispatch"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/expr"
 )
 
 const reportSynopsis = `Evaluates each rule's match and each instance's params on attribute bags, with the config's

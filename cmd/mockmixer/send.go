@@ -18,13 +18,13 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/conn"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/crd"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/dispatch"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/encode"
-	"github.com/meshmetrics/meshmetrics/adapter/mixer/params"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/modelpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/conn"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/dispatch"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/encode"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/params"
 )
 
 const sendSynopsis = `Sends one HandleMetric with the instances of a YAML or JSON file, laid out as Mixer lays

@@ -17,11 +17,11 @@ benchstat="go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9
 echo "== Go benchmarks (count=$count) =="
 go test -run '^$' -count "$count" -benchtime 20000x \
   -bench 'HotPath|BenchmarkHandle$|ParseAndReadInstances|GeneratedUnmarshal|NumberAndLabels|InsertSequential' \
-  ./adapter/ ./adapter/handler/ ./adapter/wire/ ./adapter/convert/ ./adapter/dedup/ | tee "$out/gobench-hotpath.txt"
-go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' ./adapter/prometheus/ \
+  ./adapter/ ./adapter/internal/handler/ ./adapter/internal/ingest/mixer/handlemetric/ ./adapter/internal/handler/convert/ ./adapter/internal/ingest/mixer/dedup/ | tee "$out/gobench-hotpath.txt"
+go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' ./adapter/internal/sinks/exposition/ \
   | tee "$out/gobench-prometheus.txt"
-go test -run '^$' -count "$count" -bench 'Consume' ./adapter/prometheus/ | tee -a "$out/gobench-prometheus.txt"
-go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleToSink' ./adapter/librato/ \
+go test -run '^$' -count "$count" -bench 'Consume' ./adapter/internal/sinks/exposition/ | tee -a "$out/gobench-prometheus.txt"
+go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleToSink' ./adapter/internal/sinks/librato/ \
   | tee "$out/gobench-librato.txt"
 {
   $benchstat "$out/gobench-hotpath.txt"
@@ -30,4 +30,4 @@ go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleTo
 } | tee "$out/benchstat.txt"
 
 echo "== end-to-end harness =="
-go run ./docs/bench/harness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -soak "${SOAK:-10m}" -out "$out/results.md"
+go run ./adapter/internal/bench/harness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -soak "${SOAK:-10m}" -out "$out/results.md"

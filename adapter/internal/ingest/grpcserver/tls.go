@@ -1,0 +1,135 @@
+package grpcserver
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// The environment variables of the out-of-process adapter walkthrough, which
+// the seed adapter and most Mixer adapters read.
+const (
+	EnvCredential  = "GRPC_ADAPTER_CREDENTIAL"  // server certificate (PEM)
+	EnvPrivateKey  = "GRPC_ADAPTER_PRIVATE_KEY" // server key (PEM)
+	EnvCertificate = "GRPC_ADAPTER_CERTIFICATE" // CA that verifies Mixer's client certificate
+)
+
+// TLSFiles name the PEM files of the server's TLS.
+type TLSFiles struct {
+	Cert, Key string
+	// ClientCA, when set, makes TLS mutual: a client certificate signed by
+	// it is required, as Mixer's `mutual` authentication sends one.
+	ClientCA string
+}
+
+// Enabled reports whether TLS is configured.
+func (f TLSFiles) Enabled() bool { return f.Cert != "" || f.Key != "" || f.ClientCA != "" }
+
+// TLSFilesFromEnv reads the GRPC_ADAPTER_* convention.
+func TLSFilesFromEnv(getenv func(string) string) TLSFiles {
+	return TLSFiles{Cert: getenv(EnvCredential), Key: getenv(EnvPrivateKey), ClientCA: getenv(EnvCertificate)}
+}
+
+// reloadEvery bounds how often the files are checked for changes.
+const reloadEvery = time.Second
+
+// TLSConfig serves the current certificates: files are re-read when they
+// change (Kubernetes rotates mounted Secrets in place), without a restart. A
+// file that fails to load keeps the previous certificates in use.
+type TLSConfig struct {
+	files TLSFiles
+	// OnReloadError is told about a failed reload.
+	OnReloadError func(error)
+
+	mu       sync.Mutex
+	checked  time.Time
+	stamps   [3]time.Time
+	cert     *tls.Certificate
+	clientCA *x509.CertPool
+}
+
+// NewTLSConfig loads the files once, failing if they are unusable.
+func NewTLSConfig(files TLSFiles) (*TLSConfig, error) {
+	if files.Cert == "" || files.Key == "" {
+		return nil, errors.New("TLS needs both a certificate and a key (--tls-cert and --tls-key, or " + EnvCredential + " and " + EnvPrivateKey + ")")
+	}
+	c := &TLSConfig{files: files, OnReloadError: func(error) {}}
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Mutual reports whether client certificates are required.
+func (c *TLSConfig) Mutual() bool { return c.files.ClientCA != "" }
+
+func (c *TLSConfig) load() error {
+	cert, err := tls.LoadX509KeyPair(c.files.Cert, c.files.Key)
+	if err != nil {
+		return fmt.Errorf("loading the server key pair (%s, %s): %w", c.files.Cert, c.files.Key, err)
+	}
+	var pool *x509.CertPool
+	if c.files.ClientCA != "" {
+		pem, err := os.ReadFile(c.files.ClientCA)
+		if err != nil {
+			return fmt.Errorf("reading the client CA: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("the client CA file %s holds no PEM certificate", c.files.ClientCA)
+		}
+	}
+	c.cert, c.clientCA = &cert, pool
+	c.stamps = c.modTimes()
+	return nil
+}
+
+func (c *TLSConfig) modTimes() [3]time.Time {
+	var out [3]time.Time
+	for i, f := range []string{c.files.Cert, c.files.Key, c.files.ClientCA} {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err == nil {
+			out[i] = st.ModTime()
+		}
+	}
+	return out
+}
+
+// current returns the certificates, reloading them if a file changed.
+func (c *TLSConfig) current() (*tls.Certificate, *x509.CertPool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.checked) >= reloadEvery {
+		c.checked = now
+		if c.modTimes() != c.stamps {
+			prevCert, prevCA := c.cert, c.clientCA
+			if err := c.load(); err != nil {
+				c.cert, c.clientCA = prevCert, prevCA
+				c.OnReloadError(err)
+			}
+		}
+	}
+	return c.cert, c.clientCA
+}
+
+// ServerConfig is the tls.Config for the gRPC server.
+func (c *TLSConfig) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, pool := c.current()
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2"}}
+			if pool != nil {
+				cfg.ClientAuth = tls.RequireAndVerifyClientCert
+				cfg.ClientCAs = pool
+			}
+			return cfg, nil
+		},
+	}
+}

@@ -1,0 +1,168 @@
+package series_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+)
+
+type sum struct{ v float64 }
+
+func counter(name string, labels ...string) *sinks.Metric {
+	return &sinks.Metric{Namespace: "istio", Name: name, Kind: sinks.Counter, LabelNames: labels, Description: name}
+}
+
+func batch(t0 time.Time, b sinks.Binding, values ...any) *sinks.Batch {
+	out := &sinks.Batch{Time: t0}
+	for i := 0; i < len(values); i += 2 {
+		labels := [][]byte{}
+		for _, l := range values[i].([]string) {
+			labels = append(labels, []byte(l))
+		}
+		out.Add(b, values[i+1].(float64), labels)
+	}
+	return out
+}
+
+func add(f *series.Family[*sum], s *series.Series[*sum], v float64) { s.State.v += v }
+
+func newRegistry(max int, removed *[]string) *series.Registry[*sum] {
+	return series.New(series.Options[*sum]{
+		MaxSeries: max,
+		NewState:  func(*series.Family[*sum]) *sum { return &sum{} },
+		OnRemove: func(f *series.Family[*sum], s *series.Series[*sum], why series.RemoveReason) {
+			if removed != nil {
+				*removed = append(*removed, f.Name+"/"+s.Key+"/"+why.String())
+			}
+		},
+	})
+}
+
+func values(r *series.Registry[*sum]) map[string]float64 {
+	out := map[string]float64{}
+	r.Each(func(f *series.Family[*sum], s *series.Series[*sum]) {
+		key := f.Name
+		for _, l := range s.Labels {
+			key += "|" + l
+		}
+		out[key] = s.State.v
+	})
+	return out
+}
+
+func TestApplyAggregatesBySeries(t *testing.T) {
+	r := newRegistry(0, nil)
+	f := r.Bind("requests", counter("requests", "code", "path"), 1)
+	d := r.Apply(batch(time.Unix(100, 0), f,
+		[]string{"200", "/a"}, 1.0,
+		[]string{"200", "/a"}, 2.0,
+		[]string{"500", "/a"}, 5.0,
+		[]string{"", "/a|b"}, 1.0,
+	), add)
+	require.Zero(t, d.Total())
+	require.Equal(t, map[string]float64{"requests|200|/a": 3, "requests|500|/a": 5, "requests||/a|b": 1}, values(r))
+	require.Equal(t, 3, r.Len())
+}
+
+func TestCaps(t *testing.T) {
+	r := newRegistry(3, nil)
+	m := counter("a", "x")
+	m.MaxSeries = 2
+	fa := r.Bind("a", m, 1)
+	fb := r.Bind("b", counter("b", "x"), 1)
+	d := r.Apply(batch(time.Unix(1, 0), fa, []string{"1"}, 1.0, []string{"2"}, 1.0, []string{"3"}, 1.0, []string{"1"}, 1.0), add)
+	require.Equal(t, series.Drops{FamilyLimit: 1}, d, "the third series of a exceeds its cap; existing series still count")
+	d = r.Apply(batch(time.Unix(1, 0), fb, []string{"1"}, 1.0, []string{"2"}, 1.0), add)
+	require.Equal(t, series.Drops{SinkLimit: 1}, d)
+	require.Equal(t, map[string]float64{"a|1": 2, "a|2": 1, "b|1": 1}, values(r))
+}
+
+func TestSameDefinitionSharesSeriesAcrossConfigs(t *testing.T) {
+	r := newRegistry(0, nil)
+	old := r.Bind("requests", counter("requests", "code"), 1)
+	r.Apply(batch(time.Unix(1, 0), old, []string{"200"}, 1.0), add)
+
+	// A new handler config with the same definition (only a limit changed).
+	m := counter("requests", "code")
+	m.MaxSeries = 10
+	newer := r.Bind("requests", m, 1)
+	require.Same(t, old, newer)
+	r.Unbind(old)
+	r.Apply(batch(time.Unix(2, 0), newer, []string{"200"}, 1.0), add)
+	require.Equal(t, map[string]float64{"requests|200": 2}, values(r), "series survive the config change")
+
+	r.Unbind(newer)
+	require.Zero(t, r.Len(), "the last unbind removes the family")
+}
+
+func TestChangedDefinitionSupersedesOlderConfig(t *testing.T) {
+	var removed []string
+	r := newRegistry(0, &removed)
+	old := r.Bind("requests", counter("requests", "code"), 1)
+	other := r.Bind("other", counter("other"), 1)
+	r.Apply(batch(time.Unix(1, 0), old, []string{"200"}, 1.0), add)
+	r.Apply(batch(time.Unix(1, 0), other, []string{}, 7.0), add)
+
+	newer := r.Bind("requests", counter("requests", "code", "path"), 1)
+	require.NotSame(t, old, newer)
+	require.True(t, old.Superseded())
+	require.False(t, newer.Superseded())
+	require.Equal(t, []string{"requests/" + sinks.EncodeKey("200") + "/superseded"}, removed)
+
+	d := r.Apply(batch(time.Unix(2, 0), old, []string{"200"}, 1.0), add)
+	require.Equal(t, series.Drops{Superseded: 1}, d, "the older config's samples never mix in")
+	r.Apply(batch(time.Unix(2, 0), newer, []string{"200", "/x"}, 4.0), add)
+	require.Equal(t, map[string]float64{"requests|200|/x": 4, "other": 7}, values(r), "other metrics are untouched")
+
+	r.Unbind(old)
+	require.Equal(t, 2, r.Len(), "unbinding the superseded family leaves the new one")
+}
+
+func TestExpire(t *testing.T) {
+	var removed []string
+	r := newRegistry(0, &removed)
+	m := counter("requests", "code")
+	m.Expiry = 10 * time.Second
+	f := r.Bind("requests", m, 1)
+	r.Apply(batch(time.Unix(100, 0), f, []string{"old"}, 1.0), add)
+	r.Apply(batch(time.Unix(108, 0), f, []string{"fresh"}, 1.0), add)
+
+	require.Equal(t, 0, r.Expire(time.Unix(109, 0)))
+	require.Equal(t, 0, r.Expire(time.Unix(111, 0)), "checked again only after expiry/2")
+	require.Equal(t, 1, r.Expire(time.Unix(115, 0)))
+	require.Equal(t, map[string]float64{"requests|fresh": 1}, values(r))
+	require.Equal(t, []string{"requests/" + sinks.EncodeKey("old") + "/expired"}, removed)
+}
+
+func TestDecodeKeyRoundTrip(t *testing.T) {
+	long := string(make([]byte, 300))
+	for _, labels := range [][]string{{}, {""}, {"a", "", "c"}, {long, "x"}} {
+		got := sinks.DecodeKey(sinks.EncodeKey(labels...))
+		if len(labels) == 0 {
+			require.Empty(t, got)
+			continue
+		}
+		require.Equal(t, labels, got)
+	}
+}
+
+func TestEachInVisitsOnlyThatFamily(t *testing.T) {
+	r := newRegistry(0, nil)
+	a := r.Bind("a", counter("a", "l"), 1)
+	b := r.Bind("b", counter("b", "l"), 1)
+	r.Apply(batch(time.Unix(100, 0), a, []string{"x"}, 1.0, []string{"y"}, 2.0), add)
+	r.Apply(batch(time.Unix(100, 0), b, []string{"z"}, 3.0), add)
+	got := map[string]float64{}
+	r.EachIn(a, func(s *series.Series[*sum]) { got[s.Labels[0]] = s.State.v })
+	require.Equal(t, map[string]float64{"x": 1, "y": 2}, got)
+
+	// A superseded family has nothing left to visit.
+	r.Bind("a", counter("a", "other"), 1)
+	visited := 0
+	r.EachIn(a, func(*series.Series[*sum]) { visited++ })
+	require.Zero(t, visited)
+}

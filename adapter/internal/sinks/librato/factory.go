@@ -1,0 +1,212 @@
+package librato
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// Defaults of the Options: what handler params do not set.
+const (
+	// DefaultMinBackoff and DefaultMaxBackoff bound the exponential backoff
+	// between attempts of one request (a Retry-After or an exhausted
+	// rate limit overrides them). The request gives up after the handler's
+	// librato.max_retry_elapsed.
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = 30 * time.Second
+	// DefaultUserAgent is stored by the service as the metric's
+	// created_by_ua (backends.md §1).
+	DefaultUserAgent = "meshmetrics/librato"
+	// DefaultFallbackReplica names the replica when the adapter was given
+	// none and the host name is unknown.
+	DefaultFallbackReplica = "meshmetrics"
+)
+
+// Options tune a Factory beyond handler params: process-wide choices and
+// test hooks.
+type Options struct {
+	MinBackoff, MaxBackoff time.Duration
+	// Gzip compresses request bodies. The service's support is implied by
+	// the official Go client but undocumented (§1), so it is off by default.
+	Gzip bool
+	// Transport replaces the HTTP transport (tests, proxies).
+	Transport http.RoundTripper
+	UserAgent string
+}
+
+func (o Options) withDefaults() Options {
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = DefaultMaxBackoff
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	if o.UserAgent == "" {
+		o.UserAgent = DefaultUserAgent
+	}
+	return o
+}
+
+// Factory builds Librato sinks from handler params: one per distinct
+// librato block.
+type Factory struct {
+	env  sinks.Env
+	opts Options
+}
+
+// NewFactory is the Factory the adapter wires, with default Options.
+func NewFactory(env sinks.Env) sinks.Factory { return NewFactoryWith(env, Options{}) }
+
+// NewFactoryWith is NewFactory with Options.
+func NewFactoryWith(env sinks.Env, o Options) *Factory {
+	return &Factory{env: envDefaults(env), opts: o.withDefaults()}
+}
+
+// envDefaults fills what a test or a partial wiring leaves out, so that a
+// sink never has to check for nil.
+func envDefaults(env sinks.Env) sinks.Env {
+	if env.Log == nil {
+		env.Log = logrus.New()
+		env.Log.SetOutput(io.Discard)
+	}
+	if env.Secrets == nil {
+		env.Secrets = &logging.Secrets{}
+	}
+	if env.Limiter == nil {
+		env.Limiter = logging.NewLimiter(env.Log, config.DefaultLogEvery)
+	}
+	if env.Metrics == nil {
+		env.Metrics = telemetry.New(prometheus.NewRegistry(), func() int { return 0 }, noQueues{})
+	}
+	if env.Replica == "" {
+		env.Replica, _ = os.Hostname()
+		if env.Replica == "" {
+			env.Replica = DefaultFallbackReplica
+		}
+	}
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.KeySalt == nil {
+		env.KeySalt = make([]byte, 32)
+		_, _ = rand.Read(env.KeySalt) // a partial wiring (tests) still gets a secret salt
+	}
+	if env.Tick <= 0 {
+		env.Tick = time.Second
+	}
+	return env
+}
+
+type noQueues struct{}
+
+func (noQueues) Stats() []telemetry.QueueStat { return nil }
+
+// Key implements sinks.Factory: "librato:<url>#<api>#<digest>", where the
+// digest covers the whole librato block, so that any change to it builds a
+// new sink (the old one flushes as its last handler goes). The URL is shown
+// without user info and the token only enters through the digest.
+func (f *Factory) Key(p *config.Params) string {
+	if !config.SinksOf(p).Librato {
+		return ""
+	}
+	l := p.Librato
+	u := l.Url
+	if u == "" {
+		u = config.DefaultLibratoURL
+	}
+	if parsed, err := url.Parse(u); err == nil {
+		parsed.User = nil
+		u = parsed.String()
+	}
+	// fmt prints maps sorted, so equal blocks digest equally; the block may
+	// hold the token, hence the keyed digest.
+	digest := sinks.KeyDigest(f.env.KeySalt, []byte(fmt.Sprintf("%+v", *l)))
+	return "librato:" + u + "#" + l.Api.String() + "#" + digest
+}
+
+// Check implements sinks.Factory. Besides the normalized params' own rules it
+// checks what only this sink knows: the token can be loaded, constant tags,
+// the replica tag and the source follow the API's rules, and no two metrics
+// of the config map to one Librato name.
+func (f *Factory) Check(p *config.Params, metrics []*sinks.Metric) error {
+	l := p.Librato
+	if l == nil {
+		return nil
+	}
+	var errs config.FieldErrors
+	add := func(field, format string, args ...any) {
+		errs = append(errs, config.FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if u, err := url.Parse(l.Url); err == nil && u.User != nil {
+		add("librato.url", "must not carry credentials: use email and token_path")
+	}
+	if _, err := loadToken(l); err != nil {
+		add("librato.token", "%s", strings.TrimPrefix(err.Error(), errNoToken.Error()+": "))
+	}
+	if l.Api == config.LibratoParams_LEGACY {
+		if l.Source != "" && !ValidSource(l.Source) {
+			add("librato.source", "%q is not a valid source: 1-255 of A-Za-z0-9.:_- and not %q", l.Source, ReservedSource)
+		}
+	}
+	fixed := len(l.Tags)
+	for k, v := range l.Tags {
+		if !ValidTagName(k) {
+			add("librato.tags", "tag name %q must match ^[-.:_\\w]{1,64}$", k)
+		}
+		if !ValidTagValue(v) {
+			add("librato.tags", "value %q of tag %q must match ^[-.:_?\\\\/\\w ]{1,255}$", v, k)
+		}
+	}
+	if l.ReplicaTag != "" {
+		fixed++
+		if !ValidTagName(l.ReplicaTag) {
+			add("librato.replica_tag", "%q must match ^[-.:_\\w]{1,64}$", l.ReplicaTag)
+		}
+		for k := range l.Tags {
+			if strings.EqualFold(k, l.ReplicaTag) {
+				add("librato.replica_tag", "%q is also a constant tag", l.ReplicaTag)
+			}
+		}
+	}
+	if fixed > MaxTagsPerMeasurement {
+		add("librato.tags", "%d constant tags (with replica_tag) exceed the API's %d tags per measurement", fixed, MaxTagsPerMeasurement)
+	}
+	names := map[string]int{}
+	for i, m := range metrics {
+		name, r := metricName(m)
+		if r.Dropped() {
+			add(fmt.Sprintf("metrics[%d].name", i), "is empty")
+			continue
+		}
+		if j, dup := names[strings.ToLower(name)]; dup {
+			add(fmt.Sprintf("metrics[%d].name", i), "maps to the Librato name %q, as metrics[%d] does (names are case-insensitive)", name, j)
+		}
+		names[strings.ToLower(name)] = i
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// New implements sinks.Factory.
+func (f *Factory) New(p *config.Params) (sinks.Sink, error) {
+	if p.Librato == nil {
+		return nil, fmt.Errorf("%w: no librato block", config.ErrInvalid)
+	}
+	return newSink(f.Key(p), p.Librato, f.env, f.opts)
+}

@@ -1,0 +1,152 @@
+package librato_test
+
+import (
+	"testing"
+	"time"
+
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+func f64(v float64) *float64 { return &v }
+func i64(v int64) *int64     { return &v }
+
+// TestTaggedKindsAndTime checks how each kind appears on the tagged API and
+// that the measurement time is the start of the period the samples fell in.
+func TestTaggedKindsAndTime(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	l := h.librato(func(l *config.LibratoParams) {
+		l.Period = time.Minute
+		l.Tags = map[string]string{"Cluster": "prod"}
+		l.ReplicaTag = "replica"
+	})
+	any := h.params(l, requestsMetric, latencyMetric, inflightMetric)
+	h.advance(25 * time.Second) // mid-period: still stamped with the period's start
+	h.handle(any,
+		mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)),
+		mt.Instance("requestcount.instance.istio-system", mt.Int(3), "path", mt.Str("/a"), "code", mt.Int(200)),
+		mt.Instance("latency.instance.istio-system", mt.Duration(250*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency.instance.istio-system", mt.Duration(1500*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("latency.instance.istio-system", mt.Duration(500*time.Millisecond), "path", mt.Str("/a")),
+		mt.Instance("inflight.instance.istio-system", mt.Int(7), "path", mt.Str("/a")),
+		mt.Instance("inflight.instance.istio-system", mt.Int(4), "path", mt.Str("/a")),
+	)
+	h.waitConsumed()
+	h.advance(time.Minute) // the tick closes the period
+	require.Eventually(t, func() bool { return len(h.srv.Measurements()) == 3 }, 10*time.Second, time.Millisecond)
+
+	tags := map[string]string{"cluster": "prod", "replica": "replica-0", "path": "/a"}
+	byName := map[string]libratotest.Point{}
+	for _, p := range h.srv.Measurements() {
+		require.Equal(t, start.Unix(), p.Time, "time is the period's start")
+		require.Equal(t, int64(60), p.Period)
+		byName[p.Name] = p
+	}
+	want := map[string]librato.Measurement{
+		"istio.requests": {Name: "istio.requests", Value: f64(5),
+			Tags: map[string]string{"cluster": "prod", "replica": "replica-0", "path": "/a", "code": "200"}},
+		"istio.latency": {Name: "istio.latency", Tags: tags,
+			Count: i64(3), Sum: f64(2250), Min: f64(250), Max: f64(1500), Last: f64(500)},
+		"istio.inflight": {Name: "istio.inflight", Tags: tags, Value: f64(4)},
+	}
+	for name, w := range want {
+		got := byName[name].Measurement
+		got.Time, got.Period = 0, 0
+		require.Equal(t, w, got, name)
+	}
+}
+
+func TestPartialFlushesNeverReuseATime(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
+	for i := 0; i < 3; i++ {
+		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+		h.flush() // all within the first second of the period
+	}
+	h.flush() // nothing to send: the next time is not moved on
+	h.advance(10 * time.Second)
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+	h.flush()
+	var times []int64
+	for _, p := range h.srv.Measurements() {
+		times = append(times, p.Time-start.Unix())
+	}
+	require.Equal(t, []int64{0, 1, 2, 3}, times, "later parts of a flushed period get later, distinct times")
+	require.Equal(t, 4.0, h.srv.Total("istio.requests"))
+}
+
+func TestLegacyAPI(t *testing.T) {
+	h := newHarness(t, harnessConfig{})
+	l := h.librato(func(l *config.LibratoParams) { l.Api = config.LibratoParams_LEGACY })
+	any := h.params(l, requestsMetric, latencyMetric, inflightMetric)
+	var total float64
+	for p := 0; p < 3; p++ {
+		for i := 0; i < 4; i++ {
+			n := int64(p*4 + i + 1)
+			total += float64(n)
+			h.handle(any,
+				mt.Instance("requestcount.instance.istio-system", mt.Int(n), "path", mt.Str("/A b"), "code", mt.Int(200)),
+				mt.Instance("latency.instance.istio-system", mt.Duration(time.Duration(n)*250*time.Millisecond), "path", mt.Str("/A b")),
+				mt.Instance("inflight.instance.istio-system", mt.Int(n)))
+		}
+		h.waitConsumed()
+		h.advance(time.Second)
+	}
+	h.flush()
+
+	last, ok := h.srv.LegacyCounterLast("istio.requests", "replica-0:code.200:path._a_b")
+	require.True(t, ok, "the series' tags become its source, after the replica: %+v", h.srv.LegacyPoints())
+	require.Equal(t, total, last, "legacy counters are cumulative: the last value is the total")
+	var counterValues []float64
+	for _, p := range h.srv.LegacyPoints() {
+		require.NotEqual(t, librato.ReservedSource, p.Source)
+		switch p.Name {
+		case "istio.requests":
+			require.Equal(t, libratotest.Counter, p.Kind)
+			counterValues = append(counterValues, *p.Value)
+		case "istio.latency":
+			require.Equal(t, libratotest.Gauge, p.Kind)
+			require.Equal(t, "replica-0:path._a_b", p.Source)
+			require.Equal(t, int64(4), *p.Count)
+			require.NotNil(t, p.SumSquares, "legacy summaries carry sum_squares (no last)")
+		case "istio.inflight":
+			require.Equal(t, "replica-0", p.Source, "no tags: the top-level source")
+			require.Nil(t, p.Count)
+		}
+	}
+	require.Equal(t, []float64{10, 36, 78}, counterValues, "running totals per period")
+	require.Equal(t, total*250, h.srv.LegacyGaugeTotal("istio.latency"))
+	require.Equal(t, 4.0+8+12, h.srv.LegacyGaugeTotal("istio.inflight"), "gauges: each period's last value")
+}
+
+func TestSeedAdapterHandlerWorksUnchanged(t *testing.T) {
+	h := newHarness(t, harnessConfig{server: []libratotest.Option{libratotest.WithCredentials("ops@example.com", "seed-token-123")}})
+	// The seed adapter's params, as Mixer encodes them for its CR: no url,
+	// no metrics list, the deprecated fields only.
+	//nolint:staticcheck // the seed adapter's fields, on purpose.
+	seed := marshal(t, config.LegacyLibratoTypeURL, &config.Params{LibratoEmail: "ops@example.com", LibratoToken: "seed-token-123"})
+	h.handle(seed,
+		mt.Instance("requestsize.instance.istio-system", mt.Int(1235), "destination_service", mt.Str("Reviews.default"), "response_code", mt.Int(200)),
+		mt.Instance("requestsize.instance.istio-system", mt.Int(765), "destination_service", mt.Str("Reviews.default"), "response_code", mt.Int(200)),
+		mt.Instance("requestsize.instance.istio-system", mt.Int(99), "destination_service", mt.Str("ratings"), "response_code", mt.Int(500), "source", mt.Str("")),
+	)
+	h.flush()
+
+	last, ok := h.srv.LastRequest()
+	require.True(t, ok)
+	require.Equal(t, librato.MeasurementsPath, last.Path)
+	require.Equal(t, libratotest.AuthAppOptics, last.Auth, "the seed sent the token as the Basic user, with no password")
+	require.Equal(t, "api.appoptics.com", *h.intended.Load(), "where the seed posted")
+	series := h.srv.Series("requestsize", map[string]string{"destination_service": "reviews.default", "response_code": "200"})
+	require.Len(t, series, 1, "named after the instance, every dimension a tag: %+v", h.srv.Measurements())
+	require.Equal(t, int64(2), *series[0].Count)
+	require.Equal(t, 2000.0, *series[0].Sum)
+	require.Equal(t, 99.0, h.srv.SumOfValues("requestsize", map[string]string{"destination_service": "ratings", "response_code": "500"}),
+		"an empty dimension is left out")
+	require.Equal(t, 1.0, h.sanitized(librato.SanitizedTagEmpty))
+}

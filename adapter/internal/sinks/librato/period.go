@@ -1,0 +1,146 @@
+package librato
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+)
+
+// Periods: closing them on the tick or when a later batch arrives, taking
+// each series' open segment, and turning the points into queued requests.
+
+// running is a legacy counter's cumulative value.
+type running struct {
+	total float64
+	last  int64 // period start it was last sent for
+}
+
+// legacyCounterHorizon: a legacy counter idle this long is forgotten, and
+// starts a new run (from zero) if it comes back.
+const legacyCounterHorizon = 24 * time.Hour
+
+// run closes periods on the tick, and expires idle series.
+func (s *Sink) run() {
+	defer close(s.stopped)
+	t := time.NewTicker(s.env.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			now := s.env.Now()
+			s.rotate(now, false)
+			s.mu.Lock()
+			s.reg.Expire(now)
+			s.mu.Unlock()
+			s.env.Metrics.SinkSeries.WithLabelValues(s.name).Set(float64(s.reg.Len()))
+		}
+	}
+}
+
+// rotate closes the open period if now is past its end, or, with partial,
+// sends the open period's aggregate so far. After a partial flush the rest
+// of the period is stamped one second or more later (at most its last
+// second), so that Librato never gets two values of a series for one time,
+// which would overwrite each other.
+func (s *Sink) rotate(now time.Time, partial bool) {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	sec := now.Unix()
+	end := s.periodStart + s.cfg.period
+	due := sec >= end
+	if !due && !partial {
+		s.mu.Unlock()
+		return
+	}
+	stamp := s.stamp
+	points := s.snapshotLocked()
+	switch {
+	case due:
+		s.periodStart = floorTo(sec, s.cfg.period)
+		s.stamp = s.periodStart
+	case len(points) > 0: // an empty flush sent nothing that a later time must avoid
+		s.stamp = min(max(sec, s.stamp+1), end-1)
+	}
+	s.mu.Unlock()
+	s.enqueue(points, stamp)
+}
+
+// snapshotLocked takes the open segment of every series that has data, and
+// the orphans, resetting them.
+func (s *Sink) snapshotLocked() []point {
+	points := s.orphans
+	s.orphans = nil
+	s.reg.Each(func(f *series.Family[*state], ser *series.Series[*state]) {
+		if ser.State.n > 0 {
+			points = append(points, s.takeLocked(f, ser))
+		}
+	})
+	return points
+}
+
+func (s *Sink) takeLocked(f *series.Family[*state], ser *series.Series[*state]) point {
+	st := ser.State
+	if st.id == nil {
+		st.id = s.identify(f.Metric.Kind, f.Name, f.Metric, ser.Labels)
+	}
+	p := point{kind: f.Metric.Kind, id: st.id, acc: st.acc}
+	st.acc = acc{}
+	return p
+}
+
+// enqueue merges, encodes and queues the points of one close. Under flushMu.
+func (s *Sink) enqueue(points []point, stamp int64) {
+	points = merge(points)
+	if s.cfg.legacy {
+		s.accumulate(points, stamp)
+	}
+	enc := encoder{
+		legacy:   s.cfg.legacy,
+		maxUnits: s.cfg.maxUnits,
+		maxBytes: s.cfg.maxBytes,
+		gzip:     s.opts.Gzip,
+		time:     stamp,
+		period:   s.cfg.period,
+		source:   s.cfg.source,
+		drop: func(reason string, instances int) {
+			s.env.Metrics.Dropped(s.name, reason, instances)
+			s.env.Limiter.Log(logrus.WarnLevel, s.name+"|"+reason, logrus.Fields{"sink": s.name, "instances": instances},
+				"a measurement has a value out of Librato's range (magnitude above 1e126) and is dropped")
+		},
+	}
+	for _, r := range enc.encode(points) {
+		s.queue.Put(r)
+	}
+}
+
+// accumulate advances the cumulative value of each legacy counter by the
+// period's sum and forgets counters idle beyond the horizon. A dropped
+// request thus loses no increment for good: the next value carries it.
+func (s *Sink) accumulate(points []point, stamp int64) {
+	for i := range points {
+		p := &points[i]
+		if p.kind != sinks.Counter {
+			continue
+		}
+		r := s.totals[p.id.key]
+		if r == nil {
+			r = &running{}
+			s.totals[p.id.key] = r
+		}
+		r.total += p.acc.sum
+		r.last = stamp
+		p.total = r.total
+	}
+	horizon := stamp - int64(legacyCounterHorizon/time.Second)
+	for k, r := range s.totals {
+		if r.last < horizon {
+			delete(s.totals, k)
+		}
+	}
+}

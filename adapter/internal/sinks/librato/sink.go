@@ -1,0 +1,301 @@
+package librato
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// settings are a sink's handler params, resolved.
+type settings struct {
+	endpoint       string
+	legacy         bool
+	email          string
+	period         int64 // seconds
+	tags           map[string]string
+	source         string
+	maxUnits       int
+	maxBytes       int
+	queueSize      int
+	requestTimeout time.Duration
+	maxElapsed     time.Duration
+}
+
+// Sink aggregates samples per series and period and pushes the closed
+// periods to Librato or AppOptics.
+//
+// Time: periods are aligned to multiples of the period since the Unix epoch
+// on env.Now. A period closes on the first tick (env.Tick) at or after its
+// end, or as soon as a batch received after its end is consumed, whichever
+// comes first; a sample belongs to the period open when it is consumed.
+// Measurements carry the period's start as time.
+type Sink struct {
+	name   string
+	cfg    settings
+	env    sinks.Env
+	opts   Options
+	tok    *tokenSource
+	reg    *series.Registry[*state]
+	client *retryablehttp.Client
+	queue  *export.Queue[*request]
+	update func(f *series.Family[*state], s *series.Series[*state], v float64)
+
+	// flushMu serialises closes, so that requests are queued in time order
+	// (legacy counters must arrive in order) and totals stays consistent.
+	flushMu sync.Mutex
+	totals  map[string]*running // legacy counters by identity; under flushMu
+
+	// mu guards the period state and every registry call: OnRemove runs
+	// inside them and appends to orphans.
+	mu          sync.Mutex
+	periodStart int64 // Unix seconds
+	stamp       int64 // time of the open segment (periodStart unless flushed early)
+	seq         uint64
+	orphans     []point
+	closed      bool
+
+	pauseUntil atomic.Int64 // Unix nanoseconds: an exhausted rate limit resets
+	stop       chan struct{}
+	stopped    chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) (*Sink, error) {
+	tok, err := newTokenSource(l, env.Secrets)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
+	}
+	cfg := settings{
+		endpoint:       strings.TrimRight(l.Url, "/") + MeasurementsPath,
+		legacy:         l.Api == config.LibratoParams_LEGACY,
+		email:          l.Email,
+		period:         int64(max(l.Period, config.MinLibratoPeriod) / time.Second),
+		tags:           map[string]string{},
+		maxUnits:       int(l.MaxMeasurementsPerRequest),
+		maxBytes:       int(l.MaxRequestBytes),
+		queueSize:      int(l.QueueSize),
+		requestTimeout: l.RequestTimeout,
+		maxElapsed:     l.MaxRetryElapsed,
+	}
+	if cfg.legacy {
+		cfg.endpoint = strings.TrimRight(l.Url, "/") + LegacyMetricsPath
+		cfg.maxUnits = min(orDefault(cfg.maxUnits, MaxLegacyMeasurementsPerRequest), MaxLegacyMeasurementsPerRequest)
+		cfg.source, _ = SanitizeSource(cmpOr(l.Source, env.Replica))
+	} else {
+		cfg.maxUnits = min(orDefault(cfg.maxUnits, MaxMeasurementsPerRequest), MaxMeasurementsPerRequest)
+		for k, v := range l.Tags {
+			// Check validated them; this only lower-cases, as the service does.
+			k, _ = SanitizeTagName(k)
+			cfg.tags[k], _ = SanitizeTagValue(v)
+		}
+		if l.ReplicaTag != "" {
+			k, _ := SanitizeTagName(l.ReplicaTag)
+			v, r := SanitizeTagValue(env.Replica)
+			if r.Dropped() {
+				v = DefaultFallbackReplica
+			}
+			cfg.tags[k] = v
+		}
+	}
+	cfg.maxBytes = orDefault(cfg.maxBytes, config.DefaultLibratoMaxRequestBytes)
+	cfg.queueSize = orDefault(cfg.queueSize, config.DefaultLibratoQueueSize)
+	// A request must fit the send queue, or Put would drop it whole.
+	cfg.maxUnits = min(cfg.maxUnits, cfg.queueSize)
+	if cfg.requestTimeout <= 0 {
+		cfg.requestTimeout = config.DefaultLibratoRequestTimeout
+	}
+	if cfg.maxElapsed <= 0 {
+		cfg.maxElapsed = config.DefaultLibratoMaxRetryElapsed
+	}
+
+	s := &Sink{
+		name:    name,
+		cfg:     cfg,
+		env:     env,
+		opts:    opts,
+		tok:     tok,
+		totals:  map[string]*running{},
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	s.reg = series.New(series.Options[*state]{
+		MaxSeries: env.MaxSeries,
+		NewState:  func(*series.Family[*state]) *state { return &state{} },
+		OnRemove:  s.onRemove,
+	})
+	s.update = func(_ *series.Family[*state], ser *series.Series[*state], v float64) {
+		ser.State.add(v, s.seq) // under mu
+	}
+	s.client = s.newClient()
+	// Tagged measurements are independent, so two requests may be in flight
+	// to catch up after an outage; legacy counters are cumulative and must
+	// arrive in order.
+	workers := 2
+	if cfg.legacy {
+		workers = 1
+	}
+	s.queue, err = export.NewSpooledQueue(s.send, export.QueueOptions{
+		Capacity:   cfg.queueSize,
+		Workers:    workers,
+		MaxElapsed: cfg.maxElapsed,
+		OnDrop:     s.onDrop,
+	}, env.Spool, name, spoolCodec)
+	if err != nil {
+		return nil, err
+	}
+	now := env.Now().Unix()
+	s.periodStart = floorTo(now, cfg.period)
+	s.stamp = s.periodStart
+	go s.run()
+	env.Log.WithFields(logrus.Fields{"sink": name, "period": time.Duration(cfg.period) * time.Second}).Info("librato sink started")
+	return s, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func floorTo(t, period int64) int64 {
+	r := t % period
+	if r < 0 {
+		r += period
+	}
+	return t - r
+}
+
+// Name implements sinks.Sink; it is the Factory's key, which holds no secret.
+func (s *Sink) Name() string { return s.name }
+
+// Bind implements sinks.Sink. The registry is keyed by the Librato name, so
+// two definitions that map to one name supersede each other instead of
+// mixing in one Librato metric.
+func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
+	switch m.Kind {
+	case sinks.Gauge, sinks.Counter, sinks.Distribution:
+	default:
+		return nil, fmt.Errorf("librato: metric %q has unsupported kind %s", m.Name, m.Kind)
+	}
+	name, r := metricName(m)
+	if r.Dropped() {
+		return nil, fmt.Errorf("librato: metric %q has an empty name", m.Name)
+	}
+	s.countReason(r.Has(ReasonReplaced), SanitizedNameReplaced)
+	s.countReason(r.Has(ReasonTruncated), SanitizedNameTruncated)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reg.Bind(name, m, sinks.DurationScale(m.DurationUnit, config.DurationUnit_MILLISECONDS)), nil
+}
+
+// Unbind implements sinks.Sink. What the metric's series gathered in the
+// open period is still sent, at the period's close.
+func (s *Sink) Unbind(b sinks.Binding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reg.Unbind(b)
+}
+
+// onRemove keeps the open period of a series leaving the registry
+// (unbound, superseded, expired): those instances were accepted. Runs under
+// mu, inside a registry call.
+func (s *Sink) onRemove(f *series.Family[*state], ser *series.Series[*state], _ series.RemoveReason) {
+	if ser.State.n > 0 {
+		s.orphans = append(s.orphans, s.takeLocked(f, ser))
+	}
+}
+
+// Consume implements sinks.Sink.
+func (s *Sink) Consume(b *sinks.Batch) {
+	if s.due(b.Time) {
+		s.rotate(b.Time, false)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.env.Metrics.Dropped(s.name, telemetry.DropShutdown, b.Len())
+		return
+	}
+	s.seq++
+	d := s.reg.Apply(b, s.update)
+	s.mu.Unlock()
+	s.env.Metrics.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
+	s.env.Metrics.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
+	s.env.Metrics.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
+}
+
+func (s *Sink) due(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return now.Unix() >= s.periodStart+s.cfg.period
+}
+
+func (s *Sink) onDrop(reason string, _, instances int, err error) {
+	s.env.Metrics.Dropped(s.name, reason, instances)
+	switch reason {
+	case export.DropOverflow, export.DropShutdown, export.DropExhausted,
+		export.DropSpoolFull, export.DropSpoolCorrupt, export.DropReplayRejected:
+		msg := "Librato measurements dropped (" + reason + ")"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		s.env.Limiter.Log(logrus.WarnLevel, s.name+"|drop|"+reason, logrus.Fields{"sink": s.name, "instances": instances}, msg)
+	}
+}
+
+// Flush implements sinks.Sink: the open period's aggregate so far is sent
+// now, and Flush waits until the send queue is empty or ctx ends (what is
+// still queued then stays queued).
+func (s *Sink) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return sinks.ErrClosed
+	}
+	s.rotate(s.env.Now(), true)
+	return s.queue.Drain(ctx)
+}
+
+// Close implements sinks.Sink: every period, the open one included, is
+// queued, and the queue is drained until ctx ends; what is still unsent
+// then is dropped and counted (shutdown_timeout).
+func (s *Sink) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		<-s.stopped
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.rotate(s.env.Now(), true)
+		if err := s.queue.Close(ctx); err != nil {
+			s.closeErr = fmt.Errorf("librato sink %s: not everything was sent before the shutdown timeout: %w", s.name, err)
+		}
+		s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
+		// A config change builds a new sink: don't leave this one's
+		// connections open until the server times them out.
+		s.client.HTTPClient.CloseIdleConnections()
+	})
+	return s.closeErr
+}

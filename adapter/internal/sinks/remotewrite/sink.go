@@ -1,0 +1,383 @@
+package remotewrite
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/cumulative"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/promnaming"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/prompb"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
+)
+
+// StaleNaN is the stale marker of Prometheus: the NaN with these bits means
+// "this series has ended" and is used for nothing else.
+const StaleNaN uint64 = 0x7ff0000000000002
+
+// metricInfo is what every series of one metric definition shares.
+type metricInfo struct {
+	key    string
+	names  promnaming.Names
+	kind   sinks.Kind
+	bounds []float64
+	// les are the bucket bounds as Prometheus writes them in `le`, "+Inf"
+	// last.
+	les  []string
+	refs int
+	fam  *series.Family[*state]
+}
+
+// state is one series: its value and its labels.
+type state struct {
+	cumulative.Value
+	info *metricInfo
+	// base is the series' label set without __name__ (and le): the metric's
+	// non-empty labels and the external labels, sorted by name. Built on the
+	// first sample.
+	base []prompb.Label
+}
+
+// Sink is one remote-write destination.
+type Sink struct {
+	name     string
+	env      sinks.Env
+	rw       *config.RemoteWrite
+	external []prompb.Label
+	reg      *series.Registry[*state]
+	queue    *export.Queue[*request]
+	client   *retryablehttp.Client
+	auth     *auth
+
+	mu      sync.Mutex
+	metrics map[string]*metricInfo // bound definitions by full name
+	infos   sync.Map               // *series.Family[*state] -> *metricInfo
+
+	remMu   sync.Mutex
+	removed []point // series removed since the last push, with their final values
+
+	pushMu sync.Mutex
+	lastTS int64 // timestamp (ms) of the latest sample pushed
+	build  builder
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) {
+	if env.Now == nil {
+		env.Now = time.Now
+	}
+	if env.Tick <= 0 {
+		env.Tick = time.Second
+	}
+	tlsCfg, err := tlsConfig(rw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	s := &Sink{name: name, env: env, rw: rw, metrics: map[string]*metricInfo{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	s.auth = newAuth(rw, env)
+	for k, v := range rw.ExternalLabels {
+		s.external = append(s.external, prompb.Label{Name: k, Value: v})
+	}
+	if rw.ReplicaLabel != "" && env.Replica != "" {
+		s.external = append(s.external, prompb.Label{Name: rw.ReplicaLabel, Value: env.Replica})
+	}
+	sortLabels(s.external)
+	s.reg = series.New(series.Options[*state]{
+		MaxSeries: env.MaxSeries,
+		NewState:  func(f *series.Family[*state]) *state { return &state{Value: cumulative.NewValue(f.Metric)} },
+		OnRemove:  s.onRemove,
+	})
+	s.client = export.NewHTTPClient(export.RetryOptions{Timeout: rw.Timeout, MinBackoff: rw.MinBackoff,
+		MaxBackoff: rw.MaxBackoff, TLS: tlsCfg})
+	s.client.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
+		if attempt > 0 && env.Metrics != nil {
+			env.Metrics.SinkSends.WithLabelValues(name, "retry").Inc()
+		}
+	}
+	s.queue, err = export.NewSpooledQueue(s.send, export.QueueOptions{
+		Capacity: int(rw.Capacity),
+		// One worker: samples of a series must reach the receiver in time
+		// order, and every request holds all series.
+		Workers:    1,
+		MaxElapsed: rw.MaxRetryElapsed,
+		OnSent:     s.onSent,
+		OnDrop:     s.onDrop,
+	}, env.Spool, name, spoolCodec)
+	if err != nil {
+		return nil, err
+	}
+	s.build = builder{max: int(rw.MaxSamplesPerSend), put: s.queue.Put}
+	go s.loop()
+	return s, nil
+}
+
+func sortLabels(ls []prompb.Label) {
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+}
+
+// Name implements sinks.Sink.
+func (s *Sink) Name() string { return s.name }
+
+// Bind implements sinks.Sink.
+func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
+	names, err := promnaming.Resolve(m)
+	if err != nil {
+		return nil, err
+	}
+	key := m.DefinitionKey()
+	scale := sinks.DurationScale(m.DurationUnit, config.DurationUnit_SECONDS)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.metrics[names.Name]; cur != nil && cur.key == key {
+		cur.refs++
+		return s.reg.Bind(names.Name, m, scale), nil
+	}
+	for name, other := range s.metrics {
+		if name == names.Name {
+			continue
+		}
+		for _, a := range names.Exposed {
+			for _, b := range other.names.Exposed {
+				if a == b {
+					return nil, fmt.Errorf("metric %s would write series %s, which metric %s already writes", names.Name, a, name)
+				}
+			}
+		}
+	}
+	info := &metricInfo{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1}
+	if m.Kind == sinks.Distribution {
+		for _, b := range m.Buckets {
+			info.les = append(info.les, formatLe(b))
+		}
+		info.les = append(info.les, "+Inf")
+	}
+	if old := s.metrics[names.Name]; old != nil {
+		s.infos.Delete(old.fam)
+	}
+	info.fam = s.reg.Bind(names.Name, m, scale)
+	s.metrics[names.Name] = info
+	s.infos.Store(info.fam, info)
+	return info.fam, nil
+}
+
+// formatLe writes a bucket bound the way client_golang's text exposition
+// does, so that scraped and pushed buckets carry the same `le`.
+func formatLe(b float64) string {
+	if math.IsInf(b, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(b, 'g', -1, 64)
+}
+
+// Unbind implements sinks.Sink. The last binding of a definition removes its
+// series, which get stale markers in the next push.
+func (s *Sink) Unbind(b sinks.Binding) {
+	f, ok := b.(*series.Family[*state])
+	if !ok {
+		return
+	}
+	s.reg.Unbind(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.metrics[f.Name]; cur != nil && cur.fam == f {
+		cur.refs--
+		if cur.refs <= 0 {
+			delete(s.metrics, f.Name)
+			s.infos.Delete(f)
+		}
+	}
+}
+
+// Consume implements sinks.Sink: samples update the cumulative values; they
+// are sent by the next push.
+func (s *Sink) Consume(b *sinks.Batch) {
+	d := s.reg.Apply(b, func(f *series.Family[*state], ser *series.Series[*state], v float64) {
+		st := ser.State
+		if st.info == nil {
+			info, ok := s.infos.Load(f)
+			if !ok {
+				return // cannot happen: Bind stores the info before returning the family
+			}
+			st.info = info.(*metricInfo)
+			st.base = s.baseLabels(st.info, ser.Labels)
+		}
+		st.Record(st.info.kind, st.info.bounds, v)
+	})
+	if m := s.env.Metrics; m != nil {
+		m.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
+		m.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
+		m.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
+		m.SinkSeries.WithLabelValues(s.name).Set(float64(s.reg.Len()))
+	}
+}
+
+// baseLabels builds a series' labels: non-empty metric labels (valid UTF-8)
+// and the external labels, sorted by name. A metric label wins over an
+// external label of the same name (Check refuses such configs anyway).
+func (s *Sink) baseLabels(info *metricInfo, values []string) []prompb.Label {
+	out := make([]prompb.Label, 0, len(values)+len(s.external))
+	for i, name := range info.names.Labels {
+		if i < len(values) && values[i] != "" {
+			out = append(out, prompb.Label{Name: name, Value: promnaming.LabelValue(values[i])})
+		}
+	}
+	n := len(out)
+	for _, e := range s.external {
+		dup := false
+		for _, l := range out[:n] {
+			if l.Name == e.Name {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, e)
+		}
+	}
+	sortLabels(out)
+	return out
+}
+
+// onRemove runs under the registry lock: it keeps the series' final value
+// for the next push, which sends it and then a stale marker.
+func (s *Sink) onRemove(_ *series.Family[*state], ser *series.Series[*state], _ series.RemoveReason) {
+	st := ser.State
+	if st.info == nil {
+		return
+	}
+	p := point{info: st.info, base: st.base, sum: st.Sum, count: st.Count}
+	if st.info.kind == sinks.Distribution {
+		p.buckets = st.AppendCumulative(nil)
+	}
+	s.remMu.Lock()
+	s.removed = append(s.removed, p)
+	s.remMu.Unlock()
+}
+
+// Flush implements sinks.Sink: it pushes every series now and waits until
+// the send queue is empty or ctx ends.
+func (s *Sink) Flush(ctx context.Context) error {
+	s.push(s.env.Now(), false)
+	return s.queue.Drain(ctx)
+}
+
+// Close implements sinks.Sink: a final push (values, then stale markers for
+// every series, since this sink will write them no more), then the queue
+// is drained within ctx; what cannot be sent is counted as dropped.
+func (s *Sink) Close(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		<-s.done
+		s.push(s.env.Now(), true)
+		err = s.queue.Close(ctx)
+		// A config change builds a new sink: this one's gauge must not
+		// linger with its last count.
+		if s.env.Metrics != nil {
+			s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
+		}
+	})
+	return err
+}
+
+func (s *Sink) loop() {
+	defer close(s.done)
+	pushT := time.NewTicker(s.rw.Interval)
+	defer pushT.Stop()
+	expireT := time.NewTicker(s.env.Tick)
+	defer expireT.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-expireT.C:
+			if s.reg.Expire(s.env.Now()) > 0 && s.env.Metrics != nil {
+				s.env.Metrics.SinkSeries.WithLabelValues(s.name).Set(float64(s.reg.Len()))
+			}
+		case <-pushT.C:
+			s.push(s.env.Now(), false)
+		}
+	}
+}
+
+func (s *Sink) onSent(units, _ int, took time.Duration) {
+	if m := s.env.Metrics; m != nil {
+		m.SinkSends.WithLabelValues(s.name, "ok").Inc()
+		m.SinkSendLatency.WithLabelValues(s.name).Observe(took.Seconds())
+	}
+}
+
+// dropReason maps the queue's drop reasons to the adapter's.
+func dropReason(reason string) string {
+	switch reason {
+	case export.DropOverflow:
+		return telemetry.DropSendQueueFull
+	case export.DropRejected:
+		return telemetry.DropBackendRejected
+	case export.DropExhausted:
+		return telemetry.DropRetriesExceeded
+	case export.DropSpoolFull:
+		return telemetry.DropSpoolFull
+	case export.DropSpoolCorrupt:
+		return telemetry.DropSpoolCorrupt
+	case export.DropReplayRejected:
+		return telemetry.DropReplayRejected
+	}
+	return telemetry.DropShutdown
+}
+
+// onDrop counts lost samples (remote write carries samples, not instances,
+// so the drop counter counts samples for this sink) and logs the cause at
+// most once per interval per reason.
+func (s *Sink) onDrop(reason string, units, _ int, err error) {
+	r := dropReason(reason)
+	if m := s.env.Metrics; m != nil {
+		m.Dropped(s.name, r, units)
+		result := "failed"
+		if reason == export.DropRejected || reason == export.DropReplayRejected {
+			result = "rejected"
+		}
+		// Only these end a send attempt; the others drop a request that
+		// was waiting.
+		if reason == export.DropRejected || reason == export.DropReplayRejected ||
+			reason == export.DropExhausted || reason == export.DropShutdown {
+			m.SinkSends.WithLabelValues(s.name, result).Inc()
+		}
+	}
+	msg := fmt.Sprintf("remote write: %d samples dropped (%s)", units, r)
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	s.logLimited(logrus.WarnLevel, "remote-write-drop:"+s.name+":"+r, logrus.Fields{"sink": s.name}, msg)
+}
+
+func (s *Sink) logLimited(level logrus.Level, key string, fields logrus.Fields, msg string) {
+	if s.env.Secrets != nil {
+		msg = s.env.Secrets.RedactString(msg)
+	}
+	switch {
+	case s.env.Limiter != nil:
+		s.env.Limiter.Log(level, key, fields, msg)
+	case s.env.Log != nil:
+		s.env.Log.WithFields(fields).Log(level, msg)
+	}
+}
+
+// Len is the number of series held.
+func (s *Sink) Len() int { return s.reg.Len() }
