@@ -17,10 +17,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
@@ -240,10 +242,17 @@ func New(o Options) (_ *Adapter, err error) {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")
 		}
 	}
-	a.server, err = grpcserver.New(grpcserver.Options{Cache: a.cache, Metrics: a.metrics, Log: o.Log, Limiter: limiter, Secrets: o.Secrets,
-		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize, MaxInstancesPerRequest: o.MaxInstancesPerRequest,
+	mixerIn := mixer.New(mixer.Options{Cache: a.cache, Metrics: a.metrics, Limiter: limiter, Secrets: o.Secrets,
+		MaxInstancesPerRequest: o.MaxInstancesPerRequest, Now: o.Now})
+	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: []grpcserver.Service{mixerIn},
+		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
-		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout, Now: o.Now})
+		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
+		OnRefusedWhileDraining: func(method string) {
+			if method == mixer.HandleMetricMethod {
+				a.metrics.Requests.WithLabelValues(codes.Unavailable.String()).Inc()
+			}
+		}})
 	if err != nil {
 		return nil, err
 	}
