@@ -200,7 +200,11 @@ func New(o Options) (_ *Adapter, err error) {
 			a.exposed = append(a.exposed, tw)
 		}
 	}
-	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL)},
+	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
+		OnClose: func(d handler.Digest) {
+			a.metrics.HandlersClosed.Inc()
+			o.Log.WithField("handler", d.String()).Info("handler config closed (evicted or idle)")
+		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, err error) {
 				if err != nil {

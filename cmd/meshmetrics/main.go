@@ -23,16 +23,21 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode runs the adapter and returns the exit status, so that main's
+// deferred calls run before os.Exit.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
 		fmt.Fprintln(os.Stderr, "meshmetrics:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 const envPrefix = "MESHMETRICS_"
@@ -107,7 +112,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 		}
 		if v, ok := lookup(getenv, envName(f.Name)); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
 			}
 		}
 	})
