@@ -71,6 +71,10 @@ type Options struct {
 	SpoolDir      string
 	SpoolMaxBytes int64
 
+	// Build describes the binary (cmd/meshmetrics fills it from its build
+	// information) for meshmetrics_build_info.
+	Build BuildInfo
+
 	Log     *logrus.Logger
 	Secrets *logging.Secrets
 	// Sinks, when set, replace the default sinks (tests use recording sinks).
@@ -171,6 +175,7 @@ func New(o Options) (_ *Adapter, err error) {
 	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
 	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
+	registerBuildInfo(a.registry, o.Build)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {

@@ -354,3 +354,12 @@ func getBody(t *testing.T, h *harness, path string) (int, string) {
 	require.NoError(t, err)
 	return resp.StatusCode, string(b)
 }
+
+func TestBuildInfoIsExported(t *testing.T) {
+	h := start(t, func(o *adapter.Options) {
+		o.Build = adapter.BuildInfo{Version: "v1.2.3", Revision: "abc123", GoVersion: "go1.26.8"}
+	})
+	code, body := getBody(t, h, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `meshmetrics_build_info{goversion="go1.26.8",revision="abc123",version="v1.2.3"} 1`+"\n")
+}

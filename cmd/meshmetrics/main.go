@@ -16,12 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/meshmetrics/meshmetrics/adapter"
 	"github.com/meshmetrics/meshmetrics/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() { os.Exit(mainCode()) }
 
@@ -95,10 +94,15 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.LogEvery, "log-every", config.DefaultLogEvery, "a repeated error is logged at most once per this interval (with a count of those held back)")
 	fs.BoolVar(&s.version, "version", false, "print the version and exit")
-	fs.Usage = func() { usage(fs, out) }
+	fs.Usage = func() {} // --help is answered below; errors by main
 
+	fs.SetOutput(io.Discard) // errors are reported once, by main, in the user's spelling
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, out)
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s (see --help)", userSpelling(err.Error(), args))
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (flags only; see --help)", fs.Args())
@@ -107,7 +111,10 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		// --version and --help are commands, not settings: a MESHMETRICS_VERSION
+		// left in the environment (an image's version, say) must not turn the
+		// process into `meshmetrics --version`, nor stop it with a parse error.
+		if set[f.Name] || commands[f.Name] {
 			return
 		}
 		if v, ok := lookup(getenv, envName(f.Name)); ok {
@@ -131,22 +138,55 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	return s, errors.Join(errs...)
 }
 
+// commands are the flags that make the process do something else than run
+// the adapter; the environment never sets them.
+var commands = map[string]bool{"version": true, "help": true, "h": true}
+
+// userSpelling rewrites the flag package's "-name" in an error message as the
+// user typed it ("--name" or "-name").
+func userSpelling(msg string, args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name := strings.TrimPrefix(a, "--")
+		if i := strings.IndexByte(name, '='); i >= 0 {
+			name = name[:i]
+		}
+		if name == "" {
+			continue
+		}
+		for _, form := range []string{": -" + name, "flag -" + name + ":"} {
+			if strings.HasSuffix(msg, form) || strings.Contains(msg, form) {
+				msg = strings.Replace(msg, "-"+name, "--"+name, 1)
+				return msg
+			}
+		}
+	}
+	return msg
+}
+
 func lookup(getenv func(string) string, name string) (string, bool) {
 	v := getenv(name)
 	return v, v != ""
 }
 
 func usage(fs *flag.FlagSet, out io.Writer) {
-	fmt.Fprintf(out, `meshmetrics %s: an Istio Mixer out-of-process adapter for metric instances.
+	fmt.Fprintf(out, `%s
+An Istio Mixer out-of-process adapter for metric instances.
 
 Mixer calls it over gRPC (/metric.HandleMetricService/HandleMetric) with the
 handler's params; it aggregates the instances and serves them to Prometheus
 (scrape, remote write) and Librato/AppOptics. Handler params are documented
-in README.md; the process is configured with these flags, each of which can
-also be set by the environment variable shown.
+in docs/params.md; the process is configured with these flags, each of which
+can also be set by the environment variable shown (except --version and
+--help, which are commands).
 
 Flags:
-`, version)
+`, versionLine(buildInfo()))
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	sort.Strings(names)
@@ -165,16 +205,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
+	bi := buildInfo()
 	if s.version {
-		fmt.Fprintln(out, "meshmetrics", version)
+		fmt.Fprintln(out, versionLine(bi))
 		return nil
 	}
+	s.opts.Build = bi
 	log, secrets, err := adapter.NewLogger(adapter.LogOptions{Format: s.logFormat, Level: s.logLevel, Output: out})
 	if err != nil {
 		return err
 	}
 	s.opts.Log, s.opts.Secrets = log, secrets
-	log.WithField("version", version).Info("starting meshmetrics")
+	log.WithFields(logrus.Fields{"version": bi.Version, "commit": bi.Revision, "go": bi.GoVersion}).Info("starting meshmetrics")
 	start := time.Now()
 	err = adapter.Run(ctx, s.opts)
 	log.WithField("uptime", time.Since(start).Round(time.Second).String()).Info("meshmetrics stopped")
