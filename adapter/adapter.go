@@ -309,13 +309,26 @@ func (a *Adapter) Start() error {
 			a.serveErr <- err
 		}
 	}()
-	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "http": a.HTTPAddr(), "tls": a.opts.TLS.Enabled(),
+	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "metrics": a.MetricsURL(), "tls": a.opts.TLS.Enabled(),
 		"mutual_tls": a.opts.TLS.ClientCA != "", "replica": a.opts.Replica}).Info("meshmetrics serving")
 	return nil
 }
 
 // GRPCAddr is the address the gRPC server listens on.
 func (a *Adapter) GRPCAddr() string { return a.grpcLis.Addr().String() }
+
+// MetricsURL is where /metrics answers, for people: a wildcard listen
+// address is shown as localhost.
+func (a *Adapter) MetricsURL() string {
+	host, port, err := net.SplitHostPort(a.HTTPAddr())
+	if err != nil {
+		return "http://" + a.HTTPAddr() + "/metrics"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/metrics"
+}
 
 // HTTPAddr is the address of /metrics, /healthz and /readyz.
 func (a *Adapter) HTTPAddr() string { return a.httpLis.Addr().String() }
