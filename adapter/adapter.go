@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
 
@@ -43,6 +44,16 @@ type Options struct {
 	// `tls` authentication sends it.
 	AuthTokenFile string
 	AuthHeader    string
+
+	// HTTP server of /metrics, /healthz, /readyz: connection cap, deadlines,
+	// scrapes written at once, and an exporter-toolkit web config (TLS,
+	// basic auth). DebugConfig serves /debug/config.
+	HTTPMaxConnections       int
+	HTTPWriteTimeout         time.Duration
+	HTTPIdleTimeout          time.Duration
+	HTTPMaxConcurrentScrapes int
+	WebConfigFile            string
+	DebugConfig              bool
 
 	MaxRecvMsgSize         int
 	MaxInstancesPerRequest int
@@ -106,6 +117,10 @@ func (o *Options) setDefaults() error {
 		o.HTTPAddress = config.DefaultHTTPAddress
 	}
 	def(&o.MaxRecvMsgSize, config.DefaultMaxRecvMsgSize)
+	def(&o.HTTPMaxConnections, config.DefaultHTTPMaxConnections)
+	defD(&o.HTTPWriteTimeout, config.DefaultHTTPWriteTimeout)
+	defD(&o.HTTPIdleTimeout, config.DefaultHTTPIdleTimeout)
+	def(&o.HTTPMaxConcurrentScrapes, config.DefaultHTTPMaxConcurrentScrapes)
 	def(&o.MaxInstancesPerRequest, config.DefaultMaxInstancesPerRequest)
 	defD(&o.MaxConnectionAge, config.DefaultMaxConnectionAge)
 	defD(&o.MaxConnectionAgeGrace, config.DefaultMaxConnectionAgeGrace)
@@ -155,7 +170,9 @@ type Adapter struct {
 	cache    *handler.Cache
 	server   *grpcserver.Server
 	http     *http.Server
-	spool    *export.Spool
+	// httpMetrics count the HTTP server's refusals.
+	httpMetrics *httpMetrics
+	spool       *export.Spool
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -265,7 +282,8 @@ func New(o Options) (_ *Adapter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}
+	a.httpMetrics = newHTTPMetrics(a.registry)
+	a.http = newHTTPServer(a.mux(), &a.opts)
 	return a, nil
 }
 
@@ -300,12 +318,21 @@ func (a *Adapter) Start() error {
 		a.grpcLis.Close()
 		return fmt.Errorf("HTTP address: %w", err)
 	}
+	if a.opts.WebConfigFile != "" {
+		// Refuse a broken web config at start, not at the first scrape.
+		if err := web.Validate(a.opts.WebConfigFile); err != nil {
+			a.grpcLis.Close()
+			a.httpLis.Close()
+			return fmt.Errorf("--web.config.file: %w", err)
+		}
+	}
+	httpLis := newLimitListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused)
 	var ctx context.Context
 	ctx, a.stopCache = context.WithCancel(context.Background())
 	go a.cache.Run(ctx)
 	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
 	go func() {
-		if err := a.http.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(a.http, httpLis, a.opts.WebConfigFile, a.opts.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.serveErr <- err
 		}
 	}()

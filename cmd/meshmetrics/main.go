@@ -42,9 +42,9 @@ func mainCode() int {
 const envPrefix = "MESHMETRICS_"
 
 // envName is the environment variable of a flag: --max-series is
-// MESHMETRICS_MAX_SERIES.
+// MESHMETRICS_MAX_SERIES, --web.config.file MESHMETRICS_WEB_CONFIG_FILE.
 func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return envPrefix + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
 }
 
 type settings struct {
@@ -60,7 +60,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs := flag.NewFlagSet("meshmetrics", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.GRPCAddress, "grpc-address", config.DefaultGRPCAddress, "address of the gRPC server Mixer calls (HandleMetric, health)")
-	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz, /debug/config")
+	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz and (with --debug-config) /debug/config")
 	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+adapter.EnvCredential)
 	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+adapter.EnvPrivateKey)
 	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+adapter.EnvCertificate)
@@ -75,6 +75,12 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	})
 	fs.StringVar(&o.AuthTokenFile, "auth-token-file", "", "require every call to carry this file's token (Mixer's `tls` authentication with auth_header or custom_header); re-read when it changes")
 	fs.StringVar(&o.AuthHeader, "auth-header", "authorization", "header that carries the token: authorization (auth_header PLAIN or BEARER) or Mixer's custom_header")
+	fs.IntVar(&o.HTTPMaxConnections, "http-max-connections", config.DefaultHTTPMaxConnections, "open HTTP connections at most; beyond, new ones are closed at once (counted in meshmetrics_http_connections_refused_total)")
+	fs.DurationVar(&o.HTTPWriteTimeout, "http-write-timeout", config.DefaultHTTPWriteTimeout, "time to write a response (a scrape of /metrics); a client that does not read in time is cut off and the scrape counted as abandoned")
+	fs.DurationVar(&o.HTTPIdleTimeout, "http-idle-timeout", config.DefaultHTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this long")
+	fs.IntVar(&o.HTTPMaxConcurrentScrapes, "http-max-concurrent-scrapes", config.DefaultHTTPMaxConcurrentScrapes, "scrapes of /metrics written at once; more get 503 (bounds the memory scrapes take)")
+	fs.StringVar(&o.WebConfigFile, "web.config.file", "", "exporter-toolkit web config (YAML) for TLS and basic authentication on the HTTP port, as Prometheus exporters take it; re-read on every new connection")
+	fs.BoolVar(&o.DebugConfig, "debug-config", false, "serve /debug/config: the handler configs in use, secrets redacted (off: it shows destinations and label names to anyone who reaches the HTTP port)")
 	fs.IntVar(&o.MaxRecvMsgSize, "max-recv-msg-size", config.DefaultMaxRecvMsgSize, "largest HandleMetric request in bytes (Mixer sends a whole Report batch per call)")
 	fs.IntVar(&o.MaxInstancesPerRequest, "max-instances-per-request", config.DefaultMaxInstancesPerRequest, "requests with more instances are refused (ResourceExhausted)")
 	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", config.DefaultMaxConnectionAge, "age after which a client connection is closed, so Mixer reconnects and spreads over replicas")
