@@ -254,7 +254,6 @@ func New(o Options) (_ *Adapter, err error) {
 		if allow, err = grpcserver.NewSPIFFEAllowList(o.AllowedSPIFFEIDs); err != nil {
 			return nil, err
 		}
-		allow.OnRefuse = refused
 	}
 	var token *grpcserver.TokenCheck
 	if o.AuthTokenFile != "" {
@@ -274,6 +273,17 @@ func New(o Options) (_ *Adapter, err error) {
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
+		OnHandshakeError: func(reason string, peer net.Addr, err error) {
+			refused(reason)
+			level := logrus.WarnLevel
+			if reason == grpcserver.RefusedConnectionClosed {
+				level = logrus.DebugLevel // TCP probes and scanners
+			}
+			// Keyed by reason, which the operator's setup decides, not by the
+			// peer, which an attacker does.
+			limiter.Log(level, "tls-handshake|"+reason, logrus.Fields{"peer": peer.String(), "reason": reason},
+				"TLS handshake refused: "+logging.Truncate(err.Error(), 300))
+		},
 		OnRefusedWhileDraining: func(method string) {
 			if method == mixer.HandleMetricMethod {
 				a.metrics.Requests.WithLabelValues(codes.Unavailable.String()).Inc()

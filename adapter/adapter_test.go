@@ -39,13 +39,15 @@ type harness struct {
 	factory *sinktest.Factory
 	conn    *grpc.ClientConn
 	log     *bytes.Buffer
+	sw      *syncWriter
 }
 
 func start(t *testing.T, tweak func(*adapter.Options)) *harness {
 	t.Helper()
 	h := &harness{factory: sinktest.NewFactory(), log: &bytes.Buffer{}}
 	log := logrus.New()
-	log.SetOutput(&syncWriter{w: h.log})
+	h.sw = &syncWriter{w: h.log}
+	log.SetOutput(h.sw)
 	o := adapter.Options{
 		GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "test-0", Log: log,
 		ShutdownTimeout: 5 * time.Second,
@@ -362,4 +364,11 @@ func TestBuildInfoIsExported(t *testing.T) {
 	code, body := getBody(t, h, "/metrics")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, `meshmetrics_build_info{goversion="go1.26.8",revision="abc123",version="v1.2.3"} 1`+"\n")
+}
+
+// logText is what the adapter logged so far (safe while it logs).
+func (h *harness) logText() string {
+	h.sw.mu.Lock()
+	defer h.sw.mu.Unlock()
+	return h.sw.w.String()
 }
