@@ -346,7 +346,7 @@ func (a *Adapter) Start() error {
 			a.serveErr <- err
 		}
 	}()
-	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "metrics": a.MetricsURL(), "tls": a.opts.TLS.Enabled(),
+	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "http": a.HTTPAddr(), "metrics": a.MetricsURL(), "tls": a.opts.TLS.Enabled(),
 		"mutual_tls": a.opts.TLS.ClientCA != "", "replica": a.opts.Replica}).Info("meshmetrics serving")
 	return nil
 }
