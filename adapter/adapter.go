@@ -202,7 +202,7 @@ func New(o Options) (_ *Adapter, err error) {
 	}
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL)},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
-			OnBuild: func(d handler.Digest, p *config.Params, err error) {
+			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
 				if err != nil {
 					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
 					o.Log.WithField("handler", d.String()).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
@@ -210,7 +210,7 @@ func New(o Options) (_ *Adapter, err error) {
 				}
 				a.metrics.HandlersBuilt.Inc()
 				a.metrics.LastConfigSuccess.SetToCurrentTime()
-				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": fmt.Sprintf("%+v", config.SinksOf(p))}).
+				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": sinkNames}).
 					Info("handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig

@@ -302,15 +302,33 @@ type expositionFactory struct{ e *Sink }
 
 // NewFactory is the sinks.Factory of the exposition: every config
 // whose params enable exposition shares e, which the adapter adds to its sink
-// set as a permanent sink.
+// set as a permanent sink. It is the default backend: a config that
+// configures none is exposed (sinks.Resolve).
 func NewFactory(e *Sink) sinks.Factory { return expositionFactory{e} }
 
-// Key implements sinks.Factory.
-func (expositionFactory) Key(p *config.Params) string {
-	if config.SinksOf(p).Exposition {
-		return Key
+// IsDefault implements sinks.Default.
+func (expositionFactory) IsDefault() {}
+
+// Configured implements sinks.Factory: p has a prometheus block.
+func (expositionFactory) Configured(p *config.Params) bool { return p.Prometheus != nil }
+
+// Normalize implements sinks.Factory: exposed metrics need fixed names and
+// label names.
+func (f expositionFactory) Normalize(p *config.Params) config.FieldErrors {
+	if f.Key(p) != "" && len(p.Metrics) == 0 {
+		return config.FieldErrors{{Field: "metrics", Message: "required for Prometheus exposition (only Librato can take instances without a metrics list)"}}
 	}
-	return ""
+	return nil
+}
+
+// Key implements sinks.Factory: exposed unless the prometheus block turns
+// exposition off. (sinks.Resolve asks only when the block is there, or when
+// no backend is configured at all.)
+func (expositionFactory) Key(p *config.Params) string {
+	if p.Prometheus != nil && p.Prometheus.DisableExposition {
+		return ""
+	}
+	return Key
 }
 
 // Check implements sinks.Factory: every metric must have valid, distinct

@@ -51,7 +51,7 @@ func NewFactory(env sinks.Env) sinks.Factory {
 // any password redacted and digest covers the whole block (secrets through a
 // keyed hash) plus the replica name when a replica label is set.
 func (f *Factory) Key(p *config.Params) string {
-	if !config.SinksOf(p).RemoteWrite {
+	if !f.Configured(p) || p.Prometheus.RemoteWrite.Url == "" {
 		return ""
 	}
 	rw := p.Prometheus.RemoteWrite

@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
-	"github.com/sirupsen/logrus"
-
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
@@ -57,8 +54,8 @@ type Sink struct {
 	rw       *config.RemoteWrite
 	external []prompb.Label
 	reg      *series.Registry[*state]
-	queue    *export.Queue[*request]
-	client   *retryablehttp.Client
+	queue    *export.Sender[*request]
+	client   *http.Client
 	auth     *auth
 
 	mu      sync.Mutex
@@ -90,7 +87,9 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 	}
 	s := &Sink{name: name, env: env, rw: rw, metrics: map[string]*metricInfo{},
 		stop: make(chan struct{}), done: make(chan struct{})}
-	s.auth = newAuth(rw, env)
+	if s.auth, err = newAuth(rw, env); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	for k, v := range rw.ExternalLabels {
 		s.external = append(s.external, prompb.Label{Name: k, Value: v})
 	}
@@ -103,22 +102,18 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 		NewState:  func(f *series.Family[*state]) *state { return &state{Value: cumulative.NewValue(f.Metric)} },
 		OnRemove:  s.onRemove,
 	})
-	s.client = export.NewHTTPClient(export.RetryOptions{Timeout: rw.Timeout, MinBackoff: rw.MinBackoff,
-		MaxBackoff: rw.MaxBackoff, TLS: tlsCfg})
-	s.client.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 && env.Metrics != nil {
-			env.Metrics.SinkSends.WithLabelValues(name, "retry").Inc()
-		}
-	}
-	s.queue, err = export.NewSpooledQueue(s.send, export.QueueOptions{
+	s.client = export.NewHTTPClient(tlsCfg)
+	s.queue, err = export.New(export.Settings{
+		Sink:     name,
 		Capacity: int(rw.Capacity),
 		// One worker: samples of a series must reach the receiver in time
 		// order, and every request holds all series.
-		Workers:    1,
-		MaxElapsed: rw.MaxRetryElapsed,
-		OnSent:     s.onSent,
-		OnDrop:     s.onDrop,
-	}, env.Spool, name, spoolCodec)
+		Workers:   1,
+		Spool:     env.Spool,
+		Timeout:   rw.Timeout,
+		Retry:     export.RetrySettings{MinBackoff: rw.MinBackoff, MaxBackoff: rw.MaxBackoff, MaxElapsed: rw.MaxRetryElapsed},
+		Telemetry: export.Telemetry{Metrics: env.Metrics, Limiter: env.Limiter, Log: env.Log, Secrets: env.Secrets},
+	}, s.post, spoolCodec)
 	if err != nil {
 		return nil, err
 	}
@@ -288,10 +283,11 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.push(s.env.Now(), true)
 		err = s.queue.Close(ctx)
 		// A config change builds a new sink: this one's gauge must not
-		// linger with its last count.
+		// linger with its last count, nor its connections stay open.
 		if s.env.Metrics != nil {
 			s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
 		}
+		s.client.CloseIdleConnections()
 	})
 	return err
 }
@@ -313,69 +309,6 @@ func (s *Sink) loop() {
 		case <-pushT.C:
 			s.push(s.env.Now(), false)
 		}
-	}
-}
-
-func (s *Sink) onSent(units, _ int, took time.Duration) {
-	if m := s.env.Metrics; m != nil {
-		m.SinkSends.WithLabelValues(s.name, "ok").Inc()
-		m.SinkSendLatency.WithLabelValues(s.name).Observe(took.Seconds())
-	}
-}
-
-// dropReason maps the queue's drop reasons to the adapter's.
-func dropReason(reason string) string {
-	switch reason {
-	case export.DropOverflow:
-		return telemetry.DropSendQueueFull
-	case export.DropRejected:
-		return telemetry.DropBackendRejected
-	case export.DropExhausted:
-		return telemetry.DropRetriesExceeded
-	case export.DropSpoolFull:
-		return telemetry.DropSpoolFull
-	case export.DropSpoolCorrupt:
-		return telemetry.DropSpoolCorrupt
-	case export.DropReplayRejected:
-		return telemetry.DropReplayRejected
-	}
-	return telemetry.DropShutdown
-}
-
-// onDrop counts lost samples (remote write carries samples, not instances,
-// so the drop counter counts samples for this sink) and logs the cause at
-// most once per interval per reason.
-func (s *Sink) onDrop(reason string, units, _ int, err error) {
-	r := dropReason(reason)
-	if m := s.env.Metrics; m != nil {
-		m.Dropped(s.name, r, units)
-		result := "failed"
-		if reason == export.DropRejected || reason == export.DropReplayRejected {
-			result = "rejected"
-		}
-		// Only these end a send attempt; the others drop a request that
-		// was waiting.
-		if reason == export.DropRejected || reason == export.DropReplayRejected ||
-			reason == export.DropExhausted || reason == export.DropShutdown {
-			m.SinkSends.WithLabelValues(s.name, result).Inc()
-		}
-	}
-	msg := fmt.Sprintf("remote write: %d samples dropped (%s)", units, r)
-	if err != nil {
-		msg += ": " + err.Error()
-	}
-	s.logLimited(logrus.WarnLevel, "remote-write-drop:"+s.name+":"+r, logrus.Fields{"sink": s.name}, msg)
-}
-
-func (s *Sink) logLimited(level logrus.Level, key string, fields logrus.Fields, msg string) {
-	if s.env.Secrets != nil {
-		msg = s.env.Secrets.RedactString(msg)
-	}
-	switch {
-	case s.env.Limiter != nil:
-		s.env.Limiter.Log(level, key, fields, msg)
-	case s.env.Log != nil:
-		s.env.Log.WithFields(fields).Log(level, msg)
 	}
 }
 

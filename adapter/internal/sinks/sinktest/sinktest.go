@@ -200,6 +200,13 @@ func NewFactory() *Factory {
 	return &Factory{sinks: map[string]*Sink{}, Route: func(*config.Params) string { return "test" }}
 }
 
+// Configured implements sinks.Factory: a config is this backend's when
+// Route routes it.
+func (f *Factory) Configured(p *config.Params) bool { return f.Route(p) != "" }
+
+// Normalize implements sinks.Factory: the recording sink has no block.
+func (f *Factory) Normalize(*config.Params) config.FieldErrors { return nil }
+
 // Key implements sinks.Factory.
 func (f *Factory) Key(p *config.Params) string { return f.Route(p) }
 
