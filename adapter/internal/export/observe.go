@@ -58,8 +58,8 @@ func (o *observer) ended(took time.Duration, err error) {
 	case err == nil:
 		o.result(telemetry.SendOK)
 	case IsPartial(err):
+		// The sink logs what its backend reported: only it can read it.
 		o.result(telemetry.SendPartial)
-		o.log(logrus.WarnLevel, "partial", "the backend took a request but reports failed items: "+err.Error())
 	case IsPermanent(err):
 		o.result(telemetry.SendRejected)
 	default:

@@ -98,7 +98,7 @@ func (f *File) Value() string {
 	v, err := f.Load()
 	if err != nil && f.opts.Limiter != nil {
 		f.opts.Limiter.Log(logrus.WarnLevel, "secretfile|"+f.path, logrus.Fields{"file": f.path},
-			"cannot re-read a secret file, still using its previous value: "+err.Error())
+			"cannot re-read a secret file, still using the previous one: "+err.Error())
 	}
 	return v
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/sirupsen/logrus"
 )
 
 // Results of meshmetrics_sink_requests_total for this sink: the export
@@ -130,8 +131,10 @@ func (s *Sink) checkAccepted(status int, body []byte, r *request) error {
 	if failed == 0 {
 		return nil
 	}
-	return export.Partial(fmt.Errorf("Librato accepted a request of %d measurements but reports failed ones (%d; -1: uncounted): HTTP %d: %s",
-		r.measurements, failed, status, truncate(string(body), maxLoggedBody)))
+	s.env.Limiter.Log(logrus.WarnLevel, s.name+"|partial", logrus.Fields{
+		"sink": s.name, "status": status, "measurements": r.measurements, "failed": failed, "body": truncate(string(body), maxLoggedBody),
+	}, "Librato accepted a request but reports failed measurements")
+	return export.Partial(fmt.Errorf("librato: %d of %d measurements failed", failed, r.measurements))
 }
 
 // errorDetail renders an error body for a log line: the API's error

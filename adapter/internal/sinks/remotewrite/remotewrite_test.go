@@ -185,6 +185,9 @@ func rwParams(url string, edit func(*config.RemoteWrite)) *config.Params {
 	if err != nil {
 		panic(err)
 	}
+	if errs := remotewrite.NewFactory(sinks.Env{}).Normalize(p); len(errs) > 0 {
+		panic(errs)
+	}
 	return p
 }
 
