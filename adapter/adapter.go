@@ -232,11 +232,9 @@ func New(o Options) (_ *Adapter, err error) {
 	}
 	var token *grpcserver.TokenCheck
 	if o.AuthTokenFile != "" {
-		if token, err = grpcserver.NewTokenCheck(o.AuthTokenFile, o.AuthHeader); err != nil {
+		if token, err = grpcserver.NewTokenCheck(o.AuthTokenFile, o.AuthHeader, o.Secrets, limiter); err != nil {
 			return nil, err
 		}
-		o.Secrets.Add(token.Token())
-		token.OnLoad = o.Secrets.Add
 		token.OnRefuse = refused
 		if tlsCfg == nil {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")

@@ -26,15 +26,12 @@ const StaleNaN uint64 = 0x7ff0000000000002
 
 // metricInfo is what every series of one metric definition shares.
 type metricInfo struct {
-	key    string
 	names  promnaming.Names
 	kind   sinks.Kind
 	bounds []float64
 	// les are the bucket bounds as Prometheus writes them in `le`, "+Inf"
 	// last.
-	les  []string
-	refs int
-	fam  *series.Family[*state]
+	les []string
 }
 
 // state is one series: its value and its labels.
@@ -58,9 +55,8 @@ type Sink struct {
 	client   *http.Client
 	auth     *auth
 
-	mu      sync.Mutex
-	metrics map[string]*metricInfo // bound definitions by full name
-	infos   sync.Map               // *series.Family[*state] -> *metricInfo
+	// defs are the metric definitions, with what their series share.
+	defs *series.Catalog[*state, *metricInfo]
 
 	remMu   sync.Mutex
 	removed []point // series removed since the last push, with their final values
@@ -85,7 +81,7 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	s := &Sink{name: name, env: env, rw: rw, metrics: map[string]*metricInfo{},
+	s := &Sink{name: name, env: env, rw: rw,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if s.auth, err = newAuth(rw, env); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -102,6 +98,7 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 		NewState:  func(f *series.Family[*state]) *state { return &state{Value: cumulative.NewValue(f.Metric)} },
 		OnRemove:  s.onRemove,
 	})
+	s.defs = series.NewCatalog[*state, *metricInfo](s.reg)
 	s.client = export.NewHTTPClient(tlsCfg)
 	s.queue, err = export.New(export.Settings{
 		Sink:     name,
@@ -135,40 +132,21 @@ func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := m.DefinitionKey()
 	scale := sinks.DurationScale(m.DurationUnit, config.DurationUnit_SECONDS)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.metrics[names.Name]; cur != nil && cur.key == key {
-		cur.refs++
-		return s.reg.Bind(names.Name, m, scale), nil
-	}
-	for name, other := range s.metrics {
-		if name == names.Name {
-			continue
-		}
-		for _, a := range names.Exposed {
-			for _, b := range other.names.Exposed {
-				if a == b {
-					return nil, fmt.Errorf("metric %s would write series %s, which metric %s already writes", names.Name, a, name)
-				}
+	f, err := s.defs.Bind(names.Name, names.Exposed, m, scale, func(*series.Family[*state]) *metricInfo {
+		info := &metricInfo{names: names, kind: m.Kind, bounds: m.Buckets}
+		if m.Kind == sinks.Distribution {
+			for _, b := range m.Buckets {
+				info.les = append(info.les, formatLe(b))
 			}
+			info.les = append(info.les, "+Inf")
 		}
+		return info
+	})
+	if err != nil {
+		return nil, err
 	}
-	info := &metricInfo{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1}
-	if m.Kind == sinks.Distribution {
-		for _, b := range m.Buckets {
-			info.les = append(info.les, formatLe(b))
-		}
-		info.les = append(info.les, "+Inf")
-	}
-	if old := s.metrics[names.Name]; old != nil {
-		s.infos.Delete(old.fam)
-	}
-	info.fam = s.reg.Bind(names.Name, m, scale)
-	s.metrics[names.Name] = info
-	s.infos.Store(info.fam, info)
-	return info.fam, nil
+	return f, nil
 }
 
 // formatLe writes a bucket bound the way client_golang's text exposition
@@ -182,22 +160,7 @@ func formatLe(b float64) string {
 
 // Unbind implements sinks.Sink. The last binding of a definition removes its
 // series, which get stale markers in the next push.
-func (s *Sink) Unbind(b sinks.Binding) {
-	f, ok := b.(*series.Family[*state])
-	if !ok {
-		return
-	}
-	s.reg.Unbind(b)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.metrics[f.Name]; cur != nil && cur.fam == f {
-		cur.refs--
-		if cur.refs <= 0 {
-			delete(s.metrics, f.Name)
-			s.infos.Delete(f)
-		}
-	}
-}
+func (s *Sink) Unbind(b sinks.Binding) { s.defs.Unbind(b) }
 
 // Consume implements sinks.Sink: samples update the cumulative values; they
 // are sent by the next push.
@@ -205,11 +168,11 @@ func (s *Sink) Consume(b *sinks.Batch) {
 	d := s.reg.Apply(b, func(f *series.Family[*state], ser *series.Series[*state], v float64) {
 		st := ser.State
 		if st.info == nil {
-			info, ok := s.infos.Load(f)
+			info, ok := s.defs.Info(f)
 			if !ok {
 				return // cannot happen: Bind stores the info before returning the family
 			}
-			st.info = info.(*metricInfo)
+			st.info = info
 			st.base = s.baseLabels(st.info, ser.Labels)
 		}
 		st.Record(st.info.kind, st.info.bounds, v)
