@@ -42,15 +42,15 @@ func (rt retrying[R]) send(ctx context.Context, r R) error {
 		if !ok {
 			wait = Backoff(rt.opts.MinBackoff, rt.opts.MaxBackoff, attempt)
 		}
-		if !sleep(ctx, wait) {
+		if !Sleep(ctx, wait) {
 			return fmt.Errorf("gave up after %d attempts (%w): %w", attempt+1, context.Cause(ctx), err)
 		}
 		rt.onRetry()
 	}
 }
 
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d; false when ctx ended first.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	if ctx.Err() != nil {
 		return false
 	}

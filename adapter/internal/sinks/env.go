@@ -41,6 +41,11 @@ type Env struct {
 	KeySalt []byte
 }
 
+// Telemetry is where a push sink's export.Sender reports.
+func (e Env) Telemetry() export.Telemetry {
+	return export.Telemetry{Metrics: e.Metrics, Limiter: e.Limiter, Log: e.Log, Secrets: e.Secrets}
+}
+
 // KeyDigest is the short digest that tells destinations apart in a sink key.
 // Keys show up in logs and metric labels, and the data may hold secrets (a
 // token, a password): an HMAC under the salt reveals nothing about them.

@@ -171,15 +171,8 @@ func (s *Sink) noteRateLimit(h http.Header) {
 
 func (s *Sink) waitRateLimit(ctx context.Context) error {
 	d := time.Until(time.Unix(0, s.pauseUntil.Load()))
-	if d <= 0 {
+	if d <= 0 || export.Sleep(ctx, d) {
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("librato: waiting for the rate limit to reset: %w", ctx.Err())
-	}
+	return fmt.Errorf("librato: waiting for the rate limit to reset: %w", ctx.Err())
 }

@@ -105,7 +105,7 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 		Spool:     env.Spool,
 		Timeout:   cfg.requestTimeout,
 		Retry:     export.RetrySettings{MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff, MaxElapsed: cfg.maxElapsed},
-		Telemetry: export.Telemetry{Metrics: env.Metrics, Limiter: env.Limiter, Log: env.Log, Secrets: env.Secrets},
+		Telemetry: env.Telemetry(),
 	}, s.push, spoolCodec)
 	if err != nil {
 		return nil, err

@@ -109,7 +109,7 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 		Spool:     env.Spool,
 		Timeout:   rw.Timeout,
 		Retry:     export.RetrySettings{MinBackoff: rw.MinBackoff, MaxBackoff: rw.MaxBackoff, MaxElapsed: rw.MaxRetryElapsed},
-		Telemetry: export.Telemetry{Metrics: env.Metrics, Limiter: env.Limiter, Log: env.Log, Secrets: env.Secrets},
+		Telemetry: env.Telemetry(),
 	}, s.post, spoolCodec)
 	if err != nil {
 		return nil, err
