@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
@@ -17,8 +16,7 @@ import (
 // normalization, then the built-in backends' own (sinks.Resolve).
 func resolve(t *testing.T, in *config.Params) (*config.Params, []string, error) {
 	t.Helper()
-	_, factories, err := defaultSinks(sinks.Env{Secrets: &logging.Secrets{}, Replica: "r"}, prometheus.NewRegistry())
-	require.NoError(t, err)
+	factories := builtinFactories(sinks.Env{Secrets: &logging.Secrets{}, Replica: "r"}, nil)
 	p, err := config.Normalize(in)
 	if err != nil {
 		return nil, nil, err
@@ -47,11 +45,7 @@ func TestBackendsNormalizeTheirBlocks(t *testing.T) {
 	require.EqualValues(t, 2000, p.Prometheus.RemoteWrite.MaxSamplesPerSend)
 	require.Equal(t, []string{"prometheus", "remote_write", "librato:http"}, keys)
 
-	_, factories, err := defaultSinks(sinks.Env{Secrets: &logging.Secrets{}}, prometheus.NewRegistry())
-	require.NoError(t, err)
-	again, err := config.Normalize(p)
-	require.NoError(t, err)
-	_, err = sinks.Resolve(again, factories)
+	again, err := NormalizeParams(p)
 	require.NoError(t, err)
 	require.True(t, p.Equal(again), "normalizing must be idempotent")
 }
