@@ -66,7 +66,7 @@ type Options struct {
 	// host name, which is the pod name in Kubernetes).
 	Replica string
 	// SpoolDir, when set, keeps the send queues of push sinks on disk, so
-	// that a restart loses none of them (pipeline's spool); SpoolMaxBytes
+	// that a restart loses none of them (export's spool); SpoolMaxBytes
 	// caps it.
 	SpoolDir      string
 	SpoolMaxBytes int64

@@ -33,7 +33,7 @@ type Env struct {
 	// boundaries); tests shorten it. Default one second.
 	Tick time.Duration
 	// Spool, when set (--spool-dir), keeps push sinks' send queues on disk
-	// (export.NewSpooledQueue).
+	// (export.Settings.Spool).
 	Spool *export.Spool
 	// KeySalt keys the digests in sink keys (KeyDigest): random per
 	// process, or the spool's (kept on disk) so that a destination keeps its

@@ -469,6 +469,10 @@ func TestCheck(t *testing.T) {
 			rw.BasicAuth = &config.BasicAuth{Username: "u"}
 		}, nil, "not both"},
 		{"missing CA", func(rw *config.RemoteWrite) { rw.CaFile = "/nonexistent/ca.pem" }, nil, "ca_file"},
+		{"missing bearer token file", func(rw *config.RemoteWrite) { rw.BearerTokenFile = "/nonexistent/token" }, nil, "bearer_token_file: file /nonexistent/token"},
+		{"missing password file", func(rw *config.RemoteWrite) {
+			rw.BasicAuth = &config.BasicAuth{Username: "u", PasswordFile: "/nonexistent/pw"}
+		}, nil, "basic_auth.password_file: file /nonexistent/pw"},
 		{"implicit", nil, []*sinks.Metric{{Name: "x", Implicit: true}}, "fixed label names"},
 	}
 	f := remotewrite.NewFactory(newEnv().Env)
