@@ -171,6 +171,9 @@ func New(o Options) (_ *Adapter, err error) {
 	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
 	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
+	// Every sink's drop counters exist at 0 from its start, so that alerts
+	// can be written in advance (the export helper adds a push sink's own).
+	a.sinks.OnSink = func(name string) { a.metrics.InitDropped(name, telemetry.SinkDropReasons()...) }
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
