@@ -87,6 +87,8 @@ type harness struct {
 type harnessConfig struct {
 	server  []libratotest.Option
 	options librato.Options
+	// tick replaces the sinks' 2 ms tick.
+	tick time.Duration
 }
 
 func newHarness(t testing.TB, hc harnessConfig) *harness {
@@ -107,6 +109,9 @@ func newHarness(t testing.TB, hc harnessConfig) *harness {
 		MaxSeries: 100000,
 		Now:       h.clock.Now,
 		Tick:      2 * time.Millisecond,
+	}
+	if hc.tick > 0 {
+		h.env.Tick = hc.tick
 	}
 	target, err := url.Parse(h.srv.URL())
 	require.NoError(t, err)

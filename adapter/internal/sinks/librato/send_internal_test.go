@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +149,39 @@ func TestPushNamesTheServersWait(t *testing.T) {
 			require.Equal(t, tc.want, got)
 		})
 	}
+}
+
+// TestConsumeOnlyAggregates: a batch past the period's end makes Consume
+// set the period aside, not encode or queue it (which may wait for the
+// spool's fsync); shipping is the sink goroutine's job.
+func TestConsumeOnlyAggregates(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	now := time.Unix(1600000000, 0)
+	env := envDefaults(sinks.Env{Now: func() time.Time { return now }, Tick: time.Hour})
+	p := &config.Params{Librato: &config.LibratoParams{Token: "test-token-1", Url: srv.URL, Period: time.Second}}
+	require.Empty(t, normalize(p.Librato))
+	s, err := newSink("test", p.Librato, env, Options{}.withDefaults())
+	require.NoError(t, err)
+	close(s.stop) // no goroutine ships: what Consume does is all there is
+	<-s.stopped
+	b, err := s.Bind(&sinks.Metric{Namespace: "istio", Name: "requests", Kind: sinks.Counter})
+	require.NoError(t, err)
+	batch := func(at time.Time) *sinks.Batch {
+		out := &sinks.Batch{Time: at}
+		out.Add(b, 1, nil)
+		return out
+	}
+	s.Consume(batch(now))
+	s.Consume(batch(now.Add(time.Second))) // the next period
+	require.Len(t, s.ended, 1, "the closed period is set aside")
+	require.Never(t, func() bool { return posts.Load() > 0 }, 50*time.Millisecond, time.Millisecond, "and neither queued nor sent by Consume")
+	s.ship()
+	require.Empty(t, s.ended)
+	require.Eventually(t, func() bool { return posts.Load() == 1 }, 10*time.Second, time.Millisecond, "shipping encodes and queues it")
+	require.NoError(t, s.queue.Close(context.Background()))
 }
