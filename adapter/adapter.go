@@ -77,7 +77,7 @@ type Options struct {
 	// host name, which is the pod name in Kubernetes).
 	Replica string
 	// SpoolDir, when set, keeps the send queues of push sinks on disk, so
-	// that a restart loses none of them (pipeline's spool); SpoolMaxBytes
+	// that a restart loses none of them (export's spool); SpoolMaxBytes
 	// caps it.
 	SpoolDir      string
 	SpoolMaxBytes int64
@@ -193,6 +193,9 @@ func New(o Options) (_ *Adapter, err error) {
 	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
 	registerBuildInfo(a.registry, o.Build)
+	// Every sink's drop counters exist at 0 from its start, so that alerts
+	// can be written in advance (the export helper adds a push sink's own).
+	a.sinks.OnSink = func(name string) { a.metrics.InitDropped(name, telemetry.SinkDropReasons()...) }
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
@@ -228,7 +231,7 @@ func New(o Options) (_ *Adapter, err error) {
 			o.Log.WithField("handler", d.String()).Info("handler config closed (evicted or idle)")
 		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
-			OnBuild: func(d handler.Digest, p *config.Params, err error) {
+			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
 				if err != nil {
 					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
 					o.Log.WithField("handler", d.String()).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
@@ -236,7 +239,7 @@ func New(o Options) (_ *Adapter, err error) {
 				}
 				a.metrics.HandlersBuilt.Inc()
 				a.metrics.LastConfigSuccess.SetToCurrentTime()
-				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": fmt.Sprintf("%+v", config.SinksOf(p))}).
+				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": sinkNames}).
 					Info("handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig
@@ -257,11 +260,9 @@ func New(o Options) (_ *Adapter, err error) {
 	}
 	var token *grpcserver.TokenCheck
 	if o.AuthTokenFile != "" {
-		if token, err = grpcserver.NewTokenCheck(o.AuthTokenFile, o.AuthHeader); err != nil {
+		if token, err = grpcserver.NewTokenCheck(o.AuthTokenFile, o.AuthHeader, o.Secrets, limiter); err != nil {
 			return nil, err
 		}
-		o.Secrets.Add(token.Token())
-		token.OnLoad = o.Secrets.Add
 		token.OnRefuse = refused
 		if tlsCfg == nil {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")

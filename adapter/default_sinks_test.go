@@ -54,6 +54,10 @@ func TestDefaultSinksServeMixerInstancesOnMetrics(t *testing.T) {
 	require.Contains(t, string(body), `istio_damage_requests{path="/v1/damage"} 3`+"\n")
 	require.Contains(t, string(body), "meshmetrics_dedup_ids_reused_total 2\n")
 	require.NotRegexp(t, `reason="duplicate_request"} [1-9]`, string(body), "nothing is dropped as a duplicate by default")
+	for _, reason := range []string{"queue_full", "series_limit", "sink_series_limit", "superseded_definition"} {
+		require.Contains(t, string(body), `meshmetrics_instances_dropped_total{reason="`+reason+`",sink="prometheus"} 0`+"\n",
+			"a sink's drop counters exist at 0 before any drop, for alerts")
+	}
 
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/debug/config": 200} {
 		r, err := http.Get("http://" + a.HTTPAddr() + path)

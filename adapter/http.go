@@ -51,12 +51,12 @@ func (a *Adapter) mux() *http.ServeMux {
 	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, _ *http.Request) {
 		type entry struct {
 			Handler string         `json:"handler"`
-			Sinks   config.Sinks   `json:"sinks"`
+			Sinks   []string       `json:"sinks"`
 			Params  *config.Params `json:"params"`
 		}
 		var out []entry
 		for _, h := range a.cache.Handlers() {
-			out = append(out, entry{Handler: h.Digest.String(), Sinks: config.SinksOf(h.Params), Params: config.Redacted(h.Params)})
+			out = append(out, entry{Handler: h.Digest.String(), Sinks: h.Sinks(), Params: config.Redacted(h.Params)})
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].Handler < out[j].Handler })
 		w.Header().Set("Content-Type", "application/json")

@@ -1,7 +1,10 @@
 // Package config is the adapter's configuration: the handler Params proto
 // (config.proto) and its generated code, how Params are decoded from Mixer's
-// adapter_config, their defaults and validation, and the defaults of the
-// process flags. Every default lives here, once.
+// adapter_config, their generic defaults and validation (metrics, limits,
+// expiration, the seed adapter's migration), and the defaults of the
+// process flags. Every default is named here, once; a backend's block
+// (librato, prometheus.remote_write) is normalized by its sink package,
+// which alone applies its defaults.
 package config
 
 import "time"

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"reflect"
 	"strings"
 )
@@ -73,28 +72,10 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// Sinks says which sinks a Params feeds.
-type Sinks struct {
-	Exposition  bool
-	RemoteWrite bool
-	Librato     bool
-}
-
-// SinksOf applies the rule documented on Params: exposition when the
-// prometheus block asks for it or when no sink block is given at all.
-func SinksOf(p *Params) Sinks {
-	s := Sinks{Librato: p.Librato != nil}
-	if p.Prometheus != nil {
-		s.Exposition = !p.Prometheus.DisableExposition
-		s.RemoteWrite = p.Prometheus.RemoteWrite != nil && p.Prometheus.RemoteWrite.Url != ""
-	} else {
-		s.Exposition = p.Librato == nil
-	}
-	return s
-}
-
 // Normalize returns a copy of p with the seed adapter's fields moved into the
-// librato block and every default filled in, or the list of what is wrong.
+// librato block and the generic defaults filled in (metrics, limits,
+// expiration), or the list of what is wrong. Each backend's block is the
+// backend's business: its sink factory normalizes it (sinks.Resolve).
 // Normalize(Normalize(p)) equals Normalize(p).
 func Normalize(in *Params) (*Params, error) {
 	p := &Params{}
@@ -135,15 +116,6 @@ func Normalize(in *Params) (*Params, error) {
 		if ep.ExpiryCheckIntervalDuration == 0 {
 			ep.ExpiryCheckIntervalDuration = ep.MetricsExpiryDuration / 2
 		}
-	}
-	if p.Librato != nil {
-		normalizeLibrato(p.Librato, add)
-	}
-	if p.Prometheus != nil && p.Prometheus.RemoteWrite != nil {
-		normalizeRemoteWrite(p.Prometheus.RemoteWrite, add)
-	}
-	if len(p.Metrics) == 0 && SinksOf(p).Exposition {
-		add("metrics", "required for Prometheus exposition (only Librato can take instances without a metrics list)")
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -288,134 +260,6 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 		return out, nil
 	}
 	return nil, errors.New("unknown bucket definition")
-}
-
-func normalizeLibrato(l *LibratoParams, add func(string, string, ...any)) {
-	if l.Url == "" {
-		l.Url = DefaultLibratoURL
-	}
-	checkURL("librato.url", l.Url, add)
-	sources := 0
-	for _, s := range []string{l.Token, l.TokenPath, l.TokenEnv} {
-		if s != "" {
-			sources++
-		}
-	}
-	switch {
-	case sources == 0:
-		add("librato.token_path", "a token is required: set token_path (a mounted Secret), token_env or token")
-	case sources > 1:
-		add("librato.token", "set only one of token, token_path and token_env")
-	}
-	if l.Period == 0 {
-		l.Period = DefaultLibratoPeriod
-	}
-	if l.Period < MinLibratoPeriod {
-		add("librato.period", "must be at least %s", MinLibratoPeriod)
-	} else if l.Period%MinLibratoPeriod != 0 {
-		add("librato.period", "must be a whole number of seconds (Librato's period is in seconds)")
-	}
-	maxPerRequest := int32(MaxLibratoMeasurementsTagged)
-	if l.Api == LibratoParams_LEGACY {
-		maxPerRequest = MaxLibratoMeasurementsLegacy
-	} else if l.Api != LibratoParams_TAGGED {
-		add("librato.api", "unknown api %d", l.Api)
-	}
-	if l.MaxMeasurementsPerRequest == 0 {
-		l.MaxMeasurementsPerRequest = maxPerRequest
-	}
-	if l.MaxMeasurementsPerRequest < 0 || l.MaxMeasurementsPerRequest > maxPerRequest {
-		add("librato.max_measurements_per_request", "must be between 1 and %d", maxPerRequest)
-	}
-	if l.MaxRequestBytes == 0 {
-		l.MaxRequestBytes = DefaultLibratoMaxRequestBytes
-	}
-	if l.MaxRequestBytes < 1024 {
-		add("librato.max_request_bytes", "must be at least 1024")
-	}
-	if l.QueueSize == 0 {
-		l.QueueSize = DefaultLibratoQueueSize
-	}
-	if l.QueueSize < 0 {
-		add("librato.queue_size", "must be > 0")
-	}
-	if l.RequestTimeout == 0 {
-		l.RequestTimeout = DefaultLibratoRequestTimeout
-	}
-	if l.RequestTimeout < 0 {
-		add("librato.request_timeout", "must be > 0")
-	}
-	if l.MaxRetryElapsed == 0 {
-		l.MaxRetryElapsed = DefaultLibratoMaxRetryElapsed
-	}
-	if l.MaxRetryElapsed < 0 {
-		add("librato.max_retry_elapsed", "must be > 0")
-	}
-}
-
-func normalizeRemoteWrite(rw *RemoteWrite, add func(string, string, ...any)) {
-	if rw.Url == "" {
-		add("prometheus.remote_write.url", "required")
-	} else {
-		checkURL("prometheus.remote_write.url", rw.Url, add)
-	}
-	if rw.Interval == 0 {
-		rw.Interval = DefaultRemoteWriteInterval
-	}
-	if rw.MaxSamplesPerSend == 0 {
-		rw.MaxSamplesPerSend = DefaultRemoteWriteMaxSamples
-	}
-	if rw.Capacity == 0 {
-		rw.Capacity = DefaultRemoteWriteCapacity
-	}
-	if rw.Timeout == 0 {
-		rw.Timeout = DefaultRemoteWriteTimeout
-	}
-	if rw.MinBackoff == 0 {
-		rw.MinBackoff = DefaultRemoteWriteMinBackoff
-	}
-	if rw.MaxBackoff == 0 {
-		rw.MaxBackoff = DefaultRemoteWriteMaxBackoff
-	}
-	if rw.MaxRetryElapsed == 0 {
-		rw.MaxRetryElapsed = DefaultRemoteWriteMaxRetryElapse
-	}
-	for field, d := range map[string]int64{"interval": int64(rw.Interval), "timeout": int64(rw.Timeout),
-		"min_backoff": int64(rw.MinBackoff), "max_backoff": int64(rw.MaxBackoff), "max_retry_elapsed": int64(rw.MaxRetryElapsed)} {
-		if d < 0 {
-			add("prometheus.remote_write."+field, "must be > 0")
-		}
-	}
-	if rw.MinBackoff > rw.MaxBackoff {
-		add("prometheus.remote_write.min_backoff", "must not exceed max_backoff")
-	}
-	if rw.MaxSamplesPerSend < 0 {
-		add("prometheus.remote_write.max_samples_per_send", "must be > 0")
-	}
-	if rw.Capacity < rw.MaxSamplesPerSend {
-		add("prometheus.remote_write.capacity", "must be at least max_samples_per_send (%d)", rw.MaxSamplesPerSend)
-	}
-	if ba := rw.BasicAuth; ba != nil {
-		if ba.Username == "" {
-			add("prometheus.remote_write.basic_auth.username", "required")
-		}
-		if ba.Password != "" && ba.PasswordFile != "" {
-			add("prometheus.remote_write.basic_auth.password", "set password or password_file, not both")
-		}
-	}
-	for k := range rw.Headers {
-		switch strings.ToLower(k) {
-		case "content-encoding", "content-type", "user-agent", "x-prometheus-remote-write-version":
-			add("prometheus.remote_write.headers", "%q is set by the remote-write protocol and cannot be overridden", k)
-		}
-	}
-}
-
-func checkURL(field, raw string, add func(string, string, ...any)) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add(field, "%q is not an http(s) URL", raw)
-	}
 }
 
 // ShortInstanceName is an instance's own name without kind and namespace:

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -87,13 +86,8 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 	require.Equal(t, "requestcount.instance.istio-system", p.Metrics[0].Name, "as Istio's adapter: the whole instance name")
 	require.Equal(t, "requestcount.instance.istio-system", p.Metrics[0].Description)
 	require.Equal(t, "mesh", p.Metrics[1].Namespace)
-	require.Equal(t, config.DefaultLibratoURL, p.Librato.Url)
-	require.Equal(t, 60*time.Second, p.Librato.Period)
-	require.EqualValues(t, 1000, p.Librato.MaxMeasurementsPerRequest)
-	require.Equal(t, 15*time.Second, p.Prometheus.RemoteWrite.Interval)
-	require.EqualValues(t, 2000, p.Prometheus.RemoteWrite.MaxSamplesPerSend)
 	require.EqualValues(t, config.DefaultMaxSeriesPerMetric, p.Limits.MaxSeriesPerMetric)
-	require.Equal(t, config.Sinks{Exposition: true, RemoteWrite: true, Librato: true}, config.SinksOf(p))
+	require.Empty(t, p.Librato.Url, "a backend's block is its own factory's to normalize (adapter's TestBackendsNormalizeTheirBlocks)")
 
 	again, err := config.Normalize(p)
 	require.NoError(t, err)
@@ -107,25 +101,6 @@ func TestNormalizeMigratesSeedLibratoParams(t *testing.T) {
 	require.Equal(t, config.SeedAdapterURL, p.Librato.Url, "where the seed adapter posted")
 	require.Empty(t, p.Librato.Email, "the seed authenticated with the token alone (AppOptics form)")
 	require.Equal(t, "s3cret", p.Librato.Token)
-	require.Equal(t, config.Sinks{Librato: true}, config.SinksOf(p))
-}
-
-func TestSinksOf(t *testing.T) {
-	tests := []struct {
-		name string
-		p    *config.Params
-		want config.Sinks
-	}{
-		{"no sink block: exposition", &config.Params{}, config.Sinks{Exposition: true}},
-		{"librato only", &config.Params{Librato: &config.LibratoParams{}}, config.Sinks{Librato: true}},
-		{"librato and prometheus", &config.Params{Librato: &config.LibratoParams{}, Prometheus: &config.PrometheusParams{}}, config.Sinks{Librato: true, Exposition: true}},
-		{"remote write only", &config.Params{Prometheus: &config.PrometheusParams{DisableExposition: true, RemoteWrite: &config.RemoteWrite{Url: "http://x"}}}, config.Sinks{RemoteWrite: true}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, config.SinksOf(tc.p))
-		})
-	}
 }
 
 func TestNormalizeReportsEveryFieldError(t *testing.T) {
@@ -156,16 +131,8 @@ func TestNormalizeReportsEveryFieldError(t *testing.T) {
 		{"expiry zero", &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE}},
 			MetricsExpirationPolicy: &config.Params_MetricsExpirationPolicy{}},
 			[]string{"metrics_expiration_policy.metrics_expiry_duration"}},
-		{"librato without token", &config.Params{Librato: &config.LibratoParams{Url: "ftp://x", Period: 1500 * time.Millisecond}},
-			[]string{"librato.url", "librato.token_path", "librato.period"}},
-		{"librato two token sources", &config.Params{Librato: &config.LibratoParams{Token: "a", TokenEnv: "B", MaxMeasurementsPerRequest: 5000}},
-			[]string{"librato.token", "librato.max_measurements_per_request"}},
 		{"both seed and new librato params", &config.Params{LibratoEmail: "a", Librato: &config.LibratoParams{TokenEnv: "T"}},
 			[]string{"librato_email"}},
-		{"remote write without url", &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE}},
-			Prometheus: &config.PrometheusParams{RemoteWrite: &config.RemoteWrite{Headers: map[string]string{"Content-Type": "x"}, MinBackoff: time.Minute}}},
-			[]string{"prometheus.remote_write.url", "prometheus.remote_write.headers", "prometheus.remote_write.min_backoff"}},
-		{"exposition without metrics", &config.Params{}, []string{"metrics"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshmetrics/meshmetrics/adapter"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/expr"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/params"
@@ -74,7 +75,7 @@ func handlerParams(t *testing.T, a *crd.Adapter, h *crd.Handler) *config.Params 
 	require.NoError(t, err, "handler %s: params do not fit the adapter's schema", h.Key())
 	p, err := config.Decode(true, []byte(schema.TypeURL()), raw)
 	require.NoError(t, err)
-	norm, err := config.Normalize(p)
+	norm, err := adapter.NormalizeParams(p)
 	require.NoError(t, err, "handler %s: params are invalid", h.Key())
 	return norm
 }

@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // payloadSize makes every spooled request the same size on disk, so that
@@ -71,10 +73,14 @@ func (b *backend) received() []int {
 	return append([]int(nil), b.got...)
 }
 
-// drops records OnDrop calls: instances by reason.
+// drops records the drops of a test's queues (the telemetry they report
+// to, as the adapter's /metrics shows it) and of its spool (OnDrop, for
+// destinations no live sink is attached to): instances by reason.
 type drops struct {
-	mu sync.Mutex
-	by map[string]int
+	mu  sync.Mutex
+	by  map[string]int
+	reg *prometheus.Registry
+	m   *telemetry.Metrics
 }
 
 func (d *drops) onDrop(reason string, _, instances int, _ error) {
@@ -90,15 +96,49 @@ func (d *drops) onSpoolDrop(_, reason string, units, instances int, err error) {
 	d.onDrop(reason, units, instances, err)
 }
 
+// metrics is the telemetry the queues of d report to.
+func (d *drops) metrics() *telemetry.Metrics {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.reg = prometheus.NewRegistry()
+		d.m = telemetry.New(d.reg, func() int { return 0 }, noQueues{})
+	}
+	return d.m
+}
+
+// get sums the non-zero drop counters by reason (a sender makes its
+// counters exist at 0 from the start).
 func (d *drops) get() map[string]int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := map[string]int{}
 	for k, v := range d.by {
-		out[k] = v
+		out[k] += v
+	}
+	if d.reg != nil {
+		mfs, _ := d.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "meshmetrics_instances_dropped_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if v := int(m.GetCounter().GetValue()); v != 0 {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "reason" {
+							out[l.GetValue()] += v
+						}
+					}
+				}
+			}
+		}
 	}
 	return out
 }
+
+type noQueues struct{}
+
+func (noQueues) Stats() []telemetry.QueueStat { return nil }
 
 func openSpool(t *testing.T, dir string, maxBytes int64, d *drops) *export.Spool {
 	t.Helper()
@@ -108,21 +148,27 @@ func openSpool(t *testing.T, dir string, maxBytes int64, d *drops) *export.Spool
 	return sp
 }
 
-func spooledQueue(t *testing.T, sp *export.Spool, key string, b *backend, d *drops, maxElapsed time.Duration) *export.Queue[req] {
+func spooledQueue(t *testing.T, sp *export.Spool, key string, b *backend, d *drops, maxElapsed time.Duration) *export.Sender[req] {
 	t.Helper()
-	q, err := export.NewSpooledQueue(b.send, export.QueueOptions{Capacity: 1, Workers: 1, MaxElapsed: maxElapsed, OnDrop: d.onDrop},
-		sp, key, reqCodec)
+	q, err := export.New(spooled(sp, key, d, maxElapsed), b.send, reqCodec)
 	require.NoError(t, err)
 	return q
 }
 
-func closeQuickly(q *export.Queue[req]) error {
+// spooled are the settings of a spooled sender reporting to d.
+func spooled(sp *export.Spool, key string, d *drops, maxElapsed time.Duration) export.Settings {
+	return export.Settings{Sink: key, Capacity: 1, Workers: 1, Spool: sp,
+		Retry:     export.RetrySettings{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, MaxElapsed: maxElapsed},
+		Telemetry: export.Telemetry{Metrics: d.metrics()}}
+}
+
+func closeQuickly(q *export.Sender[req]) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	return q.Close(ctx)
 }
 
-func drain(t *testing.T, q *export.Queue[req]) {
+func drain(t *testing.T, q *export.Sender[req]) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -187,9 +233,9 @@ func TestSpoolEvictsTheOldestRequestsOfAnyDestination(t *testing.T) {
 		qa.Put(req{id: 10 + i, units: 1, instances: 1})
 		qb.Put(req{id: 20 + i, units: 1, instances: 100})
 	}
-	require.Eventually(t, func() bool { return da.get()[export.DropSpoolFull] == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return da.get()[telemetry.DropSpoolFull] == 1 }, 5*time.Second, time.Millisecond)
 	qb.Put(req{id: 23, units: 1, instances: 100}) // evicts b0, in flight too
-	require.Eventually(t, func() bool { return db.get()[export.DropSpoolFull] == 100 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return db.get()[telemetry.DropSpoolFull] == 100 }, 5*time.Second, time.Millisecond)
 	require.LessOrEqual(t, sp.Bytes(), int64(5*fileSize))
 	b.down.Store(false)
 	drain(t, qa)
@@ -227,14 +273,14 @@ func TestSpoolOfAnEarlierRunIsEvictedUnderItsSinkName(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	defer sp2.Close()
-	require.Equal(t, map[string]int{export.DropSpoolFull: 7}, d2.get())
+	require.Equal(t, map[string]int{telemetry.DropSpoolFull: 7}, d2.get())
 	// A new destination makes room by dropping the old one's oldest.
 	var dn drops
 	b.down.Store(false)
 	q := spooledQueue(t, sp2, "librato:new", b, &dn, time.Hour)
 	q.Put(req{id: 100, units: 1, instances: 1})
 	drain(t, q)
-	require.Equal(t, map[string]int{export.DropSpoolFull: 14}, d2.get())
+	require.Equal(t, map[string]int{telemetry.DropSpoolFull: 14}, d2.get())
 	require.Equal(t, []string{"remote_write:http://old/api/v1/write#1", "remote_write:http://old/api/v1/write#1"}, sinks,
 		"counted under the sink key recorded with the directory")
 	require.Equal(t, []int{100}, b.received())
@@ -246,7 +292,7 @@ func TestSpoolOfAnEarlierRunIsEvictedUnderItsSinkName(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		q2.Put(req{id: 200 + i, units: 1, instances: 1})
 	}
-	require.Equal(t, map[string]int{export.DropSpoolFull: 28}, d2.get())
+	require.Equal(t, map[string]int{telemetry.DropSpoolFull: 28}, d2.get())
 	require.NoDirExists(t, filepath.Join(dir, export.DirName("remote_write:http://old/api/v1/write#1")))
 	for _, st := range sp2.Stats() {
 		require.NotEqual(t, "remote_write:http://old/api/v1/write#1", st.Sink)
@@ -293,7 +339,7 @@ func TestCorruptSpoolFilesAreSkippedAndCounted(t *testing.T) {
 			q2 := spooledQueue(t, sp2, "k", b, &atSend, time.Hour)
 			drain(t, q2)
 			require.Equal(t, []int{0, 2}, b.received(), "the sound requests are sent, in order")
-			want := map[string]int{export.DropSpoolCorrupt: tc.instances}
+			want := map[string]int{telemetry.DropSpoolCorrupt: tc.instances}
 			if tc.atOpen {
 				require.Equal(t, want, atOpen.get())
 				require.Empty(t, atSend.get())
@@ -339,7 +385,7 @@ func TestRefusalsOfReplayedRequestsAreCountedApart(t *testing.T) {
 	q2.Put(req{id: 2, units: 1, instances: 5})
 	drain(t, q2)
 	require.Equal(t, []int{0}, b.received())
-	require.Equal(t, map[string]int{export.DropReplayRejected: 3, export.DropRejected: 5}, d.get(),
+	require.Equal(t, map[string]int{telemetry.DropReplayRejected: 3, telemetry.DropBackendRejected: 5}, d.get(),
 		"a replayed request refused (remote write: out of order) is told from a refusal of new data")
 	require.NoError(t, q2.Close(context.Background()))
 }
@@ -400,7 +446,7 @@ func TestASpoolFileThatVanishedIsCountedNotRetried(t *testing.T) {
 	q2 := spooledQueue(t, sp2, "k", b, &d, time.Hour)
 	drain(t, q2)
 	require.Equal(t, []int{1}, b.received())
-	require.Equal(t, map[string]int{export.DropSpoolCorrupt: 6}, d.get())
+	require.Equal(t, map[string]int{telemetry.DropSpoolCorrupt: 6}, d.get())
 	require.NoError(t, q2.Close(context.Background()))
 }
 
@@ -414,7 +460,7 @@ func TestARequestOnlyInMemoryIsCountedWhenTheSinkCloses(t *testing.T) {
 	require.NoError(t, os.RemoveAll(filepath.Join(dir, export.DirName("k"))))
 	q.Put(req{id: 0, units: 1, instances: 4})
 	require.Error(t, closeQuickly(q))
-	require.Equal(t, map[string]int{export.DropShutdown: 4}, d.get())
+	require.Equal(t, map[string]int{telemetry.DropShutdown: 4}, d.get())
 }
 
 func TestSinksOfOneDestinationShareItsSpool(t *testing.T) {
@@ -456,7 +502,7 @@ func TestARequestLargerThanTheSpoolIsDropped(t *testing.T) {
 	sp := openSpool(t, t.TempDir(), fileSize-1, &d)
 	q := spooledQueue(t, sp, "k", &backend{}, &d, time.Hour)
 	q.Put(req{id: 0, units: 1, instances: 9})
-	require.Equal(t, map[string]int{export.DropSpoolFull: 9}, d.get())
+	require.Equal(t, map[string]int{telemetry.DropSpoolFull: 9}, d.get())
 	require.NoError(t, q.Close(context.Background()))
 }
 
@@ -474,7 +520,7 @@ func FuzzSpoolFile(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		q, err := export.NewSpooledQueue(b.send, export.QueueOptions{Workers: 1, MaxElapsed: time.Hour}, sp, "k", reqCodec)
+		q, err := export.New(spooled(sp, "k", &d, time.Hour), b.send, reqCodec)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -510,7 +556,7 @@ func FuzzSpoolFile(f *testing.F) {
 		require.NoError(t, err)
 		defer sp.Close()
 		b := &backend{}
-		q, err := export.NewSpooledQueue(b.send, export.QueueOptions{Workers: 1, MaxElapsed: time.Hour, OnDrop: atSend.onDrop}, sp, "k", reqCodec)
+		q, err := export.New(spooled(sp, "k", &atSend, time.Hour), b.send, reqCodec)
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -28,6 +28,8 @@ func (discard) Consume(*sinks.Batch) {}
 
 type discardFactory struct{}
 
+func (discardFactory) Configured(*config.Params) bool              { return true }
+func (discardFactory) Normalize(*config.Params) config.FieldErrors { return nil }
 func (discardFactory) Key(*config.Params) string                   { return "discard" }
 func (discardFactory) Check(*config.Params, []*sinks.Metric) error { return nil }
 func (discardFactory) New(*config.Params) (sinks.Sink, error) {

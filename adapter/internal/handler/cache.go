@@ -38,7 +38,7 @@ type Cache struct {
 	idleTimeout time.Duration
 	now         func() time.Time
 	// OnBuild is told about every build, for telemetry and logs.
-	onBuild func(d Digest, p *config.Params, err error)
+	onBuild func(d Digest, p *config.Params, sinks []string, err error)
 
 	mu      sync.RWMutex
 	entries map[Digest]*entry
@@ -60,7 +60,9 @@ type CacheOptions struct {
 	Size        int
 	IdleTimeout time.Duration
 	Now         func() time.Time
-	OnBuild     func(d Digest, p *config.Params, err error)
+	// OnBuild is told about every build: the params, the names of the
+	// sinks they feed, or the error.
+	OnBuild func(d Digest, p *config.Params, sinks []string, err error)
 }
 
 // NewCache makes an empty cache.
@@ -69,7 +71,7 @@ func NewCache(deps Deps, o CacheOptions) *Cache {
 		o.Now = time.Now
 	}
 	if o.OnBuild == nil {
-		o.OnBuild = func(Digest, *config.Params, error) {}
+		o.OnBuild = func(Digest, *config.Params, []string, error) {}
 	}
 	return &Cache{deps: deps, size: max(o.Size, 1), idleTimeout: o.IdleTimeout, now: o.Now, onBuild: o.OnBuild,
 		entries: map[Digest]*entry{}}
@@ -135,7 +137,11 @@ func (c *Cache) build(d Digest, a handlemetric.Any, now time.Time) *entry {
 		}
 	}
 	e.err = err
-	c.onBuild(d, p, err)
+	var names []string
+	if e.h != nil {
+		names = e.h.Sinks()
+	}
+	c.onBuild(d, p, names, err)
 	if len(c.entries) >= c.size {
 		c.evictOldest()
 	}
@@ -243,27 +249,26 @@ func (c *Cache) Validate(a handlemetric.Any) error {
 	if p, err = config.Normalize(p); err != nil {
 		return err
 	}
-	return checkSinks(p, c.deps.Factories)
+	_, err = resolve(p, c.deps.Factories)
+	return err
 }
 
-func checkSinks(p *config.Params, factories []sinks.Factory) error {
+// resolve has the backends normalize their blocks of p (sinks.Resolve) and
+// checks p against the rules of every backend it sends to.
+func resolve(p *config.Params, factories []sinks.Factory) ([]sinks.Use, error) {
+	uses, err := sinks.Resolve(p, factories)
+	if err != nil {
+		return nil, err
+	}
 	defs := MetricsOf(p)
-	used := 0
 	var errs []error
-	for _, f := range factories {
-		if f.Key(p) == "" {
-			continue
-		}
-		used++
-		if err := f.Check(p, defs); err != nil {
+	for _, u := range uses {
+		if err := u.Factory.Check(p, defs); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if used == 0 {
-		return fmt.Errorf("%w: the config sends to no sink", config.ErrInvalid)
-	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %v", config.ErrInvalid, errors.Join(errs...))
+		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, errors.Join(errs...))
 	}
-	return nil
+	return uses, nil
 }

@@ -102,15 +102,12 @@ func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 			h.unbindAll()
 		}
 	}()
-	if err := checkSinks(p, deps.Factories); err != nil {
+	uses, err := resolve(p, deps.Factories)
+	if err != nil {
 		return h, err
 	}
-	for _, f := range deps.Factories {
-		key := f.Key(p)
-		if key == "" {
-			continue
-		}
-		q, err := deps.Sinks.Acquire(key, func() (sinks.Sink, error) { return f.New(p) })
+	for _, u := range uses {
+		q, err := deps.Sinks.Acquire(u.Key, func() (sinks.Sink, error) { return u.Factory.New(p) })
 		if err != nil {
 			return h, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 		}
@@ -130,6 +127,15 @@ func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 		return h, errs
 	}
 	return h, nil
+}
+
+// Sinks are the names of the sinks the handler feeds, in factory order.
+func (h *Handler) Sinks() []string {
+	out := make([]string, len(h.queues))
+	for i, q := range h.queues {
+		out[i] = q.Name()
+	}
+	return out
 }
 
 // MetricsOf resolves the metrics of normalized params, in their order.

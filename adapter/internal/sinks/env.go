@@ -33,12 +33,17 @@ type Env struct {
 	// boundaries); tests shorten it. Default one second.
 	Tick time.Duration
 	// Spool, when set (--spool-dir), keeps push sinks' send queues on disk
-	// (export.NewSpooledQueue).
+	// (export.Settings.Spool).
 	Spool *export.Spool
 	// KeySalt keys the digests in sink keys (KeyDigest): random per
 	// process, or the spool's (kept on disk) so that a destination keeps its
 	// key, and its spool directory, across restarts.
 	KeySalt []byte
+}
+
+// Telemetry is where a push sink's export.Sender reports.
+func (e Env) Telemetry() export.Telemetry {
+	return export.Telemetry{Metrics: e.Metrics, Limiter: e.Limiter, Log: e.Log, Secrets: e.Secrets}
 }
 
 // KeyDigest is the short digest that tells destinations apart in a sink key.

@@ -18,6 +18,9 @@ import (
 type Set struct {
 	capacity     int
 	closeTimeout time.Duration
+	// OnSink, when set (before the Set is used), is told the name of every
+	// sink added: the adapter makes its drop counters exist at 0.
+	OnSink func(name string)
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -49,6 +52,7 @@ func (s *Set) AddPermanent(key string, sk Sink) *Queue {
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), permanent: true}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
+	s.added(sk)
 	return e.q
 }
 
@@ -71,7 +75,14 @@ func (s *Set) Acquire(key string, build func() (Sink, error)) (*Queue, error) {
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), refs: 1}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
+	s.added(sk)
 	return e.q, nil
+}
+
+func (s *Set) added(sk Sink) {
+	if s.OnSink != nil {
+		s.OnSink(sk.Name())
+	}
 }
 
 // Release drops a reference taken by Acquire. The last one closes the sink

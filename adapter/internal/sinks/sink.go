@@ -104,11 +104,22 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
-// Factory builds the sinks of one backend kind from handler params.
+// Factory builds the sinks of one backend kind from handler params. The
+// backend owns its block of the params: its defaults, its rules and its
+// destination key. A new backend is its own package plus one line in
+// adapter/sinks.go.
 type Factory interface {
-	// Key identifies the destination p sends to, or "" when p does not use
-	// this backend. Handlers whose params give the same key share one sink.
-	// It must not contain secrets.
+	// Configured reports whether p has this backend's block, even one that
+	// sends nowhere (prometheus with exposition off and no remote write).
+	Configured(p *config.Params) bool
+	// Normalize fills in the defaults of the backend's block in p and
+	// reports every problem with its field path ("librato.period").
+	// Resolve calls it for every configured backend (and the default one);
+	// it must be idempotent.
+	Normalize(p *config.Params) config.FieldErrors
+	// Key identifies the destination normalized p sends to, or "" when p
+	// does not use this backend. Handlers whose params give the same key
+	// share one sink. It must not contain secrets.
 	Key(p *config.Params) string
 	// Check validates p and its metrics against the backend's rules without
 	// side effects: InfrastructureBackend.Validate uses it, and New must not
@@ -116,6 +127,59 @@ type Factory interface {
 	Check(p *config.Params, metrics []*Metric) error
 	// New builds the sink for p's destination.
 	New(p *config.Params) (Sink, error)
+}
+
+// Default marks the factory used when a config configures no backend at
+// all (the Prometheus exposition, as Istio's own adapter does).
+type Default interface {
+	Factory
+	// IsDefault is a marker.
+	IsDefault()
+}
+
+// Use is a factory a config sends to, with its destination key.
+type Use struct {
+	Factory Factory
+	Key     string
+}
+
+// Resolve normalizes the backend blocks of p (already through
+// config.Normalize) and returns the backends it sends to, in factory
+// order: every configured backend whose key is not empty, or, when no
+// backend is configured at all, the default one. Errors are
+// config.FieldErrors with their field paths, or an error wrapping
+// config.ErrInvalid when p sends nowhere.
+func Resolve(p *config.Params, factories []Factory) ([]Use, error) {
+	var candidates []Factory
+	for _, f := range factories {
+		if f.Configured(p) {
+			candidates = append(candidates, f)
+		}
+	}
+	if len(candidates) == 0 {
+		for _, f := range factories {
+			if _, ok := f.(Default); ok {
+				candidates = append(candidates, f)
+			}
+		}
+	}
+	var errs config.FieldErrors
+	for _, f := range candidates {
+		errs = append(errs, f.Normalize(p)...)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var uses []Use
+	for _, f := range candidates {
+		if key := f.Key(p); key != "" {
+			uses = append(uses, Use{Factory: f, Key: key})
+		}
+	}
+	if len(uses) == 0 {
+		return nil, fmt.Errorf("%w: the config sends to no sink", config.ErrInvalid)
+	}
+	return uses, nil
 }
 
 // DurationScale is the factor from seconds to the metric's duration unit,

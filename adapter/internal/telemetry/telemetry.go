@@ -9,36 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Rejection reasons: an instance refused with an error to Mixer.
-const (
-	ReasonUnknownInstance = "unknown_instance"
-	ReasonMissingValue    = "missing_value"
-	ReasonNotNumeric      = "not_numeric"
-	ReasonNonFinite       = "non_finite"
-	ReasonNegativeCounter = "negative_counter"
-	ReasonSuperseded      = "superseded_definition"
-	ReasonBadConfig       = "bad_config"
-	ReasonMalformed       = "malformed_request"
-	ReasonTooLarge        = "request_too_large"
-	ReasonDuplicate       = "duplicate_request"
-)
-
-// Drop reasons: an instance accepted and then not delivered.
-const (
-	DropQueueFull       = "queue_full"
-	DropSeriesLimit     = "series_limit"
-	DropSinkSeriesLimit = "sink_series_limit"
-	DropSuperseded      = "superseded_definition"
-	DropBackendRejected = "backend_rejected"
-	DropRetriesExceeded = "retries_exhausted"
-	DropSendQueueFull   = "send_queue_full"
-	DropShutdown        = "shutdown_timeout"
-	// With --spool-dir (adapter/internal/export's spool).
-	DropSpoolFull      = "spool_full"
-	DropSpoolCorrupt   = "spool_corrupt"
-	DropReplayRejected = "replay_rejected"
-)
-
 // QueueSource reports the queues between HandleMetric and the sinks
 // (sink.Set is one).
 type QueueSource interface {
@@ -174,6 +144,14 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 func (m *Metrics) Dropped(sink, reason string, n int) {
 	if n > 0 {
 		m.InstancesDropped.WithLabelValues(sink, reason).Add(float64(n))
+	}
+}
+
+// InitDropped makes the drop counters of sink exist, at 0, for reasons:
+// an alert on them then works before the first drop.
+func (m *Metrics) InitDropped(sink string, reasons ...string) {
+	for _, r := range reasons {
+		m.InstancesDropped.WithLabelValues(sink, r)
 	}
 }
 

@@ -7,11 +7,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
-	"time"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -74,77 +73,37 @@ func (a *SPIFFEAllowList) allowed(c *x509.Certificate) bool {
 // TokenCheck refuses calls that lack the shared token Mixer's `tls`
 // authentication sends: `auth_header: PLAIN` → `authorization: <token>`,
 // `BEARER` → `authorization: Bearer <token>`, `custom_header: x` → `x:
-// <token>`. The token file is re-read when it changes. Comparison is in
-// constant time; the token never appears in an error or a log.
+// <token>`. The token file is kept by secretfile: looked at again at most
+// every second, re-read when it changes, the last good token kept when a
+// reload fails. Comparison is in constant time; the token never appears in
+// an error or a log.
 type TokenCheck struct {
-	path   string
+	file   *secretfile.File
 	header string
 	// OnRefuse is told about each refused call.
 	OnRefuse func(reason string)
-	// OnLoad is told each token loaded after the first (rotations), so
-	// that it can be registered for redaction like the first.
-	OnLoad func(token string)
-
-	mu      sync.Mutex
-	checked time.Time
-	stamp   time.Time
-	token   []byte
 }
 
 // NewTokenCheck reads the token file once, failing if it is unusable.
-func NewTokenCheck(path, header string) (*TokenCheck, error) {
+// Every token loaded is registered with secrets (may be nil); failed
+// reloads are logged through limiter (may be nil).
+func NewTokenCheck(path, header string, secrets *logging.Secrets, limiter *logging.Limiter) (*TokenCheck, error) {
 	if header == "" {
 		header = "authorization"
 	}
-	t := &TokenCheck{path: path, header: strings.ToLower(header), OnRefuse: func(string) {}, OnLoad: func(string) {}}
-	if err := t.load(); err != nil {
+	// Mixer sends the file verbatim, trailing newline included; secretfile
+	// trims it, and check trims what the caller sends.
+	f, err := secretfile.Open(path, secretfile.Options{What: "auth token file", Secrets: secrets, Limiter: limiter, CheckEvery: reloadEvery})
+	if err != nil {
 		return nil, err
 	}
-	return t, nil
+	return &TokenCheck{file: f, header: strings.ToLower(header), OnRefuse: func(string) {}}, nil
 }
 
-// Token is the current token, for registering it as a secret.
-func (t *TokenCheck) Token() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.token)
-}
+// Token is the current token.
+func (t *TokenCheck) Token() string { return t.file.Value() }
 
-func (t *TokenCheck) load() error {
-	st, err := os.Stat(t.path)
-	if err != nil {
-		return fmt.Errorf("auth token file: %w", err)
-	}
-	b, err := os.ReadFile(t.path)
-	if err != nil {
-		return fmt.Errorf("auth token file: %w", err)
-	}
-	// Mixer sends the file verbatim, trailing newline included; compare
-	// without surrounding whitespace on both sides.
-	tok := []byte(strings.TrimSpace(string(b)))
-	if len(tok) == 0 {
-		return fmt.Errorf("auth token file %s is empty", t.path)
-	}
-	t.token, t.stamp = tok, st.ModTime()
-	return nil
-}
-
-func (t *TokenCheck) current() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if now := time.Now(); now.Sub(t.checked) >= reloadEvery {
-		t.checked = now
-		if st, err := os.Stat(t.path); err == nil && !st.ModTime().Equal(t.stamp) {
-			prev := t.token
-			if t.load() != nil {
-				t.token = prev // keep serving with the last good token
-			} else if string(prev) != string(t.token) {
-				t.OnLoad(string(t.token))
-			}
-		}
-	}
-	return t.token
-}
+func (t *TokenCheck) current() []byte { return []byte(t.file.Value()) }
 
 // check reports whether the call's metadata carries the token.
 func (t *TokenCheck) check(ctx context.Context) error {

@@ -10,6 +10,7 @@ package exposition
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -44,7 +45,6 @@ type state struct {
 
 // family is one metric definition bound in the exposition.
 type family struct {
-	key    string
 	names  promnaming.Names
 	help   string
 	kind   sinks.Kind
@@ -55,7 +55,6 @@ type family struct {
 	// sample's label values of sortedNames[j].
 	sortedNames []string
 	order       []int
-	refs        int
 	fam         *series.Family[*state]
 }
 
@@ -65,10 +64,9 @@ type family struct {
 type Sink struct {
 	env    sinks.Env
 	series *series.Registry[*state]
+	// defs are the metric definitions, with their exposition data.
+	defs *series.Catalog[*state, *family]
 
-	mu   sync.Mutex
-	fams map[string]*family // by full name
-	byF  sync.Map           // *series.Family[*state] -> *family, read on a series' first sample
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -78,13 +76,14 @@ type Sink struct {
 // env.Tick until Close.
 func New(env sinks.Env) *Sink {
 	env = withDefaults(env)
-	e := &Sink{env: env, fams: map[string]*family{}, stop: make(chan struct{}), done: make(chan struct{})}
+	e := &Sink{env: env, stop: make(chan struct{}), done: make(chan struct{})}
 	e.series = series.New(series.Options[*state]{
 		MaxSeries: env.MaxSeries,
 		NewState: func(f *series.Family[*state]) *state {
 			return &state{Value: cumulative.NewValue(f.Metric)}
 		},
 	})
+	e.defs = series.NewCatalog[*state, *family](e.series)
 	go e.expireLoop()
 	return e
 }
@@ -110,30 +109,16 @@ func (e *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := m.DefinitionKey()
 	scale := sinks.DurationScale(m.DurationUnit, config.DurationUnit_SECONDS)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if cur := e.fams[names.Name]; cur != nil && cur.key == key {
-		cur.refs++
-		return e.series.Bind(names.Name, m, scale), nil
+	f, err := e.defs.Bind(names.Name, names.Exposed, m, scale, func(f *series.Family[*state]) *family { return newFamily(f, names, m) })
+	var clash *series.ClashError
+	if errors.As(err, &clash) {
+		return nil, fmt.Errorf("metric %s would expose %s, which metric %s already exposes", clash.Metric, clash.Series, clash.Other)
 	}
-	for name, other := range e.fams {
-		if name == names.Name {
-			continue
-		}
-		if clash := overlap(names.Exposed, other.names.Exposed); clash != "" {
-			return nil, fmt.Errorf("metric %s would expose %s, which metric %s already exposes", names.Name, clash, other.names.Name)
-		}
+	if err != nil {
+		return nil, err
 	}
-	fam := newFamily(key, names, m)
-	if old := e.fams[names.Name]; old != nil {
-		e.byF.Delete(old.fam)
-	}
-	fam.fam = e.series.Bind(names.Name, m, scale) // supersedes a different definition
-	e.fams[names.Name] = fam
-	e.byF.Store(fam.fam, fam)
-	return fam.fam, nil
+	return f, nil
 }
 
 func checkMetric(m *sinks.Metric) (promnaming.Names, error) {
@@ -149,19 +134,8 @@ func checkMetric(m *sinks.Metric) (promnaming.Names, error) {
 	return names, nil
 }
 
-func overlap(a, b []string) string {
-	for _, x := range a {
-		for _, y := range b {
-			if x == y {
-				return x
-			}
-		}
-	}
-	return ""
-}
-
-func newFamily(key string, names promnaming.Names, m *sinks.Metric) *family {
-	f := &family{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1, help: m.Description}
+func newFamily(fam *series.Family[*state], names promnaming.Names, m *sinks.Metric) *family {
+	f := &family{fam: fam, names: names, kind: m.Kind, bounds: m.Buckets, help: m.Description}
 	f.order = make([]int, len(names.Labels))
 	for i := range f.order {
 		f.order[i] = i
@@ -202,20 +176,7 @@ func (f *family) labelText(values []string) string {
 // Unbind implements sinks.Sink. The last binding of a definition removes its
 // series.
 func (e *Sink) Unbind(b sinks.Binding) {
-	f, ok := b.(*series.Family[*state])
-	if !ok {
-		return
-	}
-	e.series.Unbind(b)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if cur := e.fams[f.Name]; cur != nil && cur.fam == f {
-		cur.refs--
-		if cur.refs <= 0 {
-			delete(e.fams, f.Name)
-			e.byF.Delete(f)
-		}
-	}
+	e.defs.Unbind(b)
 	e.setSeriesGauge()
 }
 
@@ -224,11 +185,11 @@ func (e *Sink) Consume(b *sinks.Batch) {
 	d := e.series.Apply(b, func(f *series.Family[*state], s *series.Series[*state], v float64) {
 		st := s.State
 		if !st.ready {
-			fam, ok := e.byF.Load(f)
+			fam, ok := e.defs.Info(f)
 			if !ok {
 				return // cannot happen: Bind stores the family before returning it
 			}
-			st.labels, st.ready = fam.(*family).labelText(s.Labels), true
+			st.labels, st.ready = fam.labelText(s.Labels), true
 		}
 		st.Record(f.Metric.Kind, f.Metric.Buckets, v)
 	})
@@ -286,31 +247,40 @@ func (e *Sink) expireLoop() {
 // Len is the number of exposed series.
 func (e *Sink) Len() int { return e.series.Len() }
 
-func (e *Sink) families() []*family {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make([]*family, 0, len(e.fams))
-	for _, f := range e.fams {
-		out = append(out, f)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].names.Name < out[j].names.Name })
-	return out
-}
+func (e *Sink) families() []*family { return e.defs.Infos() }
 
 // expositionFactory routes handler configs to the one exposition.
 type expositionFactory struct{ e *Sink }
 
 // NewFactory is the sinks.Factory of the exposition: every config
 // whose params enable exposition shares e, which the adapter adds to its sink
-// set as a permanent sink.
+// set as a permanent sink. It is the default backend: a config that
+// configures none is exposed (sinks.Resolve).
 func NewFactory(e *Sink) sinks.Factory { return expositionFactory{e} }
 
-// Key implements sinks.Factory.
-func (expositionFactory) Key(p *config.Params) string {
-	if config.SinksOf(p).Exposition {
-		return Key
+// IsDefault implements sinks.Default.
+func (expositionFactory) IsDefault() {}
+
+// Configured implements sinks.Factory: p has a prometheus block.
+func (expositionFactory) Configured(p *config.Params) bool { return p.Prometheus != nil }
+
+// Normalize implements sinks.Factory: exposed metrics need fixed names and
+// label names.
+func (f expositionFactory) Normalize(p *config.Params) config.FieldErrors {
+	if f.Key(p) != "" && len(p.Metrics) == 0 {
+		return config.FieldErrors{{Field: "metrics", Message: "required for Prometheus exposition (only Librato can take instances without a metrics list)"}}
 	}
-	return ""
+	return nil
+}
+
+// Key implements sinks.Factory: exposed unless the prometheus block turns
+// exposition off. (sinks.Resolve asks only when the block is there, or when
+// no backend is configured at all.)
+func (expositionFactory) Key(p *config.Params) string {
+	if p.Prometheus != nil && p.Prometheus.DisableExposition {
+		return ""
+	}
+	return Key
 }
 
 // Check implements sinks.Factory: every metric must have valid, distinct

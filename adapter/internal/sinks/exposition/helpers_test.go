@@ -3,7 +3,6 @@ package exposition_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/handlemetric"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -34,13 +34,12 @@ type fixture struct {
 	cache   *handler.Cache
 	metrics *telemetry.Metrics
 
-	mu  sync.Mutex
-	now time.Time
+	*sinktest.Clock
 }
 
 func newFixture(t *testing.T, maxSeries int) *fixture {
 	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), sinks: sinks.NewSet(100000, 5*time.Second), now: time.Unix(1600000000, 0)}
+	f := &fixture{reg: prometheus.NewRegistry(), sinks: sinks.NewSet(100000, 5*time.Second), Clock: sinktest.NewClock(time.Unix(1600000000, 0))}
 	f.metrics = telemetry.New(f.reg, func() int { return 0 }, f.sinks)
 	env := sinks.Env{Metrics: f.metrics, MaxSeries: maxSeries, Now: f.clock, Tick: 5 * time.Millisecond, Replica: "test"}
 	f.expo = exposition.New(env)
@@ -51,17 +50,9 @@ func newFixture(t *testing.T, maxSeries int) *fixture {
 	return f
 }
 
-func (f *fixture) clock() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
+func (f *fixture) clock() time.Time { return f.Now() }
 
-func (f *fixture) advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-}
+func (f *fixture) advance(d time.Duration) { f.Advance(d) }
 
 func params(t *testing.T, p *config.Params) *types.Any {
 	t.Helper()

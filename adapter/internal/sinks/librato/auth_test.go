@@ -158,6 +158,7 @@ func TestCheck(t *testing.T) {
 			}
 			p, err := config.Normalize(&config.Params{Librato: l, Metrics: append([]*config.Params_MetricInfo{metric("istio", "ok")}, tc.metrics...)})
 			require.NoError(t, err)
+			require.Empty(t, f.Normalize(p))
 			err = f.Check(p, handler.MetricsOf(p))
 			if tc.want == "" {
 				require.NoError(t, err)

@@ -66,6 +66,7 @@ func BenchmarkConsume(b *testing.B) {
 	p, err := config.Normalize(&config.Params{Librato: h.librato(func(l *config.LibratoParams) { l.Period = time.Hour }),
 		Metrics: []*config.Params_MetricInfo{istioMetric}})
 	require.NoError(b, err)
+	require.Empty(b, h.factory.Normalize(p))
 	s, err := h.factory.New(p)
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = s.Close(context.Background()) })
@@ -155,6 +156,7 @@ func wireCost(b *testing.B, rate int, gzip bool) (requests, bytesPerMeasurement 
 		l.ReplicaTag = "replica"
 	}), Metrics: []*config.Params_MetricInfo{istioMetric}})
 	require.NoError(b, err)
+	require.Empty(b, h.factory.Normalize(p))
 	s, err := h.factory.New(p)
 	require.NoError(b, err)
 	binding, err := s.Bind(&sinks.Metric{Namespace: "istio", Name: "request_duration", Kind: sinks.Distribution,

@@ -115,19 +115,29 @@ type noQueues struct{}
 
 func (noQueues) Stats() []telemetry.QueueStat { return nil }
 
+// Configured implements sinks.Factory: p has a librato block (or the seed
+// adapter's fields, which config.Normalize moved into one).
+func (f *Factory) Configured(p *config.Params) bool { return p.Librato != nil }
+
+// Normalize implements sinks.Factory: the librato block's defaults and
+// rules (config.go).
+func (f *Factory) Normalize(p *config.Params) config.FieldErrors {
+	if p.Librato == nil {
+		return nil
+	}
+	return normalize(p.Librato)
+}
+
 // Key implements sinks.Factory: "librato:<url>#<api>#<digest>", where the
 // digest covers the whole librato block, so that any change to it builds a
 // new sink (the old one flushes as its last handler goes). The URL is shown
 // without user info and the token only enters through the digest.
 func (f *Factory) Key(p *config.Params) string {
-	if !config.SinksOf(p).Librato {
+	if p.Librato == nil {
 		return ""
 	}
 	l := p.Librato
 	u := l.Url
-	if u == "" {
-		u = config.DefaultLibratoURL
-	}
 	if parsed, err := url.Parse(u); err == nil {
 		parsed.User = nil
 		u = parsed.String()

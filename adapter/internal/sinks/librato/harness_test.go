@@ -23,6 +23,7 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -30,24 +31,6 @@ import (
 
 // start is a period boundary for every period a test uses (a multiple of 60 s).
 var start = time.Unix(1600000020, 0).Truncate(time.Minute)
-
-// clock is the fake env.Now: tests move time instead of sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // logBuffer collects log output; deliberately not redacting, so that a test
 // sees anything the sink tries to log.
@@ -89,7 +72,7 @@ func (r redirect) RoundTrip(req *http.Request) (*http.Response, error) {
 // sinks.Set into a Librato sink and out to a fake Librato.
 type harness struct {
 	t       testing.TB
-	clock   *clock
+	clock   *sinktest.Clock
 	srv     *libratotest.Server
 	logs    *logBuffer
 	env     sinks.Env
@@ -104,11 +87,13 @@ type harness struct {
 type harnessConfig struct {
 	server  []libratotest.Option
 	options librato.Options
+	// tick replaces the sinks' 2 ms tick.
+	tick time.Duration
 }
 
 func newHarness(t testing.TB, hc harnessConfig) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &clock{t: start}, logs: &logBuffer{}, reg: prometheus.NewRegistry()}
+	h := &harness{t: t, clock: sinktest.NewClock(start), logs: &logBuffer{}, reg: prometheus.NewRegistry()}
 	h.srv = libratotest.New(append([]libratotest.Option{libratotest.WithRecentRequests(1000)}, hc.server...)...)
 	t.Cleanup(h.srv.Close)
 	log := logrus.New()
@@ -124,6 +109,9 @@ func newHarness(t testing.TB, hc harnessConfig) *harness {
 		MaxSeries: 100000,
 		Now:       h.clock.Now,
 		Tick:      2 * time.Millisecond,
+	}
+	if hc.tick > 0 {
+		h.env.Tick = hc.tick
 	}
 	target, err := url.Parse(h.srv.URL())
 	require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // FallbackTag is the tag a measurement gets when it would otherwise have
@@ -37,7 +38,7 @@ const (
 // DropValueOutOfRange is the drop reason of a point with a statistic the API
 // would refuse (a magnitude above MaxAbsValue): sending it would get the
 // whole request a 400.
-const DropValueOutOfRange = "value_out_of_range"
+const DropValueOutOfRange = telemetry.DropValueOutOfRange
 
 // metricName is a metric's name in Librato: namespace.name, or the bare
 // name of an implicit metric.

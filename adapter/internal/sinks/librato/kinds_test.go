@@ -61,6 +61,24 @@ func TestTaggedKindsAndTime(t *testing.T) {
 	}
 }
 
+// TestALateBatchClosesThePeriodOffConsume: with no tick to close it, a
+// batch received after the period's end sets the period aside in Consume,
+// and the sink's own goroutine encodes and sends it; the late batch belongs
+// to the next period.
+func TestALateBatchClosesThePeriodOffConsume(t *testing.T) {
+	h := newHarness(t, harnessConfig{tick: time.Hour})
+	any := h.params(h.librato(), requestsMetric)
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)))
+	h.waitConsumed()
+	require.Never(t, func() bool { return len(h.srv.Measurements()) > 0 }, 50*time.Millisecond, time.Millisecond, "no tick, no close")
+	h.advance(time.Second)
+	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(5), "path", mt.Str("/a"), "code", mt.Int(200)))
+	require.Eventually(t, func() bool { return len(h.srv.Measurements()) == 1 }, 10*time.Second, time.Millisecond)
+	got := h.srv.Measurements()[0]
+	require.Equal(t, start.Unix(), got.Time)
+	require.Equal(t, f64(2), got.Measurement.Value, "the late batch is the next period's")
+}
+
 func TestPartialFlushesNeverReuseATime(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)

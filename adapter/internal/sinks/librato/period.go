@@ -11,6 +11,9 @@ import (
 
 // Periods: closing them on the tick or when a later batch arrives, taking
 // each series' open segment, and turning the points into queued requests.
+// Closing only sets the points aside (cutLocked, from Consume too);
+// encoding and queueing them (ship) happen on the sink's goroutine, or on
+// Flush's and Close's callers.
 
 // running is a legacy counter's cumulative value.
 type running struct {
@@ -18,11 +21,19 @@ type running struct {
 	last  int64 // period start it was last sent for
 }
 
+// endedPeriod is the points of a period, or of a flushed part of one, not
+// yet queued.
+type endedPeriod struct {
+	points []point
+	stamp  int64
+}
+
 // legacyCounterHorizon: a legacy counter idle this long is forgotten, and
 // starts a new run (from zero) if it comes back.
 const legacyCounterHorizon = 24 * time.Hour
 
-// run closes periods on the tick, and expires idle series.
+// run closes periods on the tick, ships those Consume closed, and expires
+// idle series.
 func (s *Sink) run() {
 	defer close(s.stopped)
 	t := time.NewTicker(s.env.Tick)
@@ -31,6 +42,8 @@ func (s *Sink) run() {
 		select {
 		case <-s.stop:
 			return
+		case <-s.shipNow:
+			s.ship()
 		case <-t.C:
 			now := s.env.Now()
 			s.rotate(now, false)
@@ -43,20 +56,25 @@ func (s *Sink) run() {
 }
 
 // rotate closes the open period if now is past its end, or, with partial,
-// sends the open period's aggregate so far. After a partial flush the rest
-// of the period is stamped one second or more later (at most its last
-// second), so that Librato never gets two values of a series for one time,
-// which would overwrite each other.
+// the open period's aggregate so far, and queues what is closed.
 func (s *Sink) rotate(now time.Time, partial bool) {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
 	s.mu.Lock()
+	s.cutLocked(now, partial)
+	s.mu.Unlock()
+	s.ship()
+}
+
+// cutLocked sets aside the open period if now is past its end, or, with
+// partial, its aggregate so far, and reports whether it did. After a
+// partial cut the rest of the period is stamped one second or more later
+// (at most its last second), so that Librato never gets two values of a
+// series for one time, which would overwrite each other. Under mu.
+func (s *Sink) cutLocked(now time.Time, partial bool) bool {
 	sec := now.Unix()
 	end := s.periodStart + s.cfg.period
 	due := sec >= end
 	if !due && !partial {
-		s.mu.Unlock()
-		return
+		return false
 	}
 	stamp := s.stamp
 	points := s.snapshotLocked()
@@ -67,8 +85,22 @@ func (s *Sink) rotate(now time.Time, partial bool) {
 	case len(points) > 0: // an empty flush sent nothing that a later time must avoid
 		s.stamp = min(max(sec, s.stamp+1), end-1)
 	}
+	s.ended = append(s.ended, endedPeriod{points: points, stamp: stamp})
+	return true
+}
+
+// ship encodes and queues the periods set aside, in order: flushMu keeps
+// two callers from interleaving (legacy counters must arrive in order).
+func (s *Sink) ship() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	ended := s.ended
+	s.ended = nil
 	s.mu.Unlock()
-	s.enqueue(points, stamp)
+	for _, e := range ended {
+		s.enqueue(e.points, e.stamp)
+	}
 }
 
 // snapshotLocked takes the open segment of every series that has data, and

@@ -88,7 +88,7 @@ func TestTotalsReconcileExactly(t *testing.T) {
 				exhausted := librato.RateLimit{Limit: 600, Remaining: 0, Reset: h.clock.Now().Unix()}
 				h.srv.FailNext(8, libratotest.TooManyRequests().WithRetryAfter(0))
 				h.srv.FailNext(4, libratotest.RateLimitForbidden())
-				h.srv.FailNext(4, libratotest.TooManyRequests().WithRateLimit(exhausted)) // reset already passed: backoff
+				h.srv.FailNext(4, libratotest.WithRateLimit(libratotest.TooManyRequests(), exhausted)) // reset already passed: backoff
 				h.srv.FailNext(1, libratotest.TooManyRequests().WithRetryAfter(time.Second))
 			},
 			check: func(t *testing.T, h *harness) {

@@ -7,62 +7,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
-	"github.com/sirupsen/logrus"
-
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/sirupsen/logrus"
 )
 
-// Results of meshmetrics_sink_requests_total for this sink.
+// Results of meshmetrics_sink_requests_total for this sink: the export
+// helper counts them.
 const (
-	ResultOK       = "ok"       // 2xx, nothing reported failed
-	ResultPartial  = "partial"  // 2xx whose body reports failed measurements
-	ResultRetry    = "retry"    // one more attempt of a request (5xx, 429, rate-limit 403, network)
-	ResultRejected = "rejected" // a final 4xx: dropped, not retried
-	ResultFailed   = "failed"   // gave up: retry time exhausted or shutting down
+	ResultOK       = telemetry.SendOK       // 2xx, nothing reported failed
+	ResultPartial  = telemetry.SendPartial  // 2xx whose body reports failed measurements
+	ResultRetry    = telemetry.SendRetry    // one more attempt of a request (5xx, 429, rate-limit 403, network)
+	ResultRejected = telemetry.SendRejected // a final 4xx: dropped, not retried
+	ResultFailed   = telemetry.SendFailed   // gave up: retry time exhausted or shutting down
 )
 
 // maxLoggedBody bounds how much of an error body is logged.
 const maxLoggedBody = 1024
-
-// newClient is the pipeline's retrying client with Librato's extras: the
-// rate-limit 403 is retried, the rate-limit reset is waited for, and every
-// retry re-reads the token, so that a rotated Secret is picked up mid-retry.
-func (s *Sink) newClient() *retryablehttp.Client {
-	c := export.NewHTTPClient(export.RetryOptions{
-		Timeout:    s.cfg.requestTimeout,
-		MinBackoff: s.opts.MinBackoff,
-		MaxBackoff: s.opts.MaxBackoff,
-		ServerWait: func(resp *http.Response) (time.Duration, bool) {
-			if !rateLimited(resp.StatusCode) {
-				return 0, false // a 5xx: the reset says nothing about when the service is back
-			}
-			return s.rateLimitWait(resp.Header)
-		},
-		RetryableStatus: func(resp *http.Response, body []byte) bool {
-			return resp.StatusCode == http.StatusForbidden && IsRateLimitBody(body)
-		},
-	})
-	if s.opts.Transport != nil {
-		c.HTTPClient.Transport = s.opts.Transport
-	}
-	c.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 {
-			s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultRetry).Inc()
-		}
-	}
-	c.PrepareRetry = func(req *http.Request) error {
-		// The header map is shared with the previous attempt's request,
-		// which the transport may still hold: replace it, don't write to it.
-		req.Header = req.Header.Clone()
-		s.authorize(req, s.token())
-		return nil
-	}
-	return c
-}
 
 func rateLimited(status int) bool {
 	return status == http.StatusTooManyRequests || status == http.StatusForbidden
@@ -90,17 +53,6 @@ func (s *Sink) rateLimitWait(h http.Header) (time.Duration, bool) {
 	return wait, found
 }
 
-// token is the current API token; a token file that cannot be read keeps
-// the last good one, and the problem is logged.
-func (s *Sink) token() string {
-	t, err := s.tok.Token()
-	if err != nil {
-		s.env.Limiter.Log(logrus.WarnLevel, s.name+"|token", logrus.Fields{"sink": s.name},
-			"cannot re-read the API token, still using the previous one: "+err.Error())
-	}
-	return t
-}
-
 // authorize sets HTTP Basic auth: Librato's email and token, or, without an
 // email, AppOptics' documented form, the token as user and an empty password.
 func (s *Sink) authorize(req *http.Request, token string) {
@@ -111,16 +63,17 @@ func (s *Sink) authorize(req *http.Request, token string) {
 	req.SetBasicAuth(token, "")
 }
 
-// send posts one request. It returns nil once the service took it, a
-// export.Permanent error for an answer retrying cannot change, and any
-// other error when retries ran out of time (the queue tells exhaustion from
-// shutdown).
-func (s *Sink) send(ctx context.Context, r *request) error {
+// push makes one attempt at posting r (export.PushFunc). The export
+// helper retries, times out and counts; this adds what is Librato's own: the
+// token is read again for every attempt (a rotated Secret is picked up
+// mid-retry), an exhausted rate limit is waited for before asking, the
+// rate-limit 403 is retried, and the X-Librato-RateLimit reset names the
+// wait after a 429 or that 403.
+func (s *Sink) push(ctx context.Context, r *request) error {
 	if err := s.waitRateLimit(ctx); err != nil {
-		s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultFailed).Inc()
 		return err
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, s.cfg.endpoint, r.body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.endpoint, bytes.NewReader(r.body))
 	if err != nil {
 		return export.Permanent(fmt.Errorf("librato: %w", err))
 	}
@@ -129,40 +82,41 @@ func (s *Sink) send(ctx context.Context, r *request) error {
 	if r.gzipped {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
-	s.authorize(req.Request, s.token())
+	s.authorize(req, s.tok.current())
 
-	start := time.Now()
 	resp, err := s.client.Do(req)
-	s.env.Metrics.SinkSendLatency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
-	if resp != nil {
-		defer resp.Body.Close()
-		s.noteRateLimit(resp.Header)
-	}
 	if err != nil {
-		s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultFailed).Inc()
-		status := ""
-		if resp != nil {
-			status = " (last answer " + resp.Status + ")"
-		}
-		return fmt.Errorf("librato: POST %s gave up%s: %w", s.cfg.endpoint, status, err)
+		return export.ClassifyHTTP(nil, err, fmt.Errorf("librato: POST %s: %w", s.cfg.endpoint, err))
 	}
+	defer resp.Body.Close()
+	s.noteRateLimit(resp.Header)
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		s.checkAccepted(resp.StatusCode, body, r)
-		return nil
+		return s.checkAccepted(resp.StatusCode, body, r)
 	}
-	s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultRejected).Inc()
-	detail := errorDetail(body)
-	s.env.Limiter.Log(logrus.ErrorLevel, s.name+"|"+strconv.Itoa(resp.StatusCode), logrus.Fields{
-		"sink": s.name, "status": resp.StatusCode, "measurements": r.measurements, "instances": r.instances, "body": detail,
-	}, "Librato refused a request; its measurements are dropped")
-	return export.Permanent(fmt.Errorf("librato: POST %s: %s: %s", s.cfg.endpoint, resp.Status, detail))
+	cause := fmt.Errorf("Librato refused a request (%d measurements, %d instances): POST %s: %s: %s",
+		r.measurements, r.instances, s.cfg.endpoint, resp.Status, errorDetail(body))
+	rateLimit403 := resp.StatusCode == http.StatusForbidden && IsRateLimitBody(body)
+	err = export.ClassifyHTTP(resp, nil, cause)
+	if rateLimit403 {
+		err = cause // not in the generic policy: a 403 is final elsewhere
+		if d, ok := export.RetryAfter(resp); ok {
+			err = export.Throttle(cause, d)
+		}
+	}
+	if _, throttled := export.ThrottleDelay(err); !throttled && !export.IsPermanent(err) && rateLimited(resp.StatusCode) {
+		// A 5xx's reset says nothing about when the service is back.
+		if d, ok := s.rateLimitWait(resp.Header); ok {
+			err = export.Throttle(cause, d)
+		}
+	}
+	return err
 }
 
 // checkAccepted looks for failures reported in a 2xx body: the tagged API's
 // summary "failed" count, or an "errors" member (§6). The body's exact shape
 // is unconfirmed, so an unparseable one counts as success.
-func (s *Sink) checkAccepted(status int, body []byte, r *request) {
+func (s *Sink) checkAccepted(status int, body []byte, r *request) error {
 	var resp struct {
 		MeasurementsResponse
 		Errors json.RawMessage `json:"errors"`
@@ -175,13 +129,12 @@ func (s *Sink) checkAccepted(status int, body []byte, r *request) {
 		}
 	}
 	if failed == 0 {
-		s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultOK).Inc()
-		return
+		return nil
 	}
-	s.env.Metrics.SinkSends.WithLabelValues(s.name, ResultPartial).Inc()
 	s.env.Limiter.Log(logrus.WarnLevel, s.name+"|partial", logrus.Fields{
 		"sink": s.name, "status": status, "measurements": r.measurements, "failed": failed, "body": truncate(string(body), maxLoggedBody),
 	}, "Librato accepted a request but reports failed measurements")
+	return export.Partial(fmt.Errorf("librato: %d of %d measurements failed", failed, r.measurements))
 }
 
 // errorDetail renders an error body for a log line: the API's error
@@ -218,15 +171,8 @@ func (s *Sink) noteRateLimit(h http.Header) {
 
 func (s *Sink) waitRateLimit(ctx context.Context) error {
 	d := time.Until(time.Unix(0, s.pauseUntil.Load()))
-	if d <= 0 {
+	if d <= 0 || export.Sleep(ctx, d) {
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("librato: waiting for the rate limit to reset: %w", ctx.Err())
-	}
+	return fmt.Errorf("librato: waiting for the rate limit to reset: %w", ctx.Err())
 }

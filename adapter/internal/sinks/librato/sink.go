@@ -3,12 +3,11 @@ package librato
 import (
 	"context"
 	"fmt"
-	"strings"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
 	"github.com/sirupsen/logrus"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
@@ -17,21 +16,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
-
-// settings are a sink's handler params, resolved.
-type settings struct {
-	endpoint       string
-	legacy         bool
-	email          string
-	period         int64 // seconds
-	tags           map[string]string
-	source         string
-	maxUnits       int
-	maxBytes       int
-	queueSize      int
-	requestTimeout time.Duration
-	maxElapsed     time.Duration
-}
 
 // Sink aggregates samples per series and period and pushes the closed
 // periods to Librato or AppOptics.
@@ -48,8 +32,8 @@ type Sink struct {
 	opts   Options
 	tok    *tokenSource
 	reg    *series.Registry[*state]
-	client *retryablehttp.Client
-	queue  *export.Queue[*request]
+	client *http.Client
+	queue  *export.Sender[*request]
 	update func(f *series.Family[*state], s *series.Series[*state], v float64)
 
 	// flushMu serialises closes, so that requests are queued in time order
@@ -65,6 +49,11 @@ type Sink struct {
 	seq         uint64
 	orphans     []point
 	closed      bool
+	// ended are the periods closed but not yet encoded and queued: Consume
+	// sets them aside, the sink's goroutine ships them (period.go).
+	ended []endedPeriod
+	// shipNow wakes the sink's goroutine to ship ended periods.
+	shipNow chan struct{}
 
 	pauseUntil atomic.Int64 // Unix nanoseconds: an exhausted rate limit resets
 	stop       chan struct{}
@@ -74,53 +63,11 @@ type Sink struct {
 }
 
 func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) (*Sink, error) {
-	tok, err := newTokenSource(l, env.Secrets)
+	tok, err := newTokenSource(l, env.Secrets, env.Limiter)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
 	}
-	cfg := settings{
-		endpoint:       strings.TrimRight(l.Url, "/") + MeasurementsPath,
-		legacy:         l.Api == config.LibratoParams_LEGACY,
-		email:          l.Email,
-		period:         int64(max(l.Period, config.MinLibratoPeriod) / time.Second),
-		tags:           map[string]string{},
-		maxUnits:       int(l.MaxMeasurementsPerRequest),
-		maxBytes:       int(l.MaxRequestBytes),
-		queueSize:      int(l.QueueSize),
-		requestTimeout: l.RequestTimeout,
-		maxElapsed:     l.MaxRetryElapsed,
-	}
-	if cfg.legacy {
-		cfg.endpoint = strings.TrimRight(l.Url, "/") + LegacyMetricsPath
-		cfg.maxUnits = min(orDefault(cfg.maxUnits, MaxLegacyMeasurementsPerRequest), MaxLegacyMeasurementsPerRequest)
-		cfg.source, _ = SanitizeSource(cmpOr(l.Source, env.Replica))
-	} else {
-		cfg.maxUnits = min(orDefault(cfg.maxUnits, MaxMeasurementsPerRequest), MaxMeasurementsPerRequest)
-		for k, v := range l.Tags {
-			// Check validated them; this only lower-cases, as the service does.
-			k, _ = SanitizeTagName(k)
-			cfg.tags[k], _ = SanitizeTagValue(v)
-		}
-		if l.ReplicaTag != "" {
-			k, _ := SanitizeTagName(l.ReplicaTag)
-			v, r := SanitizeTagValue(env.Replica)
-			if r.Dropped() {
-				v = DefaultFallbackReplica
-			}
-			cfg.tags[k] = v
-		}
-	}
-	cfg.maxBytes = orDefault(cfg.maxBytes, config.DefaultLibratoMaxRequestBytes)
-	cfg.queueSize = orDefault(cfg.queueSize, config.DefaultLibratoQueueSize)
-	// A request must fit the send queue, or Put would drop it whole.
-	cfg.maxUnits = min(cfg.maxUnits, cfg.queueSize)
-	if cfg.requestTimeout <= 0 {
-		cfg.requestTimeout = config.DefaultLibratoRequestTimeout
-	}
-	if cfg.maxElapsed <= 0 {
-		cfg.maxElapsed = config.DefaultLibratoMaxRetryElapsed
-	}
-
+	cfg := settingsOf(l, env.Replica)
 	s := &Sink{
 		name:    name,
 		cfg:     cfg,
@@ -128,6 +75,7 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 		opts:    opts,
 		tok:     tok,
 		totals:  map[string]*running{},
+		shipNow: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -139,7 +87,10 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 	s.update = func(_ *series.Family[*state], ser *series.Series[*state], v float64) {
 		ser.State.add(v, s.seq) // under mu
 	}
-	s.client = s.newClient()
+	s.client = export.NewHTTPClient(nil)
+	if opts.Transport != nil {
+		s.client.Transport = opts.Transport
+	}
 	// Tagged measurements are independent, so two requests may be in flight
 	// to catch up after an outage; legacy counters are cumulative and must
 	// arrive in order.
@@ -147,35 +98,25 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 	if cfg.legacy {
 		workers = 1
 	}
-	s.queue, err = export.NewSpooledQueue(s.send, export.QueueOptions{
-		Capacity:   cfg.queueSize,
-		Workers:    workers,
-		MaxElapsed: cfg.maxElapsed,
-		OnDrop:     s.onDrop,
-	}, env.Spool, name, spoolCodec)
+	s.queue, err = export.New(export.Settings{
+		Sink:      name,
+		Capacity:  cfg.queueSize,
+		Workers:   workers,
+		Spool:     env.Spool,
+		Timeout:   cfg.requestTimeout,
+		Retry:     export.RetrySettings{MinBackoff: opts.MinBackoff, MaxBackoff: opts.MaxBackoff, MaxElapsed: cfg.maxElapsed},
+		Telemetry: env.Telemetry(),
+	}, s.push, spoolCodec)
 	if err != nil {
 		return nil, err
 	}
+	env.Metrics.InitDropped(name, DropValueOutOfRange)
 	now := env.Now().Unix()
 	s.periodStart = floorTo(now, cfg.period)
 	s.stamp = s.periodStart
 	go s.run()
 	env.Log.WithFields(logrus.Fields{"sink": name, "period": time.Duration(cfg.period) * time.Second}).Info("librato sink started")
 	return s, nil
-}
-
-func orDefault(v, def int) int {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func floorTo(t, period int64) int64 {
@@ -226,42 +167,30 @@ func (s *Sink) onRemove(f *series.Family[*state], ser *series.Series[*state], _ 
 	}
 }
 
-// Consume implements sinks.Sink.
+// Consume implements sinks.Sink. It only aggregates: a batch received
+// after the open period's end first sets that period aside (in memory), and
+// the sink's goroutine encodes and queues it, so that Consume never waits
+// for a spool's fsync.
 func (s *Sink) Consume(b *sinks.Batch) {
-	if s.due(b.Time) {
-		s.rotate(b.Time, false)
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.env.Metrics.Dropped(s.name, telemetry.DropShutdown, b.Len())
 		return
 	}
+	ended := s.cutLocked(b.Time, false)
 	s.seq++
 	d := s.reg.Apply(b, s.update)
 	s.mu.Unlock()
+	if ended {
+		select {
+		case s.shipNow <- struct{}{}:
+		default:
+		}
+	}
 	s.env.Metrics.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
 	s.env.Metrics.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
 	s.env.Metrics.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
-}
-
-func (s *Sink) due(now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return now.Unix() >= s.periodStart+s.cfg.period
-}
-
-func (s *Sink) onDrop(reason string, _, instances int, err error) {
-	s.env.Metrics.Dropped(s.name, reason, instances)
-	switch reason {
-	case export.DropOverflow, export.DropShutdown, export.DropExhausted,
-		export.DropSpoolFull, export.DropSpoolCorrupt, export.DropReplayRejected:
-		msg := "Librato measurements dropped (" + reason + ")"
-		if err != nil {
-			msg += ": " + err.Error()
-		}
-		s.env.Limiter.Log(logrus.WarnLevel, s.name+"|drop|"+reason, logrus.Fields{"sink": s.name, "instances": instances}, msg)
-	}
 }
 
 // Flush implements sinks.Sink: the open period's aggregate so far is sent
@@ -295,7 +224,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
 		// A config change builds a new sink: don't leave this one's
 		// connections open until the server times them out.
-		s.client.HTTPClient.CloseIdleConnections()
+		s.client.CloseIdleConnections()
 	})
 	return s.closeErr
 }

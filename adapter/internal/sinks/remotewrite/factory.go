@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/promnaming"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -51,7 +52,7 @@ func NewFactory(env sinks.Env) sinks.Factory {
 // any password redacted and digest covers the whole block (secrets through a
 // keyed hash) plus the replica name when a replica label is set.
 func (f *Factory) Key(p *config.Params) string {
-	if !config.SinksOf(p).RemoteWrite {
+	if !f.Configured(p) || p.Prometheus.RemoteWrite.Url == "" {
 		return ""
 	}
 	rw := p.Prometheus.RemoteWrite
@@ -189,6 +190,17 @@ func (f *Factory) Check(p *config.Params, metrics []*sinks.Metric) error {
 	}
 	if _, err := tlsConfig(rw); err != nil {
 		add("%v", err)
+	}
+	// New opens the credential files: they must be readable now.
+	if rw.BasicAuth != nil && rw.BasicAuth.PasswordFile != "" {
+		if _, err := secretfile.Read(rw.BasicAuth.PasswordFile); err != nil {
+			add("basic_auth.password_file: %v", err)
+		}
+	}
+	if rw.BearerTokenFile != "" {
+		if _, err := secretfile.Read(rw.BearerTokenFile); err != nil {
+			add("bearer_token_file: %v", err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/prompb"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
@@ -149,29 +150,20 @@ func (r *receiver) clean(t *testing.T) {
 
 type env struct {
 	sinks.Env
+	clk *sinktest.Clock
 	reg *prometheus.Registry
-	mu  sync.Mutex
-	now time.Time
 }
 
 func newEnv() *env {
-	e := &env{reg: prometheus.NewRegistry(), now: time.UnixMilli(1600000000000)}
+	e := &env{reg: prometheus.NewRegistry(), clk: sinktest.NewClock(time.UnixMilli(1600000000000))}
 	e.Env = sinks.Env{Metrics: telemetry.New(e.reg, func() int { return 0 }, sinks.NewSet(1, time.Second)),
 		Secrets: &logging.Secrets{}, Replica: "pod-1", Now: e.clock, Tick: 5 * time.Millisecond}
 	return e
 }
 
-func (e *env) clock() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
-}
+func (e *env) clock() time.Time { return e.clk.Now() }
 
-func (e *env) advance(d time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.now = e.now.Add(d)
-}
+func (e *env) advance(d time.Duration) { e.clk.Advance(d) }
 
 func rwParams(url string, edit func(*config.RemoteWrite)) *config.Params {
 	rw := &config.RemoteWrite{Url: url, Interval: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
@@ -184,6 +176,9 @@ func rwParams(url string, edit func(*config.RemoteWrite)) *config.Params {
 	})
 	if err != nil {
 		panic(err)
+	}
+	if errs := remotewrite.NewFactory(sinks.Env{}).Normalize(p); len(errs) > 0 {
+		panic(errs)
 	}
 	return p
 }
@@ -474,6 +469,10 @@ func TestCheck(t *testing.T) {
 			rw.BasicAuth = &config.BasicAuth{Username: "u"}
 		}, nil, "not both"},
 		{"missing CA", func(rw *config.RemoteWrite) { rw.CaFile = "/nonexistent/ca.pem" }, nil, "ca_file"},
+		{"missing bearer token file", func(rw *config.RemoteWrite) { rw.BearerTokenFile = "/nonexistent/token" }, nil, "bearer_token_file: file /nonexistent/token"},
+		{"missing password file", func(rw *config.RemoteWrite) {
+			rw.BasicAuth = &config.BasicAuth{Username: "u", PasswordFile: "/nonexistent/pw"}
+		}, nil, "basic_auth.password_file: file /nonexistent/pw"},
 		{"implicit", nil, []*sinks.Metric{{Name: "x", Implicit: true}}, "fixed label names"},
 	}
 	f := remotewrite.NewFactory(newEnv().Env)

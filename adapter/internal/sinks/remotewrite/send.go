@@ -1,20 +1,16 @@
 package remotewrite
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
-	"time"
-
-	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/config"
 )
@@ -23,10 +19,11 @@ import (
 // Prometheus' own sender does.
 const maxErrorBody = 1024
 
-// send posts one request. The client retries network errors, 429 and 5xx
-// until the queue's deadline; any other 4xx is final (Permanent).
-func (s *Sink) send(ctx context.Context, r *request) error {
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, s.rw.Url, r.body)
+// post makes one attempt at posting r (export.PushFunc); the export helper
+// retries network errors, 429 and 5xx until max_retry_elapsed, and drops
+// on any other 4xx.
+func (s *Sink) post(ctx context.Context, r *request) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.rw.Url, bytes.NewReader(r.body))
 	if err != nil {
 		return export.Permanent(fmt.Errorf("remote write request: %v", err))
 	}
@@ -38,12 +35,10 @@ func (s *Sink) send(ctx context.Context, r *request) error {
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("User-Agent", userAgent())
 	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	if err := s.auth.apply(req.Request); err != nil {
-		return export.Permanent(err)
-	}
+	s.auth.apply(req)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("remote write to %s: %w", redactURL(s.rw.Url), err)
+		return export.ClassifyHTTP(nil, err, fmt.Errorf("remote write to %s: %w", redactURL(s.rw.Url), err))
 	}
 	if resp.StatusCode/100 == 2 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
@@ -54,11 +49,7 @@ func (s *Sink) send(ctx context.Context, r *request) error {
 	if i := strings.IndexByte(body, '\n'); i >= 0 {
 		body = body[:i]
 	}
-	err = fmt.Errorf("remote write to %s: HTTP %d: %s", redactURL(s.rw.Url), resp.StatusCode, body)
-	if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-		return export.Permanent(err)
-	}
-	return err
+	return export.ClassifyHTTP(resp, nil, fmt.Errorf("remote write to %s: HTTP %d: %s", redactURL(s.rw.Url), resp.StatusCode, body))
 }
 
 func userAgent() string {
@@ -70,87 +61,63 @@ func userAgent() string {
 }
 
 // auth sets the Authorization header: basic auth with a password or a
-// password file, or a bearer token file. Files are read again when they
-// change (a rotated Kubernetes Secret), and every credential read is
-// registered as a secret so that logs never show it.
+// password file, or a bearer token file. Files are kept by secretfile (read
+// again when they change, a rotated Kubernetes Secret; the last good value
+// kept), and every credential is registered as a secret so that logs never
+// show it.
 type auth struct {
-	user, password, passwordFile, bearerFile string
-	secrets                                  *logging.Secrets
-
-	mu    sync.Mutex
-	files map[string]fileValue
+	user, password string
+	passwordFile   *secretfile.File
+	bearerFile     *secretfile.File
 }
 
-type fileValue struct {
-	mod   time.Time
-	size  int64
-	value string
-}
-
-func newAuth(rw *config.RemoteWrite, env sinks.Env) *auth {
-	a := &auth{bearerFile: rw.BearerTokenFile, secrets: env.Secrets, files: map[string]fileValue{}}
-	if ba := rw.BasicAuth; ba != nil {
-		a.user, a.password, a.passwordFile = ba.Username, ba.Password, ba.PasswordFile
+func newAuth(rw *config.RemoteWrite, env sinks.Env) (*auth, error) {
+	a := &auth{}
+	addSecret := func(v string) {
+		if env.Secrets != nil && v != "" {
+			env.Secrets.Add(v)
+		}
 	}
-	a.addSecret(a.password)
+	open := func(path, what string) (*secretfile.File, error) {
+		return secretfile.Open(path, secretfile.Options{What: field + what, Secrets: env.Secrets, Limiter: env.Limiter})
+	}
+	var err error
+	if ba := rw.BasicAuth; ba != nil {
+		a.user, a.password = ba.Username, ba.Password
+		addSecret(a.password)
+		if ba.PasswordFile != "" {
+			if a.passwordFile, err = open(ba.PasswordFile, "basic_auth.password_file"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if rw.BearerTokenFile != "" {
+		if a.bearerFile, err = open(rw.BearerTokenFile, "bearer_token_file"); err != nil {
+			return nil, err
+		}
+	}
 	if u := rw.Url; u != "" {
 		if _, secrets := splitSecrets(&config.RemoteWrite{Url: u}); len(secrets) > 0 {
-			a.addSecret(strings.TrimPrefix(secrets[0], "url:"))
+			addSecret(strings.TrimPrefix(secrets[0], "url:"))
 		}
 	}
 	for k, v := range rw.Headers {
 		if sensitiveHeader(k) {
-			a.addSecret(v)
+			addSecret(v)
 		}
 	}
-	return a
+	return a, nil
 }
 
-func (a *auth) addSecret(v string) {
-	if a.secrets != nil && v != "" {
-		a.secrets.Add(v)
-	}
-}
-
-func (a *auth) apply(req *http.Request) error {
+func (a *auth) apply(req *http.Request) {
 	switch {
 	case a.user != "":
 		pw := a.password
-		if a.passwordFile != "" {
-			var err error
-			if pw, err = a.read(a.passwordFile); err != nil {
-				return fmt.Errorf("basic_auth.password_file: %v", err)
-			}
+		if a.passwordFile != nil {
+			pw = a.passwordFile.Value()
 		}
 		req.SetBasicAuth(a.user, pw)
-	case a.bearerFile != "":
-		tok, err := a.read(a.bearerFile)
-		if err != nil {
-			return fmt.Errorf("bearer_token_file: %v", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
+	case a.bearerFile != nil:
+		req.Header.Set("Authorization", "Bearer "+a.bearerFile.Value())
 	}
-	return nil
-}
-
-// read returns the trimmed content of path, read again only when its
-// modification time or size changed.
-func (a *auth) read(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if v, ok := a.files[path]; ok && v.mod.Equal(st.ModTime()) && v.size == st.Size() {
-		return v.value, nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	v := strings.TrimSpace(string(b))
-	a.addSecret(v)
-	a.files[path] = fileValue{mod: st.ModTime(), size: st.Size(), value: v}
-	return v, nil
 }

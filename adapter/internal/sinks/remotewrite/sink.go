@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
-	"github.com/sirupsen/logrus"
-
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
@@ -29,15 +26,12 @@ const StaleNaN uint64 = 0x7ff0000000000002
 
 // metricInfo is what every series of one metric definition shares.
 type metricInfo struct {
-	key    string
 	names  promnaming.Names
 	kind   sinks.Kind
 	bounds []float64
 	// les are the bucket bounds as Prometheus writes them in `le`, "+Inf"
 	// last.
-	les  []string
-	refs int
-	fam  *series.Family[*state]
+	les []string
 }
 
 // state is one series: its value and its labels.
@@ -57,13 +51,12 @@ type Sink struct {
 	rw       *config.RemoteWrite
 	external []prompb.Label
 	reg      *series.Registry[*state]
-	queue    *export.Queue[*request]
-	client   *retryablehttp.Client
+	queue    *export.Sender[*request]
+	client   *http.Client
 	auth     *auth
 
-	mu      sync.Mutex
-	metrics map[string]*metricInfo // bound definitions by full name
-	infos   sync.Map               // *series.Family[*state] -> *metricInfo
+	// defs are the metric definitions, with what their series share.
+	defs *series.Catalog[*state, *metricInfo]
 
 	remMu   sync.Mutex
 	removed []point // series removed since the last push, with their final values
@@ -88,9 +81,11 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	s := &Sink{name: name, env: env, rw: rw, metrics: map[string]*metricInfo{},
+	s := &Sink{name: name, env: env, rw: rw,
 		stop: make(chan struct{}), done: make(chan struct{})}
-	s.auth = newAuth(rw, env)
+	if s.auth, err = newAuth(rw, env); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	for k, v := range rw.ExternalLabels {
 		s.external = append(s.external, prompb.Label{Name: k, Value: v})
 	}
@@ -103,22 +98,19 @@ func newSink(name string, rw *config.RemoteWrite, env sinks.Env) (*Sink, error) 
 		NewState:  func(f *series.Family[*state]) *state { return &state{Value: cumulative.NewValue(f.Metric)} },
 		OnRemove:  s.onRemove,
 	})
-	s.client = export.NewHTTPClient(export.RetryOptions{Timeout: rw.Timeout, MinBackoff: rw.MinBackoff,
-		MaxBackoff: rw.MaxBackoff, TLS: tlsCfg})
-	s.client.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 && env.Metrics != nil {
-			env.Metrics.SinkSends.WithLabelValues(name, "retry").Inc()
-		}
-	}
-	s.queue, err = export.NewSpooledQueue(s.send, export.QueueOptions{
+	s.defs = series.NewCatalog[*state, *metricInfo](s.reg)
+	s.client = export.NewHTTPClient(tlsCfg)
+	s.queue, err = export.New(export.Settings{
+		Sink:     name,
 		Capacity: int(rw.Capacity),
 		// One worker: samples of a series must reach the receiver in time
 		// order, and every request holds all series.
-		Workers:    1,
-		MaxElapsed: rw.MaxRetryElapsed,
-		OnSent:     s.onSent,
-		OnDrop:     s.onDrop,
-	}, env.Spool, name, spoolCodec)
+		Workers:   1,
+		Spool:     env.Spool,
+		Timeout:   rw.Timeout,
+		Retry:     export.RetrySettings{MinBackoff: rw.MinBackoff, MaxBackoff: rw.MaxBackoff, MaxElapsed: rw.MaxRetryElapsed},
+		Telemetry: env.Telemetry(),
+	}, s.post, spoolCodec)
 	if err != nil {
 		return nil, err
 	}
@@ -140,40 +132,21 @@ func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := m.DefinitionKey()
 	scale := sinks.DurationScale(m.DurationUnit, config.DurationUnit_SECONDS)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.metrics[names.Name]; cur != nil && cur.key == key {
-		cur.refs++
-		return s.reg.Bind(names.Name, m, scale), nil
-	}
-	for name, other := range s.metrics {
-		if name == names.Name {
-			continue
-		}
-		for _, a := range names.Exposed {
-			for _, b := range other.names.Exposed {
-				if a == b {
-					return nil, fmt.Errorf("metric %s would write series %s, which metric %s already writes", names.Name, a, name)
-				}
+	f, err := s.defs.Bind(names.Name, names.Exposed, m, scale, func(*series.Family[*state]) *metricInfo {
+		info := &metricInfo{names: names, kind: m.Kind, bounds: m.Buckets}
+		if m.Kind == sinks.Distribution {
+			for _, b := range m.Buckets {
+				info.les = append(info.les, formatLe(b))
 			}
+			info.les = append(info.les, "+Inf")
 		}
+		return info
+	})
+	if err != nil {
+		return nil, err
 	}
-	info := &metricInfo{key: key, names: names, kind: m.Kind, bounds: m.Buckets, refs: 1}
-	if m.Kind == sinks.Distribution {
-		for _, b := range m.Buckets {
-			info.les = append(info.les, formatLe(b))
-		}
-		info.les = append(info.les, "+Inf")
-	}
-	if old := s.metrics[names.Name]; old != nil {
-		s.infos.Delete(old.fam)
-	}
-	info.fam = s.reg.Bind(names.Name, m, scale)
-	s.metrics[names.Name] = info
-	s.infos.Store(info.fam, info)
-	return info.fam, nil
+	return f, nil
 }
 
 // formatLe writes a bucket bound the way client_golang's text exposition
@@ -187,22 +160,7 @@ func formatLe(b float64) string {
 
 // Unbind implements sinks.Sink. The last binding of a definition removes its
 // series, which get stale markers in the next push.
-func (s *Sink) Unbind(b sinks.Binding) {
-	f, ok := b.(*series.Family[*state])
-	if !ok {
-		return
-	}
-	s.reg.Unbind(b)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.metrics[f.Name]; cur != nil && cur.fam == f {
-		cur.refs--
-		if cur.refs <= 0 {
-			delete(s.metrics, f.Name)
-			s.infos.Delete(f)
-		}
-	}
-}
+func (s *Sink) Unbind(b sinks.Binding) { s.defs.Unbind(b) }
 
 // Consume implements sinks.Sink: samples update the cumulative values; they
 // are sent by the next push.
@@ -210,11 +168,11 @@ func (s *Sink) Consume(b *sinks.Batch) {
 	d := s.reg.Apply(b, func(f *series.Family[*state], ser *series.Series[*state], v float64) {
 		st := ser.State
 		if st.info == nil {
-			info, ok := s.infos.Load(f)
+			info, ok := s.defs.Info(f)
 			if !ok {
 				return // cannot happen: Bind stores the info before returning the family
 			}
-			st.info = info.(*metricInfo)
+			st.info = info
 			st.base = s.baseLabels(st.info, ser.Labels)
 		}
 		st.Record(st.info.kind, st.info.bounds, v)
@@ -288,10 +246,11 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.push(s.env.Now(), true)
 		err = s.queue.Close(ctx)
 		// A config change builds a new sink: this one's gauge must not
-		// linger with its last count.
+		// linger with its last count, nor its connections stay open.
 		if s.env.Metrics != nil {
 			s.env.Metrics.SinkSeries.DeleteLabelValues(s.name)
 		}
+		s.client.CloseIdleConnections()
 	})
 	return err
 }
@@ -313,69 +272,6 @@ func (s *Sink) loop() {
 		case <-pushT.C:
 			s.push(s.env.Now(), false)
 		}
-	}
-}
-
-func (s *Sink) onSent(units, _ int, took time.Duration) {
-	if m := s.env.Metrics; m != nil {
-		m.SinkSends.WithLabelValues(s.name, "ok").Inc()
-		m.SinkSendLatency.WithLabelValues(s.name).Observe(took.Seconds())
-	}
-}
-
-// dropReason maps the queue's drop reasons to the adapter's.
-func dropReason(reason string) string {
-	switch reason {
-	case export.DropOverflow:
-		return telemetry.DropSendQueueFull
-	case export.DropRejected:
-		return telemetry.DropBackendRejected
-	case export.DropExhausted:
-		return telemetry.DropRetriesExceeded
-	case export.DropSpoolFull:
-		return telemetry.DropSpoolFull
-	case export.DropSpoolCorrupt:
-		return telemetry.DropSpoolCorrupt
-	case export.DropReplayRejected:
-		return telemetry.DropReplayRejected
-	}
-	return telemetry.DropShutdown
-}
-
-// onDrop counts lost samples (remote write carries samples, not instances,
-// so the drop counter counts samples for this sink) and logs the cause at
-// most once per interval per reason.
-func (s *Sink) onDrop(reason string, units, _ int, err error) {
-	r := dropReason(reason)
-	if m := s.env.Metrics; m != nil {
-		m.Dropped(s.name, r, units)
-		result := "failed"
-		if reason == export.DropRejected || reason == export.DropReplayRejected {
-			result = "rejected"
-		}
-		// Only these end a send attempt; the others drop a request that
-		// was waiting.
-		if reason == export.DropRejected || reason == export.DropReplayRejected ||
-			reason == export.DropExhausted || reason == export.DropShutdown {
-			m.SinkSends.WithLabelValues(s.name, result).Inc()
-		}
-	}
-	msg := fmt.Sprintf("remote write: %d samples dropped (%s)", units, r)
-	if err != nil {
-		msg += ": " + err.Error()
-	}
-	s.logLimited(logrus.WarnLevel, "remote-write-drop:"+s.name+":"+r, logrus.Fields{"sink": s.name}, msg)
-}
-
-func (s *Sink) logLimited(level logrus.Level, key string, fields logrus.Fields, msg string) {
-	if s.env.Secrets != nil {
-		msg = s.env.Secrets.RedactString(msg)
-	}
-	switch {
-	case s.env.Limiter != nil:
-		s.env.Limiter.Log(level, key, fields, msg)
-	case s.env.Log != nil:
-		s.env.Log.WithFields(fields).Log(level, msg)
 	}
 }
 

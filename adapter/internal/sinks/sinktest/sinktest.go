@@ -200,6 +200,13 @@ func NewFactory() *Factory {
 	return &Factory{sinks: map[string]*Sink{}, Route: func(*config.Params) string { return "test" }}
 }
 
+// Configured implements sinks.Factory: a config is this backend's when
+// Route routes it.
+func (f *Factory) Configured(p *config.Params) bool { return f.Route(p) != "" }
+
+// Normalize implements sinks.Factory: the recording sink has no block.
+func (f *Factory) Normalize(*config.Params) config.FieldErrors { return nil }
+
 // Key implements sinks.Factory.
 func (f *Factory) Key(p *config.Params) string { return f.Route(p) }
 
@@ -236,4 +243,27 @@ func (f *Factory) Keys() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Clock is a manual clock for a sink's Env.Now, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts a clock at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }

@@ -36,7 +36,7 @@ func TestFailNextStatuses(t *testing.T) {
 			check: func(t *testing.T, body []byte) { require.Equal(t, "bad gateway", string(body)) }},
 		{
 			name:       "429 with Retry-After and rate-limit header",
-			fault:      TooManyRequests().WithRetryAfter(1500 * time.Millisecond).WithRateLimit(librato.RateLimit{Limit: 600, Remaining: 0, Reset: reset.Unix()}),
+			fault:      WithRateLimit(TooManyRequests().WithRetryAfter(1500*time.Millisecond), librato.RateLimit{Limit: 600, Remaining: 0, Reset: reset.Unix()}),
 			wantStatus: 429,
 			wantHeader: http.Header{"Retry-After": {"2"}, librato.HeaderRateLimitStd: {"limit=600,remaining=0,reset=1600000060"}},
 			check: func(t *testing.T, body []byte) {
@@ -102,7 +102,7 @@ func TestFaultsApplyBeforeAuthAndInOrder(t *testing.T) {
 
 func TestFaultHeadersAreNotShared(t *testing.T) {
 	base := TooManyRequests().WithRetryAfter(time.Second)
-	derived := base.WithRateLimit(librato.RateLimit{Limit: 1})
+	derived := WithRateLimit(base, librato.RateLimit{Limit: 1})
 	require.Empty(t, base.Header.Get(librato.HeaderRateLimitStd))
 	require.Equal(t, "1", derived.Header.Get("Retry-After"))
 }
@@ -250,7 +250,7 @@ func TestSetRateLimitHeaderOnEveryResponse(t *testing.T) {
 	rl.Remaining = 0 // the server keeps its own copy
 
 	s.FailNext(1, ServiceUnavailable())
-	s.FailNext(1, TooManyRequests().WithRateLimit(librato.RateLimit{Limit: 600000, Reset: 1531370400}))
+	s.FailNext(1, WithRateLimit(TooManyRequests(), librato.RateLimit{Limit: 600000, Reset: 1531370400}))
 	want := []struct {
 		c      call
 		status int

@@ -24,6 +24,8 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.ByStatus = maps.Clone(s.stats.ByStatus)
+	inj := s.Injector.Stats()
+	st.Resets, st.Refused, st.Abandoned = inj.Resets, inj.Refused, inj.Abandoned
 	return st
 }
 

@@ -33,15 +33,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/fakeserver"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 )
 
@@ -118,10 +117,11 @@ func WithClock(now func() time.Time) Option { return func(c *config) { c.now = n
 
 // Server is a running fake API. It is safe for concurrent use.
 type Server struct {
-	cfg       config
-	ts        *httptest.Server
-	done      chan struct{} // closed by Close, to cut injected latency short
-	closeOnce sync.Once
+	cfg config
+	ts  *httptest.Server
+	// Injector is the fault injection: FailNext, FailRandomly, SetLatency,
+	// GoDown, Up, IsDown, PendingFaults, ClearFaults.
+	*fakeserver.Injector
 
 	mu        sync.Mutex
 	seq       uint64
@@ -130,16 +130,6 @@ type Server struct {
 	stats     Stats
 	recent    []Request
 	rateLimit *librato.RateLimit
-	faults    []Fault
-	randP     float64
-	randFault Fault
-	rng       *rand.Rand
-	latency   time.Duration
-	downUntil time.Time
-	downIndef bool
-	// wake is closed and replaced by GoDown, so that requests waiting in
-	// injected latency die with the server instead of after the delay.
-	wake chan struct{}
 }
 
 // New starts a server.
@@ -160,14 +150,12 @@ func New(opts ...Option) *Server {
 		opt(&cfg)
 	}
 	s := &Server{
-		cfg:   cfg,
-		done:  make(chan struct{}),
-		stats: Stats{ByStatus: map[int]int{}},
-		rng:   rand.New(rand.NewPCG(cfg.seed, cfg.seed)),
-		wake:  make(chan struct{}),
+		cfg:      cfg,
+		Injector: fakeserver.New(cfg.seed),
+		stats:    Stats{ByStatus: map[int]int{}},
 	}
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.ts.Listener = gatedListener{Listener: s.ts.Listener, s: s}
+	s.ts.Listener = s.Listener(s.ts.Listener)
 	s.ts.Start()
 	return s
 }
@@ -181,7 +169,7 @@ func (s *Server) Client() *http.Client { return s.ts.Client() }
 
 // Close stops the server, ending any injected latency early.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() { close(s.done) })
+	s.Injector.Close()
 	s.ts.Close()
 }
 
@@ -291,26 +279,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.seq++
 	rec.Seq = s.seq
 	s.stats.Requests++
-	down := s.downLocked()
-	var fault *Fault
-	if !down {
-		fault = s.nextFaultLocked()
-	}
-	latency, wake := s.latency, s.wake
 	s.mu.Unlock()
 
-	if down {
-		s.reset(w, rec)
-		return
-	}
-	if latency > 0 && !s.wait(w, r, rec, latency, wake) {
-		return
-	}
-	if fault != nil {
-		if fault.Reset {
-			s.reset(w, rec)
-			return
+	fault, out := s.Intercept(w, r)
+	switch out {
+	case fakeserver.Reset, fakeserver.Abandoned:
+		rec.Outcome = OutcomeReset
+		if out == fakeserver.Abandoned {
+			rec.Outcome = OutcomeAbandoned
 		}
+		s.mu.Lock()
+		s.keepLocked(rec)
+		s.mu.Unlock()
+		return
+	case fakeserver.Faulted:
 		rec.Outcome = OutcomeFault
 		s.respond(w, rec, s.faultResponse(*fault), nil, nil)
 		return
@@ -322,43 +304,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		rec.Outcome = OutcomeAccepted
 	}
 	s.respond(w, rec, resp, points, legacy)
-}
-
-// wait holds a request for the injected latency and reports whether to go
-// on answering it. A request whose client leaves is dropped; one caught by
-// GoDown or Close is reset, since a dead server accepts nothing.
-func (s *Server) wait(w http.ResponseWriter, r *http.Request, rec Request, latency time.Duration, wake chan struct{}) bool {
-	t := time.NewTimer(latency)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			if s.IsDown() {
-				s.reset(w, rec)
-				return false
-			}
-			return true
-		case <-r.Context().Done():
-			rec.Outcome = OutcomeAbandoned
-			s.mu.Lock()
-			s.stats.Abandoned++
-			s.keepLocked(rec)
-			s.mu.Unlock()
-			return false
-		case <-wake:
-			s.mu.Lock()
-			down := s.downLocked()
-			wake = s.wake
-			s.mu.Unlock()
-			if down {
-				s.reset(w, rec)
-				return false
-			}
-		case <-s.done:
-			s.reset(w, rec)
-			return false
-		}
-	}
 }
 
 // respond records the outcome before writing, so that a client that has its
@@ -393,33 +338,6 @@ func (s *Server) respond(w http.ResponseWriter, rec Request, resp response, poin
 	}
 	w.WriteHeader(resp.status)
 	_, _ = w.Write(resp.body)
-}
-
-// reset closes the connection without a response. Linger 0 makes the close
-// send a TCP RST, as a crashed or restarting server would.
-func (s *Server) reset(w http.ResponseWriter, rec Request) {
-	rec.Outcome = OutcomeReset
-	s.mu.Lock()
-	s.stats.Resets++
-	s.keepLocked(rec)
-	s.mu.Unlock()
-
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	abort(conn)
-}
-
-func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 func (s *Server) keepLocked(rec Request) {

@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -33,6 +31,7 @@ import (
 
 	"github.com/golang/snappy"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/fakeserver"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/prompb"
 )
 
@@ -51,39 +50,24 @@ var (
 	labelName  = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 )
 
-// Fault is an injected failure: a response with Status, or, with Reset, a
-// connection closed without a response. A faulted request stores nothing.
-type Fault struct {
-	Status int
-	Header http.Header
-	Body   string
-	Reset  bool
-}
+// Fault is an injected failure (the shared fault injection of
+// sinks/fakeserver): a response with Status, or, with Reset, a connection
+// closed without a response. A faulted request stores nothing.
+type Fault = fakeserver.Fault
 
 // ServiceUnavailable is 2.42's answer while not ready.
 func ServiceUnavailable() Fault {
-	return Fault{Status: http.StatusServiceUnavailable, Body: "Service Unavailable"}
+	return Fault{Status: http.StatusServiceUnavailable, Body: []byte("Service Unavailable")}
 }
 
 // TooManyRequests is a 429, as a rate-limiting proxy in front of a receiver
 // answers.
 func TooManyRequests() Fault {
-	return Fault{Status: http.StatusTooManyRequests, Body: "too many requests"}
+	return Fault{Status: http.StatusTooManyRequests, Body: []byte("too many requests")}
 }
 
 // ConnectionReset closes the connection after reading the request.
-func ConnectionReset() Fault { return Fault{Reset: true} }
-
-// WithRetryAfter adds a Retry-After header of d, rounded up to seconds.
-func (f Fault) WithRetryAfter(d time.Duration) Fault {
-	h := f.Header.Clone()
-	if h == nil {
-		h = http.Header{}
-	}
-	h.Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10))
-	f.Header = h
-	return f
-}
+func ConnectionReset() Fault { return fakeserver.ConnectionReset() }
 
 // Option configures a Server.
 type Option func(*Server)
@@ -104,7 +88,7 @@ func WithOutOfBounds(d time.Duration) Option {
 
 // WithSeed seeds FailRandomly's draws.
 func WithSeed(seed uint64) Option {
-	return func(s *Server) { s.rng = rand.New(rand.NewPCG(seed, seed)) }
+	return func(s *Server) { s.seed = seed }
 }
 
 // Stats counts what the receiver did.
@@ -135,7 +119,10 @@ type Server struct {
 	password    string
 	bearer      string
 	outOfBounds int64
-	rng         *rand.Rand
+	seed        uint64
+	// Injector is the fault injection: FailNext, FailRandomly, SetLatency,
+	// GoDown, Up, IsDown, PendingFaults, ClearFaults.
+	*fakeserver.Injector
 
 	mu         sync.Mutex
 	series     map[string]*series
@@ -143,26 +130,18 @@ type Server struct {
 	hasHead    bool
 	violations []string
 	stats      Stats
-	faults     []Fault
-	randP      float64
-	randFault  Fault
-	latency    time.Duration
-	downIndef  bool
-	downUntil  time.Time
-	wake       chan struct{}
-	done       chan struct{}
 }
 
 // New starts a receiver.
 func New(opts ...Option) *Server {
-	s := &Server{series: map[string]*series{}, outOfBounds: DefaultOutOfBounds.Milliseconds(),
-		rng: rand.New(rand.NewPCG(1, 1)), wake: make(chan struct{}), done: make(chan struct{})}
+	s := &Server{series: map[string]*series{}, outOfBounds: DefaultOutOfBounds.Milliseconds(), seed: 1}
 	s.stats.ByStatus = map[int]int{}
 	for _, o := range opts {
 		o(s)
 	}
+	s.Injector = fakeserver.New(s.seed)
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
-	s.ts.Listener = gatedListener{Listener: s.ts.Listener, s: s}
+	s.ts.Listener = s.Listener(s.ts.Listener)
 	s.ts.Start()
 	return s
 }
@@ -172,79 +151,10 @@ func (s *Server) URL() string { return s.ts.URL + Path }
 
 // Close stops the receiver.
 func (s *Server) Close() {
-	s.mu.Lock()
-	select {
-	case <-s.done:
-	default:
-		close(s.done)
-	}
-	s.mu.Unlock()
+	s.Injector.Close()
 	s.ts.CloseClientConnections()
 	s.ts.Close()
 }
-
-// FailNext makes the next n requests fail with f, after those queued before.
-func (s *Server) FailNext(n int, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for range n {
-		s.faults = append(s.faults, f)
-	}
-}
-
-// PendingFaults is the number of queued faults not yet used.
-func (s *Server) PendingFaults() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.faults)
-}
-
-// FailRandomly fails each request without a queued fault with f, with
-// probability p (0 turns it off).
-func (s *Server) FailRandomly(p float64, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.randP, s.randFault = p, f
-}
-
-// SetLatency delays every answer by d. A request whose client gives up
-// meanwhile stores nothing.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
-// GoDown makes the receiver unreachable for d, or until Up when d <= 0:
-// connections are reset on accept, and requests waiting in latency are
-// reset.
-func (s *Server) GoDown(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	close(s.wake)
-	s.wake = make(chan struct{})
-	if d <= 0 {
-		s.downIndef = true
-		return
-	}
-	s.downUntil = time.Now().Add(d)
-}
-
-// Up ends a GoDown window.
-func (s *Server) Up() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.downIndef, s.downUntil = false, time.Time{}
-}
-
-// ClearFaults removes queued and random faults and latency.
-func (s *Server) ClearFaults() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults, s.randP, s.latency = nil, 0, 0
-}
-
-func (s *Server) downLocked() bool { return s.downIndef || time.Now().Before(s.downUntil) }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
@@ -255,6 +165,8 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.stats.ByStatus {
 		st.ByStatus[k] = v
 	}
+	inj := s.Injector.Stats()
+	st.Resets, st.Refused, st.Abandoned = inj.Resets, inj.Refused, inj.Abandoned
 	return st
 }
 
@@ -357,27 +269,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.stats.Requests++
-	down := s.downLocked()
-	var fault *Fault
-	if !down {
-		fault = s.nextFaultLocked()
-	}
-	latency, wake := s.latency, s.wake
 	s.mu.Unlock()
-
-	if down {
-		s.reset(w)
+	fault, out := s.Intercept(w, r)
+	switch out {
+	case fakeserver.Reset, fakeserver.Abandoned:
 		return
-	}
-	if latency > 0 && !s.wait(w, r, latency, wake) {
-		return
-	}
-	if fault != nil {
-		if fault.Reset {
-			s.reset(w)
-			return
-		}
-		s.respond(w, fault.Status, fault.Header, fault.Body)
+	case fakeserver.Faulted:
+		s.respond(w, fault.Status, fault.Header, string(fault.Body))
 		return
 	}
 	if r.URL.Path != Path {
@@ -396,19 +294,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, status, nil, msg)
 }
 
-func (s *Server) nextFaultLocked() *Fault {
-	if len(s.faults) > 0 {
-		f := s.faults[0]
-		s.faults = s.faults[1:]
-		return &f
-	}
-	if s.randP > 0 && s.rng.Float64() < s.randP {
-		f := s.randFault
-		return &f
-	}
-	return nil
-}
-
 func (s *Server) authorized(r *http.Request) bool {
 	switch {
 	case s.user != "":
@@ -420,43 +305,6 @@ func (s *Server) authorized(r *http.Request) bool {
 	return true
 }
 
-// wait holds a request for the latency; false when it must not be
-// answered (its client left, or the receiver went down or closed).
-func (s *Server) wait(w http.ResponseWriter, r *http.Request, latency time.Duration, wake chan struct{}) bool {
-	t := time.NewTimer(latency)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			s.mu.Lock()
-			down := s.downLocked()
-			s.mu.Unlock()
-			if down {
-				s.reset(w)
-				return false
-			}
-			return true
-		case <-r.Context().Done():
-			s.mu.Lock()
-			s.stats.Abandoned++
-			s.mu.Unlock()
-			return false
-		case <-wake:
-			s.mu.Lock()
-			down := s.downLocked()
-			wake = s.wake
-			s.mu.Unlock()
-			if down {
-				s.reset(w)
-				return false
-			}
-		case <-s.done:
-			s.reset(w)
-			return false
-		}
-	}
-}
-
 func (s *Server) respond(w http.ResponseWriter, status int, h http.Header, body string) {
 	s.mu.Lock()
 	s.stats.ByStatus[status]++
@@ -466,29 +314,6 @@ func (s *Server) respond(w http.ResponseWriter, status int, h http.Header, body 
 	}
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, body)
-}
-
-// reset closes the connection with a TCP RST and no answer.
-func (s *Server) reset(w http.ResponseWriter) {
-	s.mu.Lock()
-	s.stats.Resets++
-	s.mu.Unlock()
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	c, _, err := hj.Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	abort(c)
-}
-
-func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
 }
 
 type pending struct {
@@ -611,29 +436,4 @@ func (s *Server) checkLabels(ls []prompb.Label) string {
 		return fmt.Sprintf("invalid metric name %q", name)
 	}
 	return ""
-}
-
-// gatedListener resets connections accepted while the receiver is down.
-type gatedListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l gatedListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		l.s.mu.Lock()
-		down := l.s.downLocked()
-		if down {
-			l.s.stats.Refused++
-		}
-		l.s.mu.Unlock()
-		if !down {
-			return c, nil
-		}
-		abort(c)
-	}
 }
