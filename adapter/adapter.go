@@ -322,10 +322,11 @@ func configErrorReason(err error) string {
 // Start listens on the gRPC and HTTP addresses and serves in the background.
 func (a *Adapter) Start() error {
 	var err error
-	if a.grpcLis, err = net.Listen("tcp", a.opts.GRPCAddress); err != nil {
+	var lc net.ListenConfig
+	if a.grpcLis, err = lc.Listen(context.Background(), "tcp", a.opts.GRPCAddress); err != nil {
 		return fmt.Errorf("gRPC address: %w", err)
 	}
-	if a.httpLis, err = net.Listen("tcp", a.opts.HTTPAddress); err != nil {
+	if a.httpLis, err = lc.Listen(context.Background(), "tcp", a.opts.HTTPAddress); err != nil {
 		a.grpcLis.Close()
 		return fmt.Errorf("HTTP address: %w", err)
 	}

@@ -81,8 +81,8 @@ type limitListener struct {
 	refused prometheus.Counter
 }
 
-func newLimitListener(l net.Listener, max int, refused prometheus.Counter) net.Listener {
-	return &limitListener{Listener: l, slots: make(chan struct{}, max), refused: refused}
+func newLimitListener(l net.Listener, maxConns int, refused prometheus.Counter) net.Listener {
+	return &limitListener{Listener: l, slots: make(chan struct{}, maxConns), refused: refused}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {

@@ -59,7 +59,7 @@ func TestWhichSinksAConfigFeeds(t *testing.T) {
 	}{
 		{"no sink block: exposition", &config.Params{Metrics: gauge}, []string{"prometheus"}},
 		{"librato only", &config.Params{Librato: &config.LibratoParams{Token: "t"}}, []string{"librato:http"}},
-		{"the seed adapter's fields", &config.Params{LibratoToken: "t"}, []string{"librato:http"}},
+		{"the seed adapter's fields", &config.Params{LibratoToken: "t"}, []string{"librato:http"}}, //nolint:staticcheck // the seed adapter's field is the point
 		{"librato and prometheus", &config.Params{Metrics: gauge, Librato: &config.LibratoParams{Token: "t"}, Prometheus: &config.PrometheusParams{}},
 			[]string{"prometheus", "librato:http"}},
 		{"remote write only", &config.Params{Metrics: gauge, Prometheus: &config.PrometheusParams{DisableExposition: true,

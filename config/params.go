@@ -60,7 +60,7 @@ func Decode(present bool, typeURL, value []byte) (*Params, error) {
 			ErrInvalid, truncate(string(typeURL), 200), TypeURL)
 	}
 	if err := p.Unmarshal(value); err != nil {
-		return nil, fmt.Errorf("%w: adapter_config value does not decode as %s: %v", ErrInvalid, TypeURL, err)
+		return nil, fmt.Errorf("%w: adapter_config value does not decode as %s: %w", ErrInvalid, TypeURL, err)
 	}
 	return p, nil
 }
@@ -84,14 +84,14 @@ func Normalize(in *Params) (*Params, error) {
 		err = p.Unmarshal(data)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	var errs FieldErrors
 	add := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 
-	//nolint:staticcheck // the deprecated fields are read only to migrate them.
+	// The deprecated fields are read only to migrate them.
 	if p.LibratoEmail != "" || p.LibratoToken != "" {
 		if p.Librato != nil {
 			add("librato_email", "set either librato or the deprecated librato_email/librato_token, not both")
@@ -308,7 +308,7 @@ const RedactedValue = "[REDACTED]"
 
 func redact(v reflect.Value) {
 	switch v.Kind() {
-	case reflect.Ptr, reflect.Interface:
+	case reflect.Pointer, reflect.Interface:
 		if !v.IsNil() {
 			redact(v.Elem())
 		}
@@ -326,7 +326,7 @@ func redact(v reflect.Value) {
 				}
 				continue
 			}
-			if f.CanSet() || f.Kind() == reflect.Ptr || f.Kind() == reflect.Slice || f.Kind() == reflect.Interface {
+			if f.CanSet() || f.Kind() == reflect.Pointer || f.Kind() == reflect.Slice || f.Kind() == reflect.Interface {
 				redact(f)
 			}
 		}

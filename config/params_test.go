@@ -95,7 +95,7 @@ func TestNormalizeFillsDefaults(t *testing.T) {
 }
 
 func TestNormalizeMigratesSeedLibratoParams(t *testing.T) {
-	//nolint:staticcheck // exercising the deprecated fields is the point.
+	// Exercising the deprecated fields is the point.
 	p, err := config.Normalize(&config.Params{LibratoEmail: "ops@example.com", LibratoToken: "s3cret"})
 	require.NoError(t, err)
 	require.Equal(t, config.SeedAdapterURL, p.Librato.Url, "where the seed adapter posted")

@@ -64,13 +64,13 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Backoff is the wait before attempt+1: exponential from min, capped at
-// max, with "equal jitter" (half fixed, half random), so that many senders
-// don't retry in step and no wait collapses to zero.
-func Backoff(min, max time.Duration, attempt int) time.Duration {
-	d := float64(min) * math.Pow(2, float64(attempt))
-	if d > float64(max) || math.IsInf(d, 0) {
-		d = float64(max)
+// Backoff is the wait before attempt+1: exponential from minWait, capped at
+// maxWait, with "equal jitter" (half fixed, half random), so that many
+// senders don't retry in step and no wait collapses to zero.
+func Backoff(minWait, maxWait time.Duration, attempt int) time.Duration {
+	d := float64(minWait) * math.Pow(2, float64(attempt))
+	if d > float64(maxWait) || math.IsInf(d, 0) {
+		d = float64(maxWait)
 	}
 	half := d / 2
 	return time.Duration(half + rand.Float64()*half)

@@ -143,6 +143,7 @@ func httpPush(url string, extra func(resp *http.Response, body string, cause err
 		if err != nil {
 			return export.ClassifyHTTP(nil, err, fmt.Errorf("POST: %w", err))
 		}
+		defer resp.Body.Close()
 		body := export.ReadBody(resp, 1<<10)
 		if resp.StatusCode/100 == 2 {
 			return nil
@@ -346,8 +347,8 @@ func TestAPartialSuccessIsDeliveredAndCountedApart(t *testing.T) {
 }
 
 func TestBackoffGrowsAndIsJittered(t *testing.T) {
-	for attempt, want := range []time.Duration{10, 20, 40, 80, 100, 100} {
-		want *= time.Millisecond
+	for attempt, wantMs := range []int{10, 20, 40, 80, 100, 100} {
+		want := time.Duration(wantMs) * time.Millisecond
 		got := export.Backoff(10*time.Millisecond, 100*time.Millisecond, attempt)
 		require.GreaterOrEqual(t, got, want/2, "attempt %d", attempt)
 		require.LessOrEqual(t, got, want, "attempt %d", attempt)

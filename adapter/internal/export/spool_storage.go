@@ -88,7 +88,7 @@ func (l *spoolLease[R]) open(context.Context) (R, context.Context, bool) {
 	if err == nil {
 		r, err = l.s.codec.Decode(payload, l.e.units, l.e.instances)
 		if err != nil {
-			err = fmt.Errorf("%w: %v", errCorrupt, err)
+			err = fmt.Errorf("%w: %w", errCorrupt, err)
 		}
 	}
 	if err == nil {
@@ -118,7 +118,7 @@ func (l *spoolLease[R]) drop(reason string, err error) {
 // evicted it meanwhile.
 func (l *spoolLease[R]) requeue(err error) requeueResult {
 	if l.s.sd.release(l.e) {
-		l.s.onDrop(telemetry.DropSpoolFull, l.e.units, l.e.instances, fmt.Errorf("%w while being retried: %v", errEvicted, err))
+		l.s.onDrop(telemetry.DropSpoolFull, l.e.units, l.e.instances, fmt.Errorf("%w while being retried: %w", errEvicted, err))
 		l.s.sd.finish(l.e)
 		return evicted
 	}

@@ -264,11 +264,19 @@ func resolve(p *config.Params, factories []sinks.Factory) ([]sinks.Use, error) {
 	var errs []error
 	for _, u := range uses {
 		if err := u.Factory.Check(p, defs); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, invalid(err))
 		}
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, errors.Join(errs...))
+		return nil, errors.Join(errs...)
 	}
 	return uses, nil
+}
+
+// invalid marks err as an invalid handler config (InvalidArgument), once.
+func invalid(err error) error {
+	if errors.Is(err, config.ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 }

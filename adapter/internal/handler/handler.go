@@ -109,7 +109,7 @@ func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 	for _, u := range uses {
 		q, err := deps.Sinks.Acquire(u.Key, func() (sinks.Sink, error) { return u.Factory.New(p) })
 		if err != nil {
-			return h, fmt.Errorf("%w: %v", config.ErrInvalid, err)
+			return h, invalid(err)
 		}
 		h.queues = append(h.queues, q)
 	}

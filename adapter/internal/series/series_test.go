@@ -30,9 +30,9 @@ func batch(t0 time.Time, b sinks.Binding, values ...any) *sinks.Batch {
 
 func add(f *series.Family[*sum], s *series.Series[*sum], v float64) { s.State.v += v }
 
-func newRegistry(max int, removed *[]string) *series.Registry[*sum] {
+func newRegistry(maxSeries int, removed *[]string) *series.Registry[*sum] {
 	return series.New(series.Options[*sum]{
-		MaxSeries: max,
+		MaxSeries: maxSeries,
 		NewState:  func(*series.Family[*sum]) *sum { return &sum{} },
 		OnRemove: func(f *series.Family[*sum], s *series.Series[*sum], why series.RemoveReason) {
 			if removed != nil {

@@ -21,7 +21,9 @@ func TestReliabilityDocTablesEveryDropReason(t *testing.T) {
 	start := strings.Index(string(doc), "| reason | where | meaning |")
 	require.Positive(t, start, "the table's heading")
 	table := string(doc)[start:]
-	table = table[:strings.Index(table, "\n\n`")]
+	end := strings.Index(table, "\n\n`")
+	require.Positive(t, end, "the table ends before the rejection reasons")
+	table = table[:end]
 	for _, m := range row.FindAllStringSubmatch(table, -1) {
 		got = append(got, telemetry.DropReason{Name: m[1], Where: m[2], Meaning: m[3]})
 	}

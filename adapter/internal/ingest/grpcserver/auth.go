@@ -9,12 +9,13 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 )
 
 // SPIFFEAllowList refuses TLS clients whose certificate carries none of the

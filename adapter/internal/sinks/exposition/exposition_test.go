@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"

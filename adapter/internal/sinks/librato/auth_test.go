@@ -64,16 +64,16 @@ func TestTokenFileRotation(t *testing.T) {
 	h := newHarness(t, harnessConfig{server: []libratotest.Option{libratotest.WithCredentials("ops@example.com", tokA)}})
 	path := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(path, []byte(tokA+"\n"), 0o600))
-	any := h.params(h.librato(func(l *config.LibratoParams) { l.Email, l.Token, l.TokenPath = "ops@example.com", "", path }), requestsMetric)
+	anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Email, l.Token, l.TokenPath = "ops@example.com", "", path }), requestsMetric)
 
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	h.flush()
 	require.Equal(t, 1.0, h.srv.Total("istio.requests"))
 
 	// The service rotates first: the old token is refused (401, dropped and
 	// logged), and the error never shows the token.
 	h.srv.SetCredentials("ops@example.com", tokB)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(10)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(10)))
 	h.flush()
 	require.Equal(t, 1.0, h.dropped("backend_rejected"), "one instance")
 	require.Contains(t, h.logs.String(), "Authorization Required")
@@ -82,14 +82,14 @@ func TestTokenFileRotation(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(tokB+"\n"), 0o600))
 	later := time.Now().Add(time.Minute)
 	require.NoError(t, os.Chtimes(path, later, later))
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(100)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(100)))
 	h.flush()
 	require.Equal(t, 101.0, h.srv.Total("istio.requests"))
 	require.Equal(t, logging.Redacted, h.env.Secrets.RedactString(tokB))
 
 	// An emptied file (a Secret mid-update) keeps the last good token.
 	require.NoError(t, os.WriteFile(path, nil, 0o600))
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1000)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1000)))
 	h.flush()
 	require.Equal(t, 1101.0, h.srv.Total("istio.requests"))
 	require.Contains(t, h.logs.String(), "still using the previous one")

@@ -92,12 +92,12 @@ func BenchmarkConsume(b *testing.B) {
 // per request over 1000 series).
 func BenchmarkHandleToSink(b *testing.B) {
 	h := newHarness(b, harnessConfig{})
-	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Hour }), istioMetric)
+	anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Hour }), istioMetric)
 	var ins []*metricpb.InstanceMsg
 	for i := 0; i < 1000; i++ {
 		ins = append(ins, mt.Instance("requestcount.instance.istio-system", mt.Duration(time.Duration(i)*time.Millisecond), istioDims(i)...))
 	}
-	raw, err := (&metricpb.HandleMetricRequest{Instances: ins, AdapterConfig: any}).Marshal()
+	raw, err := (&metricpb.HandleMetricRequest{Instances: ins, AdapterConfig: anyCfg}).Marshal()
 	require.NoError(b, err)
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()

@@ -25,9 +25,9 @@ func TestTaggedKindsAndTime(t *testing.T) {
 		l.Tags = map[string]string{"Cluster": "prod"}
 		l.ReplicaTag = "replica"
 	})
-	any := h.params(l, requestsMetric, latencyMetric, inflightMetric)
+	anyCfg := h.params(l, requestsMetric, latencyMetric, inflightMetric)
 	h.advance(25 * time.Second) // mid-period: still stamped with the period's start
-	h.handle(any,
+	h.handle(anyCfg,
 		mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)),
 		mt.Instance("requestcount.instance.istio-system", mt.Int(3), "path", mt.Str("/a"), "code", mt.Int(200)),
 		mt.Instance("latency.instance.istio-system", mt.Duration(250*time.Millisecond), "path", mt.Str("/a")),
@@ -67,28 +67,28 @@ func TestTaggedKindsAndTime(t *testing.T) {
 // to the next period.
 func TestALateBatchClosesThePeriodOffConsume(t *testing.T) {
 	h := newHarness(t, harnessConfig{tick: time.Hour})
-	any := h.params(h.librato(), requestsMetric)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)))
+	anyCfg := h.params(h.librato(), requestsMetric)
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str("/a"), "code", mt.Int(200)))
 	h.waitConsumed()
 	require.Never(t, func() bool { return len(h.srv.Measurements()) > 0 }, 50*time.Millisecond, time.Millisecond, "no tick, no close")
 	h.advance(time.Second)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(5), "path", mt.Str("/a"), "code", mt.Int(200)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(5), "path", mt.Str("/a"), "code", mt.Int(200)))
 	require.Eventually(t, func() bool { return len(h.srv.Measurements()) == 1 }, 10*time.Second, time.Millisecond)
 	got := h.srv.Measurements()[0]
 	require.Equal(t, start.Unix(), got.Time)
-	require.Equal(t, f64(2), got.Measurement.Value, "the late batch is the next period's")
+	require.Equal(t, f64(2), got.Value, "the late batch is the next period's")
 }
 
 func TestPartialFlushesNeverReuseATime(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
-	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
+	anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
 	for i := 0; i < 3; i++ {
-		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+		h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 		h.flush() // all within the first second of the period
 	}
 	h.flush() // nothing to send: the next time is not moved on
 	h.advance(10 * time.Second)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1)))
 	h.flush()
 	var times []int64
 	for _, p := range h.srv.Measurements() {
@@ -101,13 +101,13 @@ func TestPartialFlushesNeverReuseATime(t *testing.T) {
 func TestLegacyAPI(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	l := h.librato(func(l *config.LibratoParams) { l.Api = config.LibratoParams_LEGACY })
-	any := h.params(l, requestsMetric, latencyMetric, inflightMetric)
+	anyCfg := h.params(l, requestsMetric, latencyMetric, inflightMetric)
 	var total float64
 	for p := 0; p < 3; p++ {
 		for i := 0; i < 4; i++ {
 			n := int64(p*4 + i + 1)
 			total += float64(n)
-			h.handle(any,
+			h.handle(anyCfg,
 				mt.Instance("requestcount.instance.istio-system", mt.Int(n), "path", mt.Str("/A b"), "code", mt.Int(200)),
 				mt.Instance("latency.instance.istio-system", mt.Duration(time.Duration(n)*250*time.Millisecond), "path", mt.Str("/A b")),
 				mt.Instance("inflight.instance.istio-system", mt.Int(n)))

@@ -34,7 +34,7 @@ type traffic struct {
 func (h *harness) drive(cfg *config.LibratoParams, periods, calls, perCall, paths int, seed uint64) traffic {
 	h.t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed))
-	any := h.params(cfg, requestsMetric, latencyMetric, inflightMetric)
+	anyCfg := h.params(cfg, requestsMetric, latencyMetric, inflightMetric)
 	var tr traffic
 	for p := 0; p < periods; p++ {
 		for c := 0; c < calls; c++ {
@@ -52,7 +52,7 @@ func (h *harness) drive(cfg *config.LibratoParams, periods, calls, perCall, path
 				tr.latencySum += float64(lat / time.Millisecond)
 				tr.latencyCount++
 			}
-			h.handle(any, ins...)
+			h.handle(anyCfg, ins...)
 		}
 		h.advance(cfg.Period)
 	}
@@ -134,12 +134,12 @@ func TestDropCountersAreExactWhenTheSendQueueOverflows(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.srv.GoDown(0)
 	cfg := h.librato(func(l *config.LibratoParams) { l.QueueSize = 4 })
-	any := h.params(cfg, requestsMetric)
+	anyCfg := h.params(cfg, requestsMetric)
 	sent := 0
 	for p := 0; p < 8; p++ {
 		for i := 0; i < 3; i++ {
 			for j := 0; j <= p; j++ { // a different number of instances per series and period
-				h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str(fmt.Sprint("/", i))))
+				h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str(fmt.Sprint("/", i))))
 				sent++
 			}
 		}
@@ -175,9 +175,9 @@ func expectedDropsBefore(p int) int {
 func TestShutdownTimeoutDropsAreCounted(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.srv.GoDown(0)
-	any := h.params(h.librato(), requestsMetric)
+	anyCfg := h.params(h.librato(), requestsMetric)
 	for i := 0; i < 10; i++ {
-		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str(fmt.Sprint("/", i%3))))
+		h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(2), "path", mt.Str(fmt.Sprint("/", i%3))))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -188,8 +188,8 @@ func TestShutdownTimeoutDropsAreCounted(t *testing.T) {
 
 func TestCloseSendsTheOpenPeriod(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
-	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(3)), mt.Instance("requestcount.instance.istio-system", mt.Int(4)))
+	anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(3)), mt.Instance("requestcount.instance.istio-system", mt.Int(4)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, h.set.Close(ctx))
@@ -202,9 +202,9 @@ func TestCloseSendsTheOpenPeriod(t *testing.T) {
 
 func TestBackendRejectionsAreDroppedCountedAndLoggedOnce(t *testing.T) {
 	h := newHarness(t, harnessConfig{server: []libratotest.Option{libratotest.WithMaxMeasurements(1)}})
-	any := h.params(h.librato(), requestsMetric)
+	anyCfg := h.params(h.librato(), requestsMetric)
 	for p := 0; p < 3; p++ {
-		h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
+		h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
 			mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/b")))
 		h.flush()
 	}
@@ -218,8 +218,8 @@ func TestPartialFailureIn2xxBodyIsLoggedAndCounted(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	h.srv.FailNext(1, libratotest.Fault{Status: http.StatusAccepted,
 		Body: []byte(`{"measurements":{"summary":{"total":2,"accepted":1,"failed":1,"filtered":0}}}`)})
-	any := h.params(h.librato(), requestsMetric)
-	h.handle(any, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
+	anyCfg := h.params(h.librato(), requestsMetric)
+	h.handle(anyCfg, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/a")),
 		mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str("/b")))
 	h.flush()
 	require.Equal(t, 1.0, h.sends(librato.ResultPartial))

@@ -9,9 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
-	"github.com/sirupsen/logrus"
 )
 
 // Results of meshmetrics_sink_requests_total for this sink: the export
@@ -94,6 +95,7 @@ func (s *Sink) push(ctx context.Context, r *request) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return s.checkAccepted(resp.StatusCode, body, r)
 	}
+	//nolint:staticcheck // Librato is a name; operators grep the logs for it
 	cause := fmt.Errorf("Librato refused a request (%d measurements, %d instances): POST %s: %s: %s",
 		r.measurements, r.instances, s.cfg.endpoint, resp.Status, errorDetail(body))
 	rateLimit403 := resp.StatusCode == http.StatusForbidden && IsRateLimitBody(body)

@@ -21,8 +21,8 @@ func TestNamesAndTagsAreSanitisedEndToEnd(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
 	odd := &config.Params_MetricInfo{InstanceName: "odd", Kind: config.Params_MetricInfo_COUNTER,
 		Name: "Req Größe", LabelNames: []string{"Method", "path", "user agent"}}
-	any := h.params(h.librato(), odd)
-	h.handle(any,
+	anyCfg := h.params(h.librato(), odd)
+	h.handle(anyCfg,
 		mt.Instance("odd", mt.Int(1), "Method", mt.Str("GET"), "path", mt.Str("/v1/ä?x"), "user agent", mt.Str("curl/8 (x86)")),
 		mt.Instance("odd", mt.Int(2), "Method", mt.Str("get"), "path", mt.Str("/v1/ö?x"), "user agent", mt.Str("curl/8 (x86)")),
 		mt.Instance("odd", mt.Int(4), "Method", mt.Str(strings.Repeat("p", 300))),
@@ -121,7 +121,7 @@ func TestRequestsAreSplit(t *testing.T) {
 			if tc.mut != nil {
 				tc.mut(l)
 			}
-			any := h.params(l, requestsMetric, latencyMetric)
+			anyCfg := h.params(l, requestsMetric, latencyMetric)
 			var ins []*metricpb.InstanceMsg
 			for i := 0; i < tc.series; i++ {
 				// Half counters, half summaries, so legacy requests carry both lists.
@@ -131,7 +131,7 @@ func TestRequestsAreSplit(t *testing.T) {
 				}
 				ins = append(ins, mt.Instance(name, v, "path", mt.Str(fmt.Sprintf("/some/longer/path/%04d", i))))
 			}
-			h.handle(any, ins...)
+			h.handle(anyCfg, ins...)
 			h.flush()
 
 			legacy := l.Api == config.LibratoParams_LEGACY
@@ -202,13 +202,13 @@ func TestEvictedHandlersDeliverTheirOpenPeriod(t *testing.T) {
 
 func TestOneRequestPerPeriodAtThousandSeries(t *testing.T) {
 	h := newHarness(t, harnessConfig{})
-	any := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
+	anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Period = time.Minute }), requestsMetric)
 	const series, instances = 1000, 100000
 	batch := make([]*metricpb.InstanceMsg, 0, 1000)
 	for i := 0; i < instances; i++ {
 		batch = append(batch, mt.Instance("requestcount.instance.istio-system", mt.Int(1), "path", mt.Str(fmt.Sprint("/", i%series))))
 		if len(batch) == cap(batch) {
-			h.handle(any, batch...)
+			h.handle(anyCfg, batch...)
 			batch = batch[:0]
 		}
 	}
