@@ -187,7 +187,7 @@ func (h *Handler) bind(def *sinks.Metric) (*metric, error) {
 			for _, done := range m.bindings {
 				h.queues[done.queue].Sink().Unbind(done.b)
 			}
-			return nil, fmt.Errorf("sink %s: %v", q.Name(), err)
+			return nil, fmt.Errorf("sink %s: %w", q.Name(), err)
 		}
 		m.bindings = append(m.bindings, binding{queue: qi, b: b})
 	}

@@ -445,7 +445,7 @@ func scalar(v *yaml.Node, t expr.ValueType) (any, error) {
 		}
 		var i int64
 		if err := v.Decode(&i); err != nil {
-			return nil, fmt.Errorf("want an INT64: %v", err)
+			return nil, fmt.Errorf("want an INT64: %w", err)
 		}
 		return i, nil
 	case expr.Double:
@@ -454,7 +454,7 @@ func scalar(v *yaml.Node, t expr.ValueType) (any, error) {
 		}
 		var f float64
 		if err := v.Decode(&f); err != nil {
-			return nil, fmt.Errorf("want a DOUBLE: %v", err)
+			return nil, fmt.Errorf("want a DOUBLE: %w", err)
 		}
 		return f, nil
 	case expr.Bool:

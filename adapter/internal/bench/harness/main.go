@@ -98,7 +98,7 @@ func run(s settings) error {
 	for name, pkg := range map[string]string{"meshmetrics": "./cmd/meshmetrics", "mockmixer": "./cmd/mockmixer", "ceiling": "./adapter/internal/bench/ceiling"} {
 		e.bin[name] = filepath.Join(dir, name)
 		if out, err := exec.Command("go", "build", "-o", e.bin[name], pkg).CombinedOutput(); err != nil {
-			return fmt.Errorf("building %s: %v\n%s", pkg, err, out)
+			return fmt.Errorf("building %s: %w\n%s", pkg, err, out)
 		}
 	}
 	e.fake = libratotest.New(libratotest.WithCredentials("bench@example.com", benchToken))
@@ -277,7 +277,7 @@ func (e *env) load(target *server, handler string, ipr, series int, extra ...str
 	err := cmd.Run()
 	var r loadResult
 	if jerr := json.Unmarshal(out.Bytes(), &r); jerr != nil {
-		return r, fmt.Errorf("mockmixer load: %v %v\n%s", err, jerr, stderr.String())
+		return r, fmt.Errorf("mockmixer load: %w %w\n%s", err, jerr, stderr.String())
 	}
 	return r, nil
 }

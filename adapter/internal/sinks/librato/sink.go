@@ -65,7 +65,7 @@ type Sink struct {
 func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) (*Sink, error) {
 	tok, err := newTokenSource(l, env.Secrets, env.Limiter)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", config.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
 	}
 	cfg := settingsOf(l, env.Replica)
 	s := &Sink{

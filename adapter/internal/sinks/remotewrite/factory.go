@@ -218,7 +218,7 @@ func tlsConfig(rw *config.RemoteWrite) (*tls.Config, error) {
 	if rw.CaFile != "" {
 		pem, err := os.ReadFile(rw.CaFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca_file: %v", err)
+			return nil, fmt.Errorf("ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {

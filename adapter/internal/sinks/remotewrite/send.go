@@ -25,7 +25,7 @@ const maxErrorBody = 1024
 func (s *Sink) post(ctx context.Context, r *request) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.rw.Url, bytes.NewReader(r.body))
 	if err != nil {
-		return export.Permanent(fmt.Errorf("remote write request: %v", err))
+		return export.Permanent(fmt.Errorf("remote write request: %w", err))
 	}
 	for k, v := range s.rw.Headers {
 		req.Header.Set(k, v)
