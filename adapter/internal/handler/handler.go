@@ -239,6 +239,15 @@ type scratch struct {
 	labels  []byte
 }
 
+// Instances is what a handler records: the instances of a HandleMetric
+// request read in place, or instances that rules evaluated in the adapter
+// built from access-log entries.
+type Instances interface {
+	NumInstances() int
+	// Instance reads instance i into in, reusing in's storage.
+	Instance(i int, in *handlemetric.Instance) error
+}
+
 // Handle records the instances of req. It never blocks on a sink.
 func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 	o := Outcome{Received: req.NumInstances()}
@@ -255,6 +264,23 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 			return o
 		}
 	}
+	h.recordAll(req, now, &o)
+	if o.Malformed != nil && h.dedup != nil && len(req.DedupID) > 0 {
+		h.dedup.Forget(dedupKey, content)
+	}
+	return o
+}
+
+// HandleInstances records instances built in the adapter (no dedup_id, no
+// request to refuse): the same batches, caps, queues and drop accounting as
+// Handle. It never blocks on a sink.
+func (h *Handler) HandleInstances(src Instances, now time.Time) Outcome {
+	o := Outcome{Received: src.NumInstances()}
+	h.recordAll(src, now, &o)
+	return o
+}
+
+func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
 	sc.batches = sc.batches[:0]
@@ -264,18 +290,16 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 		sc.batches = append(sc.batches, b)
 	}
 
-	for i := 0; i < req.NumInstances(); i++ {
-		if err := req.Instance(i, &sc.inst); err != nil {
+	for i := 0; i < src.NumInstances(); i++ {
+		if err := src.Instance(i, &sc.inst); err != nil {
 			// A corrupt request is refused whole, before anything is recorded.
 			for qi, b := range sc.batches {
 				h.queues[qi].Recycle(b)
 			}
-			if h.dedup != nil && len(req.DedupID) > 0 {
-				h.dedup.Forget(dedupKey, content)
-			}
-			return Outcome{Received: o.Received, ReusedID: o.ReusedID, Malformed: err}
+			*o = Outcome{Received: o.Received, ReusedID: o.ReusedID, Malformed: err}
+			return
 		}
-		h.record(&sc.inst, sc, &o)
+		h.record(&sc.inst, sc, o)
 	}
 
 	for qi, b := range sc.batches {
@@ -285,7 +309,6 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 			h.queues[qi].Recycle(b)
 		}
 	}
-	return o
 }
 
 func (h *Handler) record(in *handlemetric.Instance, sc *scratch, o *Outcome) {
