@@ -50,6 +50,23 @@ func (p Protocol) String() string {
 	return "none"
 }
 
+// API is the Access Log Service version a message came in on: v2 and v3
+// entries share their field numbers, so they read alike.
+type API uint8
+
+// The two versions of the Access Log Service.
+const (
+	APIv2 API = iota
+	APIv3
+)
+
+func (a API) String() string {
+	if a == APIv2 {
+		return "v2"
+	}
+	return "v3"
+}
+
 // field is one field read from the wire.
 type field struct {
 	num protowire.Number
