@@ -40,6 +40,12 @@ func (a *Adapter) mux() *http.ServeMux {
 			}
 		}
 		fmt.Fprintln(w, "ready")
+		if a.rules != nil {
+			// A refused reload leaves the last good config serving: still
+			// ready, with the failure in the detail.
+			_, detail := a.rules.Status()
+			fmt.Fprintln(w, detail)
+		}
 	})
 	// The handler configs in use, secrets redacted, for operators.
 	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, _ *http.Request) {

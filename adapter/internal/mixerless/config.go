@@ -108,7 +108,7 @@ type Config struct {
 	warnings []string
 
 	kindSlot, destNSSlot, srcNSSlot int
-	defaultNamespace              string
+	defaultNamespace                string
 }
 
 type rule struct {
