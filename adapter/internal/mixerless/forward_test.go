@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -289,4 +290,75 @@ func TestLoadStoreRefusesBrokenConfigWithFileAndLine(t *testing.T) {
 	require.Equal(t, []string{"analyticprom.handler.istio-system", "prometheus.handler.istio-system"}, local)
 	require.Empty(t, remote)
 	require.True(t, strings.Contains(c.Summary(), "2 meshmetrics handlers"))
+}
+
+// TestTypedPathMatchesInterpreterOnTheSamples evaluates every expression of
+// the samples and of Istio's standard config (rule matches, instance values
+// and dimensions) on bags built from access-log entries, with the typed
+// programs the runtime uses and with the interpreter: same value or same
+// error, always.
+func TestTypedPathMatchesInterpreterOnTheSamples(t *testing.T) {
+	samples, err := filepath.Glob(filepath.Join("..", "..", "..", "deploy", "kubernetes", "samples", "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, samples)
+	tr := makeTraffic(0)
+	msgs := []*alsv3.StreamAccessLogsMessage{httpMessage(true, tr.http...), tcpMessage(tr.tcp...), httpMessage(false, &alsdata.HTTPAccessLogEntry{}),
+		tcpMessage(&alsdata.TCPAccessLogEntry{})}
+	checked := 0
+	for _, sample := range append(samples, "") {
+		dir := configDir(t, handlers(""))
+		if sample != "" {
+			b, err := os.ReadFile(sample)
+			require.NoError(t, err)
+			// The samples define their own analyticcounter instance.
+			require.NoError(t, os.Remove(filepath.Join(dir, "istio", "analyticcounter.yaml")))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "handlers.yaml"), []byte(strings.SplitN(handlers(""), "---\napiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: analyticprom", 2)[0]), 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "sample.yaml"), b, 0o600))
+			if !strings.Contains(string(b), "kind: instance") {
+				c, err := os.ReadFile(filepath.Join("testdata", "istio", "analyticcounter.yaml"))
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(dir, "istio", "analyticcounter.yaml"), c, 0o600))
+			}
+		}
+		store, err := mixerless.LoadStore(dir)
+		require.NoError(t, err, sample)
+		d, err := dispatch.New(store, dispatch.Options{InProcess: func(*crd.ResolvedAction) bool { return true }})
+		require.NoError(t, err, sample)
+		var exprs []*expr.Expr
+		for _, r := range d.Rules() {
+			exprs = append(exprs, r.Match)
+			for _, a := range r.Actions {
+				for _, ri := range a.Instances {
+					if ri.Value != nil {
+						exprs = append(exprs, ri.Value)
+					}
+					for _, e := range ri.Dimensions {
+						exprs = append(exprs, e)
+					}
+				}
+			}
+		}
+		for _, exact := range []bool{true, false} {
+			for _, m := range msgs {
+				for _, bag := range bags(t, m, attrmap.Options{MixerExact: exact}) {
+					rec := bag.(*expr.Record)
+					for _, e := range exprs {
+						p, err := e.Program(rec.Layout())
+						require.NoError(t, err)
+						want, wantErr := e.Eval(rec)
+						got, gotErr := p.Eval(rec)
+						if wantErr != nil || gotErr != nil {
+							require.Error(t, wantErr, e.String())
+							require.Error(t, gotErr, e.String())
+							require.Equal(t, wantErr.Error(), gotErr.Error(), e.String())
+							continue
+						}
+						require.Equal(t, fmt.Sprint(want), fmt.Sprint(got.Interface(p.Type())), e.String())
+						checked++
+					}
+				}
+			}
+		}
+	}
+	require.Greater(t, checked, 1000)
 }
