@@ -101,7 +101,6 @@ func TestStreamsGetTheServersAuth(t *testing.T) {
 	require.Contains(t, text, `meshmetrics_auth_refused_total{reason="spiffe_id"} 1`)
 }
 
-
 // TestShutdownEndsStreams: Envoy keeps its stream open for as long as it
 // runs; shutdown ends it once the message in hand is processed, without
 // waiting for the shutdown timeout, and new streams are refused.

@@ -115,7 +115,7 @@ func httpEntry(service, path string, code uint32, method corev3.RequestMethod, f
 
 func tcpEntry(service string, sent, received uint64) *alsdata.TCPAccessLogEntry {
 	return &alsdata.TCPAccessLogEntry{
-		CommonProperties: &alsdata.AccessLogCommon{DownstreamLocalAddress: sock("10.0.0.2", 3306), UpstreamCluster: "outbound|3306||" + service},
+		CommonProperties:     &alsdata.AccessLogCommon{DownstreamLocalAddress: sock("10.0.0.2", 3306), UpstreamCluster: "outbound|3306||" + service},
 		ConnectionProperties: &alsdata.ConnectionProperties{SentBytes: sent, ReceivedBytes: received},
 	}
 }

@@ -236,3 +236,63 @@ func FuzzProgram(f *testing.F) {
 		}
 	})
 }
+
+// benchExprs are the expressions of Istio's requestcount instance and of the
+// analytic sample's rule.
+var benchExprs = []string{
+	`match(request.path, "/v1/damage?analytic=*")`,
+	`conditional((context.reporter.kind | "inbound") == "outbound", "source", "destination")`,
+	`request.headers["user-agent"] | "unknown"`,
+	`destination.service.name | "unknown"`,
+	`response.code | 200`,
+	`api | request.path | "x"`,
+}
+
+func benchManifest() Manifest {
+	m := manifest()
+	m["context.reporter.kind"] = String
+	return m
+}
+
+// BenchmarkProgram evaluates benchExprs with the typed path.
+func BenchmarkProgram(b *testing.B) {
+	l := NewLayout(benchManifest())
+	r, _ := recordOf(l, bag())
+	var ps []*Program
+	for _, src := range benchExprs {
+		e, err := Compile(src, benchManifest())
+		require.NoError(b, err)
+		p, err := e.Program(l)
+		require.NoError(b, err)
+		ps = append(ps, p)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, p := range ps {
+			if _, err := p.Eval(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkInterpreter evaluates benchExprs with Eval on a MapBag.
+func BenchmarkInterpreter(b *testing.B) {
+	bg := bag()
+	var es []*Expr
+	for _, src := range benchExprs {
+		e, err := Compile(src, benchManifest())
+		require.NoError(b, err)
+		es = append(es, e)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, e := range es {
+			if _, err := e.Eval(bg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -406,3 +406,21 @@ func requireType(t *testing.T, v any, typ expr.ValueType, name string) {
 	}
 	require.True(t, ok, "%s: %T is not %s", name, v, typ)
 }
+
+// BenchmarkBuildBag builds the extended bag of a full HTTP entry.
+func BenchmarkBuildBag(b *testing.B) {
+	raw, err := proto.Marshal(httpMsg(fullHTTP(b)))
+	require.NoError(b, err)
+	mapper, err := attrmap.New(layout(b), attrmap.Options{HeaderAttributes: map[string]string{"x-caller": "source.user"}})
+	require.NoError(b, err)
+	var m logentry.Message
+	require.NoError(b, m.Parse(raw))
+	var e logentry.Entry
+	require.NoError(b, m.Entry(0, &e))
+	bld := mapper.NewBuilder()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bld.Build(&e)
+	}
+}
