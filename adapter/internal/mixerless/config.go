@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals/attrmap"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals/logentry"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/handlemetric"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/attributes"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
@@ -109,6 +110,37 @@ type Config struct {
 
 	kindSlot, destNSSlot, srcNSSlot int
 	defaultNamespace                string
+	need                            logentry.Need
+}
+
+// neededAttributes are the attributes rules read: their matches, their
+// instances' params, and what rule scoping reads.
+func neededAttributes(rules []*crd.ResolvedRule) map[string]bool {
+	out := map[string]bool{"context.reporter.kind": true, "destination.namespace": true, "source.namespace": true}
+	add := func(e *expr.Expr) {
+		if e == nil {
+			return
+		}
+		for _, a := range e.Attributes() {
+			out[a] = true
+		}
+	}
+	for _, r := range rules {
+		add(r.Match)
+		for _, a := range r.Actions {
+			for _, ri := range a.Instances {
+				add(ri.Value)
+				add(ri.MonitoredResourceType)
+				for _, e := range ri.Dimensions {
+					add(e)
+				}
+				for _, e := range ri.MonitoredResourceDimensions {
+					add(e)
+				}
+			}
+		}
+	}
+	return out
 }
 
 type rule struct {
@@ -191,9 +223,6 @@ func Compile(store *crd.Store, o Options) (*Config, error) {
 	}
 	layout := expr.NewLayout(manifest)
 	c := &Config{store: store, defaultNamespace: o.DefaultNamespace}
-	if c.mapper, err = attrmap.New(layout, o.Mapping); err != nil {
-		return nil, err
-	}
 	c.kindSlot = slotOr(layout, "context.reporter.kind", expr.String)
 	c.destNSSlot = slotOr(layout, "destination.namespace", expr.String)
 	c.srcNSSlot = slotOr(layout, "source.namespace", expr.String)
@@ -203,6 +232,17 @@ func Compile(store *crd.Store, o Options) (*Config, error) {
 	if c.dispatch, err = dispatch.New(store, dopts); err != nil {
 		return nil, err
 	}
+	// Bags hold only what the config reads, and entries are read only as
+	// far as those attributes need.
+	mapping := o.Mapping
+	mapping.Needed = neededAttributes(c.dispatch.Rules())
+	for _, a := range o.Mapping.HeaderAttributes {
+		mapping.Needed[a] = true
+	}
+	if c.mapper, err = attrmap.New(layout, mapping); err != nil {
+		return nil, err
+	}
+	c.need = c.mapper.Need()
 	c.warnings = c.dispatch.Warnings()
 	locals := map[string]*localHandler{}
 	remotes := map[string]*remoteHandler{}

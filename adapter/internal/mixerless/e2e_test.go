@@ -188,7 +188,7 @@ func TestAccessLogsThroughTheServer(t *testing.T) {
 	require.Contains(t, text, fmt.Sprintf(`meshmetrics_accesslog_instances_dispatched_total{handler="analyticprom.handler.istio-system"} %g`, analytic))
 	require.Contains(t, text, fmt.Sprintf(`meshmetrics_accesslog_instances_dispatched_total{handler="prometheus.handler.istio-system"} %d`, len(v3.http)+len(v2.http)+12))
 	require.Contains(t, text, `meshmetrics_accesslog_skipped_total{reason="match_error"} 6`, "the analytic rule's request.path fails on each TCP entry")
-	require.Contains(t, text, `meshmetrics_config_last_reload_successful 1`)
+	require.Contains(t, text, "\nmeshmetrics_config_last_reload_successful 1\n")
 }
 
 // TestEndToEndWithRealPrometheus checks, entry by entry, the series a real

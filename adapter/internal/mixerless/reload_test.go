@@ -118,7 +118,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	broken := filepath.Join(dir, "broken.yaml")
 	require.NoError(t, os.WriteFile(broken, []byte("apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: bad, namespace: istio-system}\nspec:\n  match: request.path ==\n"), 0o600))
 	require.Eventually(t, func() bool {
-		return strings.Contains(scrape(t, a), "meshmetrics_config_last_reload_successful 0")
+		return strings.Contains(scrape(t, a), "\nmeshmetrics_config_last_reload_successful 0\n")
 	}, 20*time.Second, 20*time.Millisecond)
 	code, body := readyz(t, a)
 	require.Equal(t, http.StatusOK, code, "the last good config still serves")
@@ -131,10 +131,10 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	require.NoError(t, os.Remove(broken))
 	require.Eventually(t, func() bool {
-		return strings.Contains(scrape(t, a), "meshmetrics_config_last_reload_successful 1")
+		return strings.Contains(scrape(t, a), "\nmeshmetrics_config_last_reload_successful 1\n")
 	}, 20*time.Second, 20*time.Millisecond)
 	_, body = readyz(t, a)
-	require.NotContains(t, body, "failed")
+	require.NotContains(t, body, "failed", strings.Join(metricLines(scrape(t, a), "meshmetrics_config_last_reload_successful"), "\n")+strings.Join(metricLines(scrape(t, a), "meshmetrics_config_reloads_total"), "\n"))
 
 	close(stop)
 	require.NoError(t, <-done)

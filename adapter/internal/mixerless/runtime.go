@@ -327,7 +327,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	defer r.workers.Put(w)
 	var malformed, matchErrors, instanceErrors, bags int
 	for i := 0; i < n; i++ {
-		if err := msg.Entry(i, &w.entry); err != nil {
+		if err := msg.EntryNeed(i, &w.entry, cfg.need); err != nil {
 			malformed++
 			r.o.Limiter.Log(logrus.WarnLevel, "als-malformed-entry", nil, "access-log entry skipped: "+err.Error())
 			continue

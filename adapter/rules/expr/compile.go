@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/scanner"
 	"go/token"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -509,4 +510,29 @@ func (c *compiler) checkOperand(n *node, t ValueType) error {
 		return c.errorf(n.pos, "operator %s is not supported for %s in Mixer", n.sym, t)
 	}
 	return nil
+}
+
+// Attributes lists the attributes the expression reads, sorted, each once.
+func (e *Expr) Attributes() []string {
+	seen := map[string]bool{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n == nil {
+			return
+		}
+		if n.kind == attrNode {
+			seen[n.name] = true
+		}
+		walk(n.target)
+		for _, a := range n.args {
+			walk(a)
+		}
+	}
+	walk(e.root)
+	out := make([]string, 0, len(seen))
+	for name := range seen {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }

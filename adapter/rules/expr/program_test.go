@@ -296,3 +296,12 @@ func BenchmarkInterpreter(b *testing.B) {
 		}
 	}
 }
+
+func TestAttributes(t *testing.T) {
+	e, err := Compile(`request.headers[request.path | "x"] == "a" && "^x".matches(api) || size(request.path) > response.code`, manifest())
+	require.NoError(t, err)
+	require.Equal(t, []string{"api", "request.headers", "request.path", "response.code"}, e.Attributes())
+	c, err := CompileCondition("", manifest())
+	require.NoError(t, err)
+	require.Empty(t, c.Attributes())
+}

@@ -66,6 +66,10 @@ type Options struct {
 	// x-source-workload: source.workload.name. Envoy logs only the headers
 	// it is told to (additionalRequestHeadersToLog). Ignored when MixerExact.
 	HeaderAttributes map[string]string
+	// Needed, when set, names the attributes the config reads: the others
+	// are left out of the bag (no expression can tell), and the parts of the
+	// entry only they come from are not read (Mapper.Need).
+	Needed map[string]bool
 }
 
 // Extensions lists what the extended mapping adds to Mixer's bag, for
@@ -123,7 +127,7 @@ func New(l *expr.Layout, o Options) (*Mapper, error) {
 	var errs []string
 	slot := func(name string, t expr.ValueType) int {
 		s, ok := l.Slot(name)
-		if !ok {
+		if !ok || (o.Needed != nil && !o.Needed[name]) {
 			return -1
 		}
 		if got := l.Type(s); got != t && !(t == expr.String && (got == expr.DNSName || got == expr.URI || got == expr.EmailAddress)) {
@@ -182,6 +186,44 @@ func New(l *expr.Layout, o Options) (*Mapper, error) {
 		return nil, fmt.Errorf("access-log attribute mapping: %s", strings.Join(errs, "; "))
 	}
 	return m, nil
+}
+
+// Need is what the reader must decode of each entry for this mapping.
+func (m *Mapper) Need() logentry.Need {
+	s := &m.s
+	var n logentry.Need
+	any := func(slots ...int) bool {
+		for _, sl := range slots {
+			if sl >= 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if any(s.destinationIP, s.destinationPort, s.sourceIP, s.sourcePort, s.upstreamIP, s.upstreamPort) {
+		n |= logentry.NeedAddresses
+	}
+	if any(s.requestTime, s.responseTime, s.contextTime, s.responseDuration) {
+		n |= logentry.NeedTimes
+	}
+	if any(s.destinationPrincipal, s.sourcePrincipal, s.requestedServerName) {
+		n |= logentry.NeedTLS
+	}
+	if any(s.proxyErrorCode) {
+		n |= logentry.NeedResponseFlags
+	}
+	if any(s.requestHeaders, s.contextProtocol) || len(m.headers) > 0 {
+		n |= logentry.NeedRequestHeaders
+	}
+	if any(s.responseHeaders) {
+		n |= logentry.NeedResponseHeaders
+	}
+	for _, p := range s.peer {
+		if any(p.workloadName, p.workloadNamespace, p.name, p.namespace, p.owner) {
+			n |= logentry.NeedFilterState
+		}
+	}
+	return n
 }
 
 // Layout is the layout bags are built in.

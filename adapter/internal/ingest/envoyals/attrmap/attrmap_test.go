@@ -424,3 +424,32 @@ func BenchmarkBuildBag(b *testing.B) {
 		bld.Build(&e)
 	}
 }
+
+// TestNeededAttributesOnly: a mapping told which attributes the config
+// reads builds only those, and its reader skips the parts only the others
+// come from; the attributes it builds are those of the full bag.
+func TestNeededAttributesOnly(t *testing.T) {
+	needed := map[string]bool{"request.path": true, "response.code": true, "context.protocol": true, "source.principal": true}
+	mapper, err := attrmap.New(layout(t), attrmap.Options{Needed: needed})
+	require.NoError(t, err)
+	require.Equal(t, logentry.NeedTLS|logentry.NeedRequestHeaders, mapper.Need())
+	full, err := attrmap.New(layout(t), attrmap.Options{})
+	require.NoError(t, err)
+	require.Equal(t, logentry.NeedAll, full.Need())
+	raw, err := proto.Marshal(httpMsg(fullHTTP(t)))
+	require.NoError(t, err)
+	var m logentry.Message
+	require.NoError(t, m.Parse(raw))
+	var e, ef logentry.Entry
+	require.NoError(t, m.EntryNeed(0, &e, mapper.Need()))
+	require.NoError(t, m.Entry(0, &ef))
+	b, bf := mapper.NewBuilder(), full.NewBuilder()
+	b.Build(&e)
+	bf.Build(&ef)
+	require.Equal(t, []string{"context.protocol", "request.path", "response.code", "source.principal"}, b.Record.Names())
+	for _, n := range b.Record.Names() {
+		v, _ := b.Record.Get(n)
+		vf, _ := bf.Record.Get(n)
+		require.Equal(t, vf, v, n)
+	}
+}

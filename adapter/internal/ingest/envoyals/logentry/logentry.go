@@ -188,9 +188,31 @@ func (m *Message) Parse(b []byte) error {
 // Len is the number of entries.
 func (m *Message) Len() int { return len(m.entries) }
 
+// Need says which parts of an entry a reader wants beyond its scalars
+// (request and response properties, upstream cluster, route name, TCP byte
+// counts are always read). A part not wanted is skipped whole: its framing
+// is checked, its content is not read.
+type Need uint16
+
+// The parts of an entry a reader may skip.
+const (
+	NeedAddresses Need = 1 << iota
+	NeedTimes
+	NeedTLS
+	NeedResponseFlags
+	NeedRequestHeaders
+	NeedResponseHeaders
+	NeedFilterState
+	NeedAll Need = 1<<iota - 1
+)
+
 // Entry decodes entry i into e, reusing e's storage.
-func (m *Message) Entry(i int, e *Entry) error {
+func (m *Message) Entry(i int, e *Entry) error { return m.EntryNeed(i, e, NeedAll) }
+
+// EntryNeed decodes the parts of entry i that need names into e.
+func (m *Message) EntryNeed(i int, e *Entry, need Need) error {
 	e.reset()
+	e.need = need
 	e.Protocol = m.Protocol
 	var err error
 	if m.Protocol == ProtocolTCP {
@@ -326,6 +348,8 @@ type Entry struct {
 	Connection    bool
 	ReceivedBytes uint64
 	SentBytes     uint64
+
+	need Need
 }
 
 func (e *Entry) reset() {
@@ -380,6 +404,9 @@ func (e *Entry) parseCommon(b []byte) error {
 		if f.typ != protowire.BytesType {
 			return nil // sample_rate and the counters are not read
 		}
+		if n := commonNeed[min(int(f.num), len(commonNeed)-1)]; n != 0 && e.need&n == 0 {
+			return nil
+		}
 		switch f.num {
 		case 2:
 			return parseAddress(f.b, &e.DownstreamRemoteAddress)
@@ -424,6 +451,14 @@ func (e *Entry) parseCommon(b []byte) error {
 		}
 		return nil
 	})
+}
+
+// commonNeed is the part each AccessLogCommon field belongs to (0: always
+// read), by field number.
+var commonNeed = [...]Need{
+	2: NeedAddresses, 3: NeedAddresses, 4: NeedTLS, 5: NeedTimes, 6: NeedTimes, 7: NeedTimes, 8: NeedTimes, 9: NeedTimes,
+	10: NeedTimes, 11: NeedTimes, 12: NeedTimes, 13: NeedAddresses, 14: NeedAddresses, 16: NeedResponseFlags,
+	20: NeedAddresses, 21: NeedFilterState, 23: NeedTimes, 24: 0,
 }
 
 func parseTime(b []byte, t *Time) error {
@@ -594,7 +629,9 @@ func (e *Entry) parseRequest(b []byte) error {
 			case 10:
 				r.OriginalPath = f.b
 			case 13:
-				r.Headers, err = parseMapEntry(f.b, r.Headers)
+				if e.need&NeedRequestHeaders != 0 {
+					r.Headers, err = parseMapEntry(f.b, r.Headers)
+				}
 			}
 		}
 		return err
@@ -619,7 +656,9 @@ func (e *Entry) parseResponse(b []byte) error {
 		case f.varint(3):
 			r.BodyBytes = f.x
 		case f.bytes(4):
-			r.Headers, err = parseMapEntry(f.b, r.Headers)
+			if e.need&NeedResponseHeaders != 0 {
+				r.Headers, err = parseMapEntry(f.b, r.Headers)
+			}
 		case f.bytes(6):
 			r.CodeDetails = f.b
 		}

@@ -243,6 +243,7 @@ func normalize(e Entry) Entry {
 		e.FilterState = append(e.FilterState, fs[k])
 	}
 	e.ResponseFlags.Bits &= 1<<28 - 1
+	e.need = 0
 	nilIfEmpty(&e.UpstreamCluster, &e.RouteName, &e.TLS.SNI, &e.TLS.Local.FirstSAN, &e.TLS.Peer.FirstSAN, &e.Request.Scheme,
 		&e.Request.Authority, &e.Request.Path, &e.Request.UserAgent, &e.Request.Referer, &e.Request.ForwardedFor,
 		&e.Request.RequestID, &e.Request.OriginalPath, &e.Response.CodeDetails)
@@ -459,4 +460,33 @@ func BenchmarkGeneratedUnmarshal(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+}
+
+// TestNeedSkipsParts: parts not needed are left empty, the rest is read as
+// with NeedAll.
+func TestNeedSkipsParts(t *testing.T) {
+	raw := seeds()[0]
+	var m Message
+	require.NoError(t, m.Parse(raw))
+	var all, some Entry
+	require.NoError(t, m.Entry(0, &all))
+	require.NoError(t, m.EntryNeed(0, &some, NeedTLS|NeedRequestHeaders))
+	require.True(t, some.TLS.Present)
+	require.Equal(t, all.TLS, some.TLS)
+	require.Equal(t, all.Request, some.Request)
+	require.False(t, some.DownstreamLocalAddress.Present)
+	require.False(t, some.StartTime.Present)
+	require.False(t, some.ResponseFlags.Present)
+	require.Empty(t, some.Response.Headers)
+	require.Empty(t, some.FilterState)
+	require.Equal(t, all.UpstreamCluster, some.UpstreamCluster)
+	require.Equal(t, all.Response.Code, some.Response.Code)
+	some.need = all.need
+	some.DownstreamRemoteAddress, some.DownstreamLocalAddress, some.DownstreamDirectRemote = all.DownstreamRemoteAddress, all.DownstreamLocalAddress, all.DownstreamDirectRemote
+	some.UpstreamRemoteAddress, some.UpstreamLocalAddress = all.UpstreamRemoteAddress, all.UpstreamLocalAddress
+	some.StartTime, some.TimeToLastRxByte, some.TimeToFirstUpstreamTxByte, some.TimeToLastUpstreamTxByte = all.StartTime, all.TimeToLastRxByte, all.TimeToFirstUpstreamTxByte, all.TimeToLastUpstreamTxByte
+	some.TimeToFirstUpstreamRxByte, some.TimeToLastUpstreamRxByte, some.TimeToFirstDownstreamTxByte = all.TimeToFirstUpstreamRxByte, all.TimeToLastUpstreamRxByte, all.TimeToFirstDownstreamTxByte
+	some.TimeToLastDownstreamTxByte, some.Duration, some.ResponseFlags = all.TimeToLastDownstreamTxByte, all.Duration, all.ResponseFlags
+	some.Response.Headers, some.FilterState = all.Response.Headers, all.FilterState
+	require.Equal(t, all, some, "nothing else differs")
 }
