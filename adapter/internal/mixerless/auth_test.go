@@ -72,7 +72,8 @@ func TestStreamsGetTheServersAuth(t *testing.T) {
 				return err
 			}
 			if err := st.SendMsg(httpMessage(true, httpEntry("reviews.default.svc.cluster.local", "/", 200, corev3.RequestMethod_GET, nil))); err != nil {
-				return err
+				// io.EOF: the server ended the stream; its status comes with RecvMsg.
+				return st.RecvMsg(&alsv3.StreamAccessLogsResponse{})
 			}
 			if err := st.CloseSend(); err != nil {
 				return err
