@@ -166,6 +166,10 @@ type instance struct {
 type dimension struct {
 	key []byte
 	p   *expr.Program
+	// emit: a metric of the handler has this dimension as a label. A
+	// dimension not emitted is still evaluated unless it is infallible, so
+	// that its failure drops the instance as in Mixer.
+	emit, eval bool
 }
 
 // localHandler is a meshmetrics handler: its params encoded as Mixer sends
@@ -175,6 +179,35 @@ type localHandler struct {
 	any    handlemetric.Any
 	digest handler.Digest
 	index  int
+	params *config.Params
+}
+
+// labels are the label names of the metrics an instance feeds in h, as
+// the handler looks them up (fully qualified name, then short name); nil
+// when every dimension is used (a config without metrics, or an instance no
+// metric names, which the handler refuses whole).
+func (h *localHandler) labels(instance string) map[string]bool {
+	if len(h.params.Metrics) == 0 {
+		return nil
+	}
+	find := func(name string) map[string]bool {
+		var out map[string]bool
+		for _, m := range h.params.Metrics {
+			if m.InstanceName == name {
+				if out == nil {
+					out = map[string]bool{}
+				}
+				for _, l := range m.LabelNames {
+					out[l] = true
+				}
+			}
+		}
+		return out
+	}
+	if l := find(instance); l != nil {
+		return l
+	}
+	return find(config.ShortInstanceName(instance))
 }
 
 // remoteHandler is a handler of another out-of-process adapter.
@@ -281,7 +314,11 @@ func Compile(store *crd.Store, o Options) (*Config, error) {
 				act.remote = rh
 			}
 			for _, ri := range a.Instances {
-				in, err := compileInstance(ri, layout)
+				var used map[string]bool
+				if act.local != nil {
+					used = act.local.labels(ri.Key())
+				}
+				in, err := compileInstance(ri, layout, used)
 				if err != nil {
 					errs = append(errs, err)
 					continue
@@ -321,10 +358,17 @@ func newLocal(a *crd.ResolvedAction, validate func(handlemetric.Any) error) (*lo
 			return nil, fmt.Errorf("handler %s (%s): %w", h.Key(), h.Source(), err)
 		}
 	}
-	return &localHandler{key: h.Key(), any: any, digest: handler.DigestOf(any)}, nil
+	p, err := config.Decode(true, any.TypeURL, any.Value)
+	if err == nil {
+		p, err = config.Normalize(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("handler %s (%s): %w", h.Key(), h.Source(), err)
+	}
+	return &localHandler{key: h.Key(), any: any, digest: handler.DigestOf(any), params: p}, nil
 }
 
-func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout) (*instance, error) {
+func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]bool) (*instance, error) {
 	in := &instance{ri: ri, name: []byte(ri.Key())}
 	fail := func(field string, err error) error {
 		return fmt.Errorf("instance %s (%s): %s: %w", ri.Key(), ri.Source(), field, err)
@@ -345,7 +389,8 @@ func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout) (*instance, error
 		if err != nil {
 			return nil, fail("dimensions."+k, err)
 		}
-		in.dims = append(in.dims, dimension{key: []byte(k), p: p})
+		emit := used == nil || used[k]
+		in.dims = append(in.dims, dimension{key: []byte(k), p: p, emit: emit, eval: emit || !ri.Dimensions[k].Infallible()})
 	}
 	return in, nil
 }

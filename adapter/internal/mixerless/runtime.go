@@ -465,12 +465,18 @@ func fill(out *handlemetric.Instance, in *instance, rec *expr.Record) error {
 		}
 		out.Value = toValue(&v, in.value.Type())
 	}
-	for _, d := range in.dims {
+	for i := range in.dims {
+		d := &in.dims[i]
+		if !d.eval {
+			continue
+		}
 		v, err := d.p.Eval(rec)
 		if err != nil {
 			return fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
 		}
-		out.Dimensions = append(out.Dimensions, handlemetric.Dimension{Key: d.key, Value: toValue(&v, d.p.Type())})
+		if d.emit {
+			out.Dimensions = append(out.Dimensions, handlemetric.Dimension{Key: d.key, Value: toValue(&v, d.p.Type())})
+		}
 	}
 	return nil
 }

@@ -305,3 +305,49 @@ func TestAttributes(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, c.Attributes())
 }
+
+func TestInfallible(t *testing.T) {
+	for src, want := range map[string]bool{
+		`request.size | 0`:           true,
+		`request.size`:               false,
+		`request.headers["a"] | "x"`: true,
+		`request.headers["a"]`:       false,
+		`conditional((context.reporter.kind | "inbound") == "outbound", "a", "b")`: true,
+		`conditional(connection.mtls, "a", "b")`:                                   false,
+		`api | request.path | "x"`:                                                 true,
+		`api | request.path`:                                                       false,
+		`ip("1.2.3.4")`:                                                            false,
+		`destination.service.host == dnsName("a")`:                                 false,
+		`"x".matches(api | "")`:                                                    true,
+		`"(".matches(api | "")`:                                                    false,
+		`(api | "a").startsWith("a")`:                                              true,
+		`"1"`:                                                                      true,
+		`match((request.path | "-"), "kube-probe*") == false`:                      true,
+	} {
+		e, err := Compile(src, benchManifest())
+		require.NoError(t, err, src)
+		require.Equal(t, want, e.Infallible(), src)
+		if want {
+			_, err := e.Eval(MapBag{})
+			require.NoError(t, err, "%s must not fail on an empty bag", src)
+		}
+	}
+}
+
+// FuzzInfallible: an expression said to be infallible never fails.
+func FuzzInfallible(f *testing.F) {
+	for _, s := range corpus() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		e, err := Compile(src, manifest())
+		if err != nil || !e.Infallible() {
+			return
+		}
+		for _, b := range bags() {
+			if _, err := e.Eval(b); err != nil {
+				t.Fatalf("%q is said infallible but fails: %v", src, err)
+			}
+		}
+	})
+}
