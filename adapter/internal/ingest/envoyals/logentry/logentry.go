@@ -77,6 +77,20 @@ type field struct {
 
 // next reads the field at the start of b and returns its encoded length.
 func next(b []byte, f *field) (int, error) {
+	// Fast path: a one-byte tag with a one-byte length or varint, which is
+	// most fields of an entry.
+	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
+		switch typ := protowire.Type(b[0] & 7); typ {
+		case protowire.BytesType:
+			if l := int(b[1]); l <= len(b)-2 {
+				f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), typ, 0, b[2:2+l]
+				return 2 + l, nil
+			}
+		case protowire.VarintType:
+			f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
+			return 2, nil
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return 0, malformed("bad tag: %v", protowire.ParseError(n))
