@@ -18,6 +18,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/accesslog"
 )
 
 func startAdapter(t testing.TB, dir string, als adapter.ALSOptions) *adapter.Adapter {
@@ -135,10 +137,21 @@ func send(t testing.TB, addr, method string, tr traffic) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	st, finish := alsStream(t, ctx, addr, method)
-	for i := 0; i < len(tr.http); i += 4 {
-		require.NoError(t, st.SendMsg(httpMessage(i == 0, tr.http[i:min(i+4, len(tr.http))]...)))
+	sendMsg := func(m *alsv3.StreamAccessLogsMessage) {
+		if method == envoyals.MethodV2 {
+			v2, err := accesslog.V2(m)
+			require.NoError(t, err)
+			require.Equal(t, len(m.GetHttpLogs().GetLogEntry()), len(v2.GetHttpLogs().GetLogEntry()))
+			require.Equal(t, len(m.GetTcpLogs().GetLogEntry()), len(v2.GetTcpLogs().GetLogEntry()))
+			require.NoError(t, st.SendMsg(v2))
+			return
+		}
+		require.NoError(t, st.SendMsg(m))
 	}
-	require.NoError(t, st.SendMsg(tcpMessage(tr.tcp...)))
+	for i := 0; i < len(tr.http); i += 4 {
+		sendMsg(httpMessage(i == 0, tr.http[i:min(i+4, len(tr.http))]...))
+	}
+	sendMsg(tcpMessage(tr.tcp...))
 	require.NoError(t, finish())
 }
 

@@ -135,10 +135,8 @@ func tcpMessage(entries ...*alsdata.TCPAccessLogEntry) *alsv3.StreamAccessLogsMe
 }
 
 // alsStream opens a StreamAccessLogs stream on method (envoyals.MethodV3 or
-// MethodV2). go-control-plane has no v2 Go types any more (the v2 packages
-// left its root module in v0.10; the module graph needs v0.14), so v2
-// streams carry v3 messages: the two versions share their field numbers,
-// so the bytes are what an Envoy speaking v2 sends.
+// MethodV2). send converts messages for a v2 stream to go-control-plane's
+// v2 types (accesslog.V2).
 func alsStream(t testing.TB, ctx context.Context, addr, method string) (grpc.ClientStream, func() error) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

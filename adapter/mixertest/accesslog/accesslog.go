@@ -15,6 +15,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv2 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v2"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -25,9 +26,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// The methods Envoy calls. v2 and v3 messages share their field numbers:
-// go-control-plane no longer has v2 Go types, so v2 streams carry v3
-// messages, whose bytes are what an Envoy speaking v2 sends.
+// The methods Envoy calls: v3, and v2 (Envoy up to 1.17, what Istio 1.7's
+// Mixer served). The v2 and v3 messages share their field numbers.
 const (
 	MethodV3 = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 	MethodV2 = "/envoy.service.accesslog.v2.AccessLogService/StreamAccessLogs"
@@ -100,6 +100,21 @@ func TCPMessage(id *alsv3.StreamAccessLogsMessage_Identifier, entries ...*alsdat
 		TcpLogs: &alsv3.StreamAccessLogsMessage_TCPAccessLogEntries{LogEntry: entries}}}
 }
 
+// V2 is m as the v2 message Envoy 1.17 and earlier send
+// (envoy.service.accesslog.v2, go-control-plane's v2 types): the same
+// fields, with the same numbers, decoded by the v2 generated code.
+func V2(m *alsv3.StreamAccessLogsMessage) (*alsv2.StreamAccessLogsMessage, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out alsv2.StreamAccessLogsMessage
+	if err := proto.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RealisticMessages encodes n messages of size realistic HTTP entries each.
 func RealisticMessages(n, size int) ([][]byte, error) {
 	var out [][]byte
@@ -161,8 +176,9 @@ func Open(ctx context.Context, conn *grpc.ClientConn, method string) (*Stream, e
 	return &Stream{st: st}, nil
 }
 
-// Send sends a message built with go-control-plane's types.
-func (s *Stream) Send(m *alsv3.StreamAccessLogsMessage) error { return s.st.SendMsg(m) }
+// Send sends a message built with go-control-plane's types (v3, or v2 from
+// V2).
+func (s *Stream) Send(m proto.Message) error { return s.st.SendMsg(m) }
 
 // SendRaw sends an encoded message.
 func (s *Stream) SendRaw(b []byte) error {

@@ -4,8 +4,11 @@ import (
 	"testing"
 	"time"
 
+	corev2 "github.com/envoyproxy/go-control-plane/envoy/api/v2/core"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	alsdatav2 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v2"
 	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv2 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v2"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -489,4 +492,51 @@ func TestNeedSkipsParts(t *testing.T) {
 	some.TimeToLastDownstreamTxByte, some.Duration, some.ResponseFlags = all.TimeToLastDownstreamTxByte, all.Duration, all.ResponseFlags
 	some.Response.Headers, some.FilterState = all.Response.Headers, all.FilterState
 	require.Equal(t, all, some, "nothing else differs")
+}
+
+// TestV2Entries builds v2 entries with go-control-plane's v2 types
+// (envoy.data.accesslog.v2, envoy.api.v2.core) and reads them with the same
+// reader: the two versions share their field numbers.
+func TestV2Entries(t *testing.T) {
+	addr := &corev2.Address{Address: &corev2.Address_SocketAddress{SocketAddress: &corev2.SocketAddress{
+		Address: "10.0.0.2", PortSpecifier: &corev2.SocketAddress_PortValue{PortValue: 9080}}}}
+	msg := &alsv2.StreamAccessLogsMessage{
+		Identifier: &alsv2.StreamAccessLogsMessage_Identifier{Node: &corev2.Node{Id: "sidecar~v2"}, LogName: "v2log"},
+		LogEntries: &alsv2.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv2.StreamAccessLogsMessage_HTTPAccessLogEntries{
+			LogEntry: []*alsdatav2.HTTPAccessLogEntry{{
+				CommonProperties: &alsdatav2.AccessLogCommon{DownstreamLocalAddress: addr, UpstreamCluster: "outbound|9080||reviews.default.svc.cluster.local",
+					StartTime: timestamppb.New(time.Unix(1700000000, 5)), ResponseFlags: &alsdatav2.ResponseFlags{UpstreamOverflow: true},
+					TlsProperties: &alsdatav2.TLSProperties{TlsSniHostname: "sni", PeerCertificateProperties: &alsdatav2.TLSProperties_CertificateProperties{
+						SubjectAltName: []*alsdatav2.TLSProperties_CertificateProperties_SubjectAltName{{San: &alsdatav2.TLSProperties_CertificateProperties_SubjectAltName_Uri{Uri: "spiffe://a/b"}}}}}},
+				Request:  &alsdatav2.HTTPRequestProperties{RequestMethod: corev2.RequestMethod_PUT, Path: "/v1/damage?analytic=1", RequestHeaders: map[string]string{"content-type": "application/grpc"}},
+				Response: &alsdatav2.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(201), ResponseBodyBytes: 7},
+			}}}},
+	}
+	raw, err := proto.Marshal(msg)
+	require.NoError(t, err)
+	require.True(t, check(t, raw), "the v3 generated decoder reads v2 bytes too")
+	var m Message
+	require.NoError(t, m.Parse(raw))
+	require.Equal(t, "v2log", string(m.LogName))
+	require.Equal(t, "sidecar~v2", string(m.NodeID))
+	var e Entry
+	require.NoError(t, m.Entry(0, &e))
+	require.Equal(t, ProtocolHTTP, e.Protocol)
+	require.Equal(t, "/v1/damage?analytic=1", string(e.Request.Path))
+	require.Equal(t, int32(corev2.RequestMethod_PUT), e.Request.Method)
+	require.Equal(t, uint32(201), e.Response.Code)
+	require.Equal(t, "10.0.0.2", string(e.DownstreamLocalAddress.IP))
+	require.Equal(t, uint32(9080), e.DownstreamLocalAddress.Port)
+	require.True(t, e.ResponseFlags.Has(8))
+	require.Equal(t, "spiffe://a/b", string(e.TLS.Peer.FirstSAN))
+	require.Equal(t, []KV{{Key: []byte("content-type"), Value: []byte("application/grpc")}}, e.Request.Headers)
+
+	tcp, err := proto.Marshal(&alsv2.StreamAccessLogsMessage{LogEntries: &alsv2.StreamAccessLogsMessage_TcpLogs{TcpLogs: &alsv2.StreamAccessLogsMessage_TCPAccessLogEntries{
+		LogEntry: []*alsdatav2.TCPAccessLogEntry{{ConnectionProperties: &alsdatav2.ConnectionProperties{ReceivedBytes: 3, SentBytes: 4}}}}}})
+	require.NoError(t, err)
+	require.NoError(t, m.Parse(tcp))
+	require.NoError(t, m.Entry(0, &e))
+	require.Equal(t, ProtocolTCP, e.Protocol)
+	require.Equal(t, uint64(3), e.ReceivedBytes)
+	require.Equal(t, uint64(4), e.SentBytes)
 }
