@@ -405,7 +405,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 
 // Run starts the adapter and shuts it down when ctx ends (SIGTERM, SIGINT).
 func Run(ctx context.Context, o Options) error {
-	a, err := New(o)
+	a, err := New(o) //nolint:contextcheck // the rules runtime's forwarders live until Shutdown, not until a call ends
 	if err != nil {
 		return err
 	}

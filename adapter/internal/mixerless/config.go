@@ -352,20 +352,20 @@ func newLocal(a *crd.ResolvedAction, validate func(handlemetric.Any) error) (*lo
 	if err != nil {
 		return nil, fmt.Errorf("handler %s (%s): params do not fit adapter %s: %w", h.Key(), h.Source(), a.Adapter.Key(), err)
 	}
-	any := handlemetric.Any{Present: true, TypeURL: []byte(cfg.TypeUrl), Value: cfg.Value}
+	adapterConfig := handlemetric.Any{Present: true, TypeURL: []byte(cfg.TypeUrl), Value: cfg.Value}
 	if validate != nil {
-		if err := validate(any); err != nil {
+		if err := validate(adapterConfig); err != nil {
 			return nil, fmt.Errorf("handler %s (%s): %w", h.Key(), h.Source(), err)
 		}
 	}
-	p, err := config.Decode(true, any.TypeURL, any.Value)
+	p, err := config.Decode(true, adapterConfig.TypeURL, adapterConfig.Value)
 	if err == nil {
 		p, err = config.Normalize(p)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("handler %s (%s): %w", h.Key(), h.Source(), err)
 	}
-	return &localHandler{key: h.Key(), any: any, digest: handler.DigestOf(any), params: p}, nil
+	return &localHandler{key: h.Key(), any: adapterConfig, digest: handler.DigestOf(adapterConfig), params: p}, nil
 }
 
 func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]bool) (*instance, error) {

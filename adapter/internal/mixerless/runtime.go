@@ -97,8 +97,9 @@ func fingerprint(dir string) string {
 	var parts []string
 	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
+			// An unreadable entry is part of the state: its recovery is a change.
 			parts = append(parts, path+":error")
-			return nil
+			return nil //nolint:nilerr // keep walking: the error is recorded in the fingerprint
 		}
 		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
 			return nil
@@ -154,7 +155,7 @@ func (r *Runtime) load() error {
 		r.forwarderWG.Add(1)
 		go func() {
 			defer r.forwarderWG.Done()
-			f.run()
+			f.run() //nolint:contextcheck // a forwarder lives as long as its config, not as a call; Close ends it
 		}()
 		a.fwd = append(a.fwd, f)
 	}
@@ -198,7 +199,7 @@ func (r *Runtime) Watch(ctx context.Context, every time.Duration) {
 			changed := fingerprint(r.o.ConfigDir) != r.stamp
 			r.mu.Unlock()
 			if changed {
-				_ = r.Reload()
+				_ = r.Reload() //nolint:contextcheck // a reload outlives no call: its forwarders are bounded by Close
 			}
 		}
 	}
@@ -606,6 +607,8 @@ func (f *forwarder) close() { close(f.ch) }
 func (f *forwarder) run() {
 	defer close(f.done)
 	for c := range f.ch {
+		// The forwarder outlives the message that queued the call; each call
+		// is bounded by the handler's timeout, or this one.
 		ctx, cancel := context.WithTimeout(context.Background(), defaultForwardTimeout)
 		err := f.h.Invoke(ctx, c.req)
 		cancel()

@@ -130,8 +130,10 @@ func New(l *expr.Layout, o Options) (*Mapper, error) {
 		if !ok || (o.Needed != nil && !o.Needed[name]) {
 			return -1
 		}
-		if got := l.Type(s); got != t && !(t == expr.String && (got == expr.DNSName || got == expr.URI || got == expr.EmailAddress)) {
-			errs = append(errs, fmt.Sprintf("attribute %s is %s in the attribute manifests; the access-log mapping gives it %s", name, got, t))
+		// A string may fill any string-like attribute a manifest declares.
+		stringLike := got(l, s) == expr.DNSName || got(l, s) == expr.URI || got(l, s) == expr.EmailAddress
+		if g := got(l, s); g != t && (t != expr.String || !stringLike) {
+			errs = append(errs, fmt.Sprintf("attribute %s is %s in the attribute manifests; the access-log mapping gives it %s", name, g, t))
 			return -1
 		}
 		return s
@@ -192,7 +194,7 @@ func New(l *expr.Layout, o Options) (*Mapper, error) {
 func (m *Mapper) Need() logentry.Need {
 	s := &m.s
 	var n logentry.Need
-	any := func(slots ...int) bool {
+	anySet := func(slots ...int) bool {
 		for _, sl := range slots {
 			if sl >= 0 {
 				return true
@@ -200,31 +202,33 @@ func (m *Mapper) Need() logentry.Need {
 		}
 		return false
 	}
-	if any(s.destinationIP, s.destinationPort, s.sourceIP, s.sourcePort, s.upstreamIP, s.upstreamPort) {
+	if anySet(s.destinationIP, s.destinationPort, s.sourceIP, s.sourcePort, s.upstreamIP, s.upstreamPort) {
 		n |= logentry.NeedAddresses
 	}
-	if any(s.requestTime, s.responseTime, s.contextTime, s.responseDuration) {
+	if anySet(s.requestTime, s.responseTime, s.contextTime, s.responseDuration) {
 		n |= logentry.NeedTimes
 	}
-	if any(s.destinationPrincipal, s.sourcePrincipal, s.requestedServerName) {
+	if anySet(s.destinationPrincipal, s.sourcePrincipal, s.requestedServerName) {
 		n |= logentry.NeedTLS
 	}
-	if any(s.proxyErrorCode) {
+	if anySet(s.proxyErrorCode) {
 		n |= logentry.NeedResponseFlags
 	}
-	if any(s.requestHeaders, s.contextProtocol) || len(m.headers) > 0 {
+	if anySet(s.requestHeaders, s.contextProtocol) || len(m.headers) > 0 {
 		n |= logentry.NeedRequestHeaders
 	}
-	if any(s.responseHeaders) {
+	if anySet(s.responseHeaders) {
 		n |= logentry.NeedResponseHeaders
 	}
 	for _, p := range s.peer {
-		if any(p.workloadName, p.workloadNamespace, p.name, p.namespace, p.owner) {
+		if anySet(p.workloadName, p.workloadNamespace, p.name, p.namespace, p.owner) {
 			n |= logentry.NeedFilterState
 		}
 	}
 	return n
 }
+
+func got(l *expr.Layout, slot int) expr.ValueType { return l.Type(slot) }
 
 // Layout is the layout bags are built in.
 func (m *Mapper) Layout() *expr.Layout { return m.layout }
