@@ -38,7 +38,9 @@ test-race: ## go test -race ./...
 # to race; a slow machine just takes longer. FUZZTIME=30s overrides every
 # budget for a longer local session.
 FUZZ_TARGETS := ./adapter/internal/ingest/mixer/handlemetric:FuzzParse:100000x ./config:FuzzDecodeParams:200000x \
-  ./adapter/rules/expr:FuzzCompile:100000x ./adapter/internal/export:FuzzSpoolFile:5000x
+  ./adapter/rules/expr:FuzzCompile:100000x ./adapter/internal/export:FuzzSpoolFile:5000x \
+  ./adapter/internal/ingest/envoyals/logentry:FuzzEntry:100000x ./adapter/internal/ingest/envoyals/attrmap:FuzzBuild:50000x \
+  ./adapter/rules/expr:FuzzProgram:20000x ./adapter/rules/expr:FuzzInfallible:50000x
 FUZZTIME ?=
 
 fuzz: ## run each fuzz target for its execution budget (FUZZTIME=30s overrides)
