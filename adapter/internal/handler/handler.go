@@ -280,6 +280,18 @@ func (h *Handler) HandleInstances(src Instances, now time.Time) Outcome {
 	return o
 }
 
+// InstanceViews is an Instances whose instances are already decoded (built
+// in the adapter): the handler reads them in place, without a copy. It may
+// reorder an instance's dimensions.
+type InstanceViews interface {
+	InstanceView(i int) *handlemetric.Instance
+}
+
+func isViews(src Instances) bool {
+	_, ok := src.(InstanceViews)
+	return ok
+}
+
 func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
@@ -290,7 +302,13 @@ func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 		sc.batches = append(sc.batches, b)
 	}
 
-	for i := 0; i < src.NumInstances(); i++ {
+	if v, ok := src.(InstanceViews); ok {
+		// Instances already decoded are read where they are.
+		for i := 0; i < src.NumInstances(); i++ {
+			h.record(v.InstanceView(i), sc, o)
+		}
+	}
+	for i := 0; i < src.NumInstances() && !isViews(src); i++ {
 		if err := src.Instance(i, &sc.inst); err != nil {
 			// A corrupt request is refused whole, before anything is recorded.
 			for qi, b := range sc.batches {

@@ -279,6 +279,9 @@ func (l *instanceList) Instance(i int, in *handlemetric.Instance) error {
 	return nil
 }
 
+// InstanceView is instance i itself (handler.InstanceViews): no copy.
+func (l *instanceList) InstanceView(i int) *handlemetric.Instance { return &l.items[i] }
+
 func (l *instanceList) next() *handlemetric.Instance {
 	if l.n == len(l.items) {
 		l.items = append(l.items, handlemetric.Instance{})
