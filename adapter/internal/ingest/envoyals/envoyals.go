@@ -98,32 +98,39 @@ var descV2 = grpc.ServiceDesc{
 }
 
 // rawMessage keeps a received message's bytes (the codec's in-place hook,
-// mixerpb.BufferUnmarshaler) until release.
-type rawMessage struct{ buf mem.Buffer }
+// mixerpb.BufferUnmarshaler) until release: the received buffer itself when
+// the message came in one, else a copy into the stream's own scratch
+// (reused from message to message: no pool round trip, no clearing).
+type rawMessage struct {
+	buf     mem.Buffer
+	scratch []byte
+	data    []byte
+}
 
 func (r *rawMessage) UnmarshalBuffers(data mem.BufferSlice) error {
 	r.release()
 	if len(data) == 1 {
 		data[0].Ref()
 		r.buf = data[0]
-	} else {
-		r.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		r.data = r.buf.ReadOnlyData()
+		return nil
 	}
+	r.scratch = r.scratch[:0]
+	for _, b := range data {
+		r.scratch = append(r.scratch, b.ReadOnlyData()...)
+	}
+	r.data = r.scratch
 	return nil
 }
 
-func (r *rawMessage) bytes() []byte {
-	if r.buf == nil {
-		return nil
-	}
-	return r.buf.ReadOnlyData()
-}
+func (r *rawMessage) bytes() []byte { return r.data }
 
 func (r *rawMessage) release() {
 	if r.buf != nil {
 		r.buf.Free()
 		r.buf = nil
 	}
+	r.data = nil
 }
 
 // response is the empty StreamAccessLogsResponse (v2's encodes the same).
