@@ -24,33 +24,35 @@ run: ## run the adapter on its embedded default (Prometheus exposition on :42422
 demo: ## start the adapter, drive it with mockmixer and the samples, print the series
 	./cmd/mockmixer/demo.sh
 
-test: deps check-generated vet test-race fuzz ## every test (installs protoc and prometheus when absent)
+test: deps check-generated vet lint test-race fuzz ## every test (installs protoc, prometheus and the pinned linter when absent)
 
 test-race: ## go test -race ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Every fuzz target, as package:Target:budget. Findings land in the package's
-# testdata/fuzz and are committed, so they run as regression tests forever.
-# Budgets are execution counts (about 10 s each on the 2-core reference
-# machine), not durations: Go 1.26's coordinator can report a bare "context
-# deadline exceeded" failure when a -fuzztime duration expires while a worker
-# is mid-call (go.dev/issue/75804, fixed in Go 1.27). A count has no deadline
-# to race; a slow machine just takes longer. FUZZTIME=30s overrides every
-# budget for a longer local session.
-FUZZ_TARGETS := ./adapter/internal/ingest/mixer/handlemetric:FuzzParse:100000x ./config:FuzzDecodeParams:200000x \
-  ./adapter/rules/expr:FuzzCompile:100000x ./adapter/internal/export:FuzzSpoolFile:5000x \
-  ./adapter/internal/ingest/envoyals/logentry:FuzzEntry:100000x ./adapter/internal/ingest/envoyals/attrmap:FuzzBuild:50000x \
-  ./adapter/rules/expr:FuzzProgram:20000x ./adapter/rules/expr:FuzzInfallible:50000x
+# Every fuzz target of the code (func FuzzXxx(f *testing.F)), each for its
+# execution budget: .ci/fuzz derives the list and says how budgets are set.
 FUZZTIME ?=
 
-fuzz: ## run each fuzz target for its execution budget (FUZZTIME=30s overrides)
-	@for t in $(FUZZ_TARGETS); do \
-	  pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; budget=$(if $(FUZZTIME),$(FUZZTIME),$${rest##*:}); \
-	  echo "fuzz $$pkg $$name ($$budget)"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $$budget -timeout 10m $$pkg || exit 1; done
+fuzz: ## run every fuzz target for its execution budget (FUZZTIME=30s overrides)
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./.ci/fuzz
 
 test-unit: ## go test ./... without the race detector
 	$(GO) test -count=1 ./...
+
+# The linter is pinned and installed into .bin by version, so a bump reinstalls it.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(BIN)/golangci-lint.tmp
+	GOBIN=$(BIN)/golangci-lint.tmp $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/golangci-lint.tmp/golangci-lint $@ && rmdir $(BIN)/golangci-lint.tmp
+
+lint: $(GOLANGCI_LINT) ## golangci-lint, pinned (.golangci.yml says which checks and why)
+	$(GOLANGCI_LINT) run ./...
+
+fmt: $(GOLANGCI_LINT) ## format every Go file (gofmt, goimports with the module's imports grouped last)
+	$(GOLANGCI_LINT) fmt ./...
 
 vet: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
 
@@ -47,6 +48,16 @@ type Options struct {
 	AuthTokenFile string
 	AuthHeader    string
 
+	// HTTP server of /metrics, /healthz, /readyz: connection cap, deadlines,
+	// scrapes written at once, and an exporter-toolkit web config (TLS,
+	// basic auth). DebugConfig serves /debug/config.
+	HTTPMaxConnections       int
+	HTTPWriteTimeout         time.Duration
+	HTTPIdleTimeout          time.Duration
+	HTTPMaxConcurrentScrapes int
+	WebConfigFile            string
+	DebugConfig              bool
+
 	MaxRecvMsgSize         int
 	MaxInstancesPerRequest int
 	MaxConnectionAge       time.Duration
@@ -73,6 +84,10 @@ type Options struct {
 	// caps it.
 	SpoolDir      string
 	SpoolMaxBytes int64
+
+	// Build describes the binary (cmd/meshmetrics fills it from its build
+	// information) for meshmetrics_build_info.
+	Build BuildInfo
 
 	Log     *logrus.Logger
 	Secrets *logging.Secrets
@@ -129,6 +144,10 @@ func (o *Options) setDefaults() error {
 		o.HTTPAddress = config.DefaultHTTPAddress
 	}
 	def(&o.MaxRecvMsgSize, config.DefaultMaxRecvMsgSize)
+	def(&o.HTTPMaxConnections, config.DefaultHTTPMaxConnections)
+	defD(&o.HTTPWriteTimeout, config.DefaultHTTPWriteTimeout)
+	defD(&o.HTTPIdleTimeout, config.DefaultHTTPIdleTimeout)
+	def(&o.HTTPMaxConcurrentScrapes, config.DefaultHTTPMaxConcurrentScrapes)
 	def(&o.MaxInstancesPerRequest, config.DefaultMaxInstancesPerRequest)
 	defD(&o.MaxConnectionAge, config.DefaultMaxConnectionAge)
 	defD(&o.MaxConnectionAgeGrace, config.DefaultMaxConnectionAgeGrace)
@@ -179,8 +198,10 @@ type Adapter struct {
 	cache    *handler.Cache
 	server   *grpcserver.Server
 	http     *http.Server
-	spool    *export.Spool
-	rules    *mixerless.Runtime
+	// httpMetrics count the HTTP server's refusals.
+	httpMetrics *httpMetrics
+	spool       *export.Spool
+	rules       *mixerless.Runtime
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -200,6 +221,7 @@ func New(o Options) (_ *Adapter, err error) {
 	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
 	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
+	registerBuildInfo(a.registry, o.Build)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
@@ -229,7 +251,11 @@ func New(o Options) (_ *Adapter, err error) {
 			a.exposed = append(a.exposed, tw)
 		}
 	}
-	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL)},
+	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
+		OnClose: func(d handler.Digest) {
+			a.metrics.HandlersClosed.Inc()
+			o.Log.WithField("handler", d.String()).Info("handler config closed (evicted or idle)")
+		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, err error) {
 				if err != nil {
@@ -257,7 +283,6 @@ func New(o Options) (_ *Adapter, err error) {
 		if allow, err = grpcserver.NewSPIFFEAllowList(o.AllowedSPIFFEIDs); err != nil {
 			return nil, err
 		}
-		allow.OnRefuse = refused
 	}
 	var token *grpcserver.TokenCheck
 	if o.AuthTokenFile != "" {
@@ -285,6 +310,17 @@ func New(o Options) (_ *Adapter, err error) {
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
+		OnHandshakeError: func(reason string, peer net.Addr, err error) {
+			refused(reason)
+			level := logrus.WarnLevel
+			if reason == grpcserver.RefusedConnectionClosed {
+				level = logrus.DebugLevel // TCP probes and scanners
+			}
+			// Keyed by reason, which the operator's setup decides, not by the
+			// peer, which an attacker does.
+			limiter.Log(level, "tls-handshake|"+reason, logrus.Fields{"peer": peer.String(), "reason": reason},
+				"TLS handshake refused: "+logging.Truncate(err.Error(), 300))
+		},
 		OnRefusedWhileDraining: func(method string) {
 			if method == mixer.HandleMetricMethod {
 				a.metrics.Requests.WithLabelValues(codes.Unavailable.String()).Inc()
@@ -293,7 +329,8 @@ func New(o Options) (_ *Adapter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.http = &http.Server{Handler: a.mux(), ReadHeaderTimeout: 10 * time.Second}
+	a.httpMetrics = newHTTPMetrics(a.registry)
+	a.http = newHTTPServer(a.mux(), &a.opts)
 	return a, nil
 }
 
@@ -328,6 +365,15 @@ func (a *Adapter) Start() error {
 		a.grpcLis.Close()
 		return fmt.Errorf("HTTP address: %w", err)
 	}
+	if a.opts.WebConfigFile != "" {
+		// Refuse a broken web config at start, not at the first scrape.
+		if err := web.Validate(a.opts.WebConfigFile); err != nil {
+			a.grpcLis.Close()
+			a.httpLis.Close()
+			return fmt.Errorf("--web.config.file: %w", err)
+		}
+	}
+	httpLis := newLimitListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused)
 	var ctx context.Context
 	ctx, a.stopCache = context.WithCancel(context.Background())
 	go a.cache.Run(ctx)
@@ -336,17 +382,30 @@ func (a *Adapter) Start() error {
 	}
 	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
 	go func() {
-		if err := a.http.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serveHTTP(a.http, httpLis, a.opts.WebConfigFile, a.opts.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.serveErr <- err
 		}
 	}()
-	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "http": a.HTTPAddr(), "tls": a.opts.TLS.Enabled(),
+	a.opts.Log.WithFields(logrus.Fields{"grpc": a.GRPCAddr(), "http": a.HTTPAddr(), "metrics": a.MetricsURL(), "tls": a.opts.TLS.Enabled(),
 		"mutual_tls": a.opts.TLS.ClientCA != "", "replica": a.opts.Replica}).Info("meshmetrics serving")
 	return nil
 }
 
 // GRPCAddr is the address the gRPC server listens on.
 func (a *Adapter) GRPCAddr() string { return a.grpcLis.Addr().String() }
+
+// MetricsURL is where /metrics answers, for people: a wildcard listen
+// address is shown as localhost.
+func (a *Adapter) MetricsURL() string {
+	host, port, err := net.SplitHostPort(a.HTTPAddr())
+	if err != nil {
+		return "http://" + a.HTTPAddr() + "/metrics"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/metrics"
+}
 
 // HTTPAddr is the address of /metrics, /healthz and /readyz.
 func (a *Adapter) HTTPAddr() string { return a.httpLis.Addr().String() }

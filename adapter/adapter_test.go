@@ -3,7 +3,9 @@ package adapter_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"math"
+	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -37,13 +39,15 @@ type harness struct {
 	factory *sinktest.Factory
 	conn    *grpc.ClientConn
 	log     *bytes.Buffer
+	sw      *syncWriter
 }
 
 func start(t *testing.T, tweak func(*adapter.Options)) *harness {
 	t.Helper()
 	h := &harness{factory: sinktest.NewFactory(), log: &bytes.Buffer{}}
 	log := logrus.New()
-	log.SetOutput(&syncWriter{w: h.log})
+	h.sw = &syncWriter{w: h.log}
+	log.SetOutput(h.sw)
 	o := adapter.Options{
 		GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "test-0", Log: log,
 		ShutdownTimeout: 5 * time.Second,
@@ -282,9 +286,89 @@ func TestHealthAndGracefulShutdownLoseNothing(t *testing.T) {
 	require.Greater(t, refused, int64(0))
 	require.Equal(t, float64(accepted), s.Series()["istio_damage_requests{}"].Sum, "nothing accepted is lost")
 	require.Contains(t, h.log.String(), "nothing accepted was left unsent")
+}
 
-	r, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
-	if err == nil {
-		require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, r.Status)
+// TestShutdownGoesNotServingAndReadyzFails watches the gRPC health of the
+// whole server and of HandleMetric while a shutdown drains: both go
+// NOT_SERVING and /readyz answers 503 before the server stops. The watch
+// stream is itself a call in flight, so the drain waits for it.
+func TestShutdownGoesNotServingAndReadyzFails(t *testing.T) {
+	h := start(t, nil)
+	health := healthpb.NewHealthClient(h.conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watches := map[string]healthpb.Health_WatchClient{}
+	for _, service := range []string{"", "metric.HandleMetricService"} {
+		w, err := health.Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
+		require.NoError(t, err)
+		r, err := w.Recv()
+		require.NoError(t, err)
+		require.Equal(t, healthpb.HealthCheckResponse_SERVING, r.Status, "service %q", service)
+		watches[service] = w
 	}
+	require.Equal(t, http.StatusOK, getStatus(t, h, "/readyz"))
+
+	done := make(chan error, 1)
+	go func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		done <- h.a.Shutdown(sctx)
+	}()
+	for service, w := range watches {
+		r, err := w.Recv()
+		require.NoError(t, err)
+		require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, r.Status, "service %q", service)
+	}
+	require.Equal(t, http.StatusServiceUnavailable, getStatus(t, h, "/readyz"), "readiness fails while draining")
+	cancel() // end the watches: the drain can finish
+	require.NoError(t, <-done)
+}
+
+// TestReadyzFailsWhileASinkIsSaturated fills a sink's queue past 90% behind a
+// slow sink: /readyz answers 503 naming the sink, then 200 once it drained.
+func TestReadyzFailsWhileASinkIsSaturated(t *testing.T) {
+	h := start(t, func(o *adapter.Options) { o.QueueCapacity = 10 })
+	h.factory.Setup = func(s *sinktest.Sink) { s.ConsumeDelay = 3 * time.Second }
+	instances := make([]*metricpb.InstanceMsg, 10)
+	for i := range instances {
+		instances[i] = mt.Instance("analyticcounter.instance.istio-system", mt.Int(1))
+	}
+	require.NoError(t, h.send(t, &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, counterParams), Instances: instances}))
+	code, body := getBody(t, h, "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "sink test is saturated: 10 of 10 queued")
+	require.Eventually(t, func() bool { return getStatus(t, h, "/readyz") == http.StatusOK }, 10*time.Second, 50*time.Millisecond)
+}
+
+func getStatus(t *testing.T, h *harness, path string) int {
+	code, _ := getBody(t, h, path)
+	return code
+}
+
+func getBody(t *testing.T, h *harness, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+h.a.HTTPAddr()+path, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+func TestBuildInfoIsExported(t *testing.T) {
+	h := start(t, func(o *adapter.Options) {
+		o.Build = adapter.BuildInfo{Version: "v1.2.3", Revision: "abc123", GoVersion: "go1.26.8"}
+	})
+	code, body := getBody(t, h, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `meshmetrics_build_info{goversion="go1.26.8",revision="abc123",version="v1.2.3"} 1`+"\n")
+}
+
+// logText is what the adapter logged so far (safe while it logs).
+func (h *harness) logText() string {
+	h.sw.mu.Lock()
+	defer h.sw.mu.Unlock()
+	return h.sw.w.String()
 }

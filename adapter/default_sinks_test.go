@@ -23,7 +23,7 @@ import (
 func TestDefaultSinksServeMixerInstancesOnMetrics(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	a, err := adapter.New(adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "r", Log: log})
+	a, err := adapter.New(adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "r", Log: log, DebugConfig: true})
 	require.NoError(t, err)
 	require.NoError(t, a.Start())
 	defer func() {

@@ -22,7 +22,8 @@ const saturated = 0.9
 
 func (a *Adapter) mux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", &metricsHandler{reg: a.registry, exposed: a.exposed, log: a.opts.Log})
+	gate := &scrapeGate{slots: make(chan struct{}, a.opts.HTTPMaxConcurrentScrapes), refused: a.httpMetrics.scrapesRefused}
+	mux.Handle("/metrics", gate.wrap(&metricsHandler{reg: a.registry, exposed: a.exposed, log: a.opts.Log, abandoned: a.httpMetrics.scrapesAbandoned}))
 	// Liveness: the process serves HTTP. It never depends on a backend, so
 	// a backend outage does not get the pod restarted.
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -47,7 +48,12 @@ func (a *Adapter) mux() *http.ServeMux {
 			fmt.Fprintln(w, detail)
 		}
 	})
-	// The handler configs in use, secrets redacted, for operators.
+	if !a.opts.DebugConfig {
+		return mux
+	}
+	// The handler configs in use, secrets redacted, for operators; off unless
+	// --debug-config: it shows destinations and label names to anyone who
+	// reaches the port.
 	mux.HandleFunc("/debug/config", func(w http.ResponseWriter, _ *http.Request) {
 		type entry struct {
 			Handler string         `json:"handler"`
@@ -80,18 +86,26 @@ type textWriter interface {
 // followed by the series of the exposition sinks, written directly. Names
 // cannot clash: the exposition refuses the prefixes of the own metrics.
 type metricsHandler struct {
-	reg     *prometheus.Registry
-	exposed []textWriter
-	log     *logrus.Logger
+	reg       *prometheus.Registry
+	exposed   []textWriter
+	log       *logrus.Logger
+	abandoned prometheus.Counter
 }
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	var out io.Writer = w
+	cw := &countingWriter{w: w}
+	defer func() {
+		if cw.failed {
+			h.abandoned.Inc()
+			h.log.Debug(errScrapeAbandoned.Error())
+		}
+	}()
+	var out io.Writer = cw
 	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		w.Header().Set("Content-Encoding", "gzip")
 		// The fastest level: a scrape of 100k series is about 10 MB of text.
-		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		gz, _ := gzip.NewWriterLevel(cw, gzip.BestSpeed)
 		defer gz.Close()
 		out = gz
 	}

@@ -3,12 +3,15 @@ package adapter_test
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -126,4 +129,75 @@ func TestCertificatesAreReloadedWithoutRestart(t *testing.T) {
 		require.NoError(t, os.Rename(f[1]+".new", f[1]))
 	}
 	require.Eventually(t, func() bool { return seen() == "second" }, 5*time.Second, 100*time.Millisecond)
+}
+
+// TestTLSHandshakeRefusalsAreCountedAndLogged: clients refused during the
+// handshake are counted by reason and logged with their address (a TCP probe
+// that connects and closes only at debug level).
+func TestTLSHandshakeRefusalsAreCountedAndLogged(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh")
+	otherCA := tlstest.NewCA(t, "elsewhere")
+	serverLeaf := ca.Issue(t, "adapter", tlstest.LeafOptions{Server: true, DNSNames: []string{"localhost"}})
+	stranger := otherCA.Issue(t, "stranger", tlstest.LeafOptions{Client: true, URIs: []string{tlstest.MixerSPIFFE}})
+	intruder := ca.Issue(t, "intruder", tlstest.LeafOptions{Client: true, URIs: []string{"spiffe://cluster.local/ns/default/sa/intruder"}})
+	h := start(t, func(o *adapter.Options) {
+		o.TLS = grpcserver.TLSFiles{Cert: serverLeaf.CertFile, Key: serverLeaf.KeyFile, ClientCA: ca.File}
+		o.AllowedSPIFFEIDs = []string{tlstest.MixerSPIFFE}
+		o.LogEvery = time.Nanosecond // every refusal logged, for the test
+	})
+	handshake := func(certs ...tls.Certificate) string {
+		cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
+		if len(certs) > 0 {
+			// Sent whatever CAs the server names (crypto/tls would otherwise
+			// leave out a certificate of a CA the server does not accept).
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
+		}
+		c, err := tls.Dial("tcp", h.a.GRPCAddr(), cfg)
+		if err == nil {
+			// TLS 1.3: the client learns of the refusal on its first read.
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Read(make([]byte, 1))
+			defer c.Close()
+			return c.LocalAddr().String()
+		}
+		return ""
+	}
+	tests := []struct {
+		name   string
+		do     func() string
+		reason string
+		logged bool
+	}{
+		{"no client certificate", func() string { return handshake() }, "no_client_certificate", true},
+		{"certificate of another CA", func() string { return handshake(stranger.TLS) }, "unknown_authority", true},
+		{"SPIFFE ID not allowed", func() string { return handshake(intruder.TLS) }, "spiffe_id", true},
+		{"plain text on the TLS port", func() string {
+			c, err := net.Dial("tcp", h.a.GRPCAddr())
+			require.NoError(t, err)
+			defer c.Close()
+			_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			_, _ = c.Read(make([]byte, 64))
+			return c.LocalAddr().String()
+		}, "not_tls", true},
+		{"a TCP probe", func() string {
+			c, err := net.Dial("tcp", h.a.GRPCAddr())
+			require.NoError(t, err)
+			c.Close()
+			return ""
+		}, "connection_closed", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutil.ToFloat64(h.a.Metrics().AuthRefused.WithLabelValues(tc.reason))
+			peer := tc.do()
+			require.Eventually(t, func() bool {
+				return testutil.ToFloat64(h.a.Metrics().AuthRefused.WithLabelValues(tc.reason)) == before+1
+			}, 5*time.Second, 10*time.Millisecond, "log so far:\n%s", h.logText())
+			if tc.logged {
+				require.Eventually(t, func() bool {
+					return strings.Contains(h.logText(), "TLS handshake refused") && (peer == "" || strings.Contains(h.logText(), peer))
+				}, 5*time.Second, 10*time.Millisecond, "the refusal is logged with the peer's address %s", peer)
+			}
+		})
+	}
 }

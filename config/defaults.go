@@ -76,6 +76,14 @@ const (
 	// (meshmetrics_dedup_ids_reused_total) while deduplication is off.
 	DefaultDedupWindow     = time.Minute
 	DefaultShutdownTimeout = 25 * time.Second
+	// The HTTP server (/metrics, /healthz, /readyz): open connections
+	// beyond the cap are closed at once; a scrape must be written within
+	// the write timeout; idle keep-alive connections close after the idle
+	// timeout; scrapes written at once beyond the cap get 503.
+	DefaultHTTPMaxConnections       = 512
+	DefaultHTTPWriteTimeout         = 30 * time.Second
+	DefaultHTTPIdleTimeout          = time.Minute
+	DefaultHTTPMaxConcurrentScrapes = 4
 	// DefaultLogEvery rate-limits repeated errors: at most one line per key
 	// per interval, with a count of those suppressed.
 	DefaultLogEvery = 10 * time.Second

@@ -12,6 +12,7 @@ import (
 // FuzzDecodeParams feeds arbitrary adapter_config bytes through Decode and
 // Normalize: they may refuse them, with ErrInvalid, but never panic, and
 // what they accept must survive a second Normalize unchanged.
+// fuzz budget: 200000x
 func FuzzDecodeParams(f *testing.F) {
 	seeds := []*config.Params{
 		{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_COUNTER, LabelNames: []string{"x"}}}},

@@ -16,31 +16,35 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/meshmetrics/meshmetrics/adapter"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+func main() { os.Exit(mainCode()) }
 
-func main() {
+// mainCode runs the adapter and returns the exit status, so that main's
+// deferred calls run before os.Exit.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
 		fmt.Fprintln(os.Stderr, "meshmetrics:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 const envPrefix = "MESHMETRICS_"
 
 // envName is the environment variable of a flag: --max-series is
-// MESHMETRICS_MAX_SERIES.
+// MESHMETRICS_MAX_SERIES, --web.config.file MESHMETRICS_WEB_CONFIG_FILE.
 func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return envPrefix + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
 }
 
 type settings struct {
@@ -56,7 +60,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs := flag.NewFlagSet("meshmetrics", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.GRPCAddress, "grpc-address", config.DefaultGRPCAddress, "address of the gRPC server Mixer calls (HandleMetric, health)")
-	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz, /debug/config")
+	fs.StringVar(&o.HTTPAddress, "http-address", config.DefaultHTTPAddress, "address of /metrics (own metrics and Prometheus series), /healthz, /readyz and (with --debug-config) /debug/config")
 	fs.StringVar(&o.TLS.Cert, "tls-cert", "", "server certificate (PEM); also "+adapter.EnvCredential)
 	fs.StringVar(&o.TLS.Key, "tls-key", "", "server private key (PEM); also "+adapter.EnvPrivateKey)
 	fs.StringVar(&o.TLS.ClientCA, "tls-client-ca", "", "CA that verifies client certificates; makes TLS mutual (Mixer's `mutual` authentication); also "+adapter.EnvCertificate)
@@ -71,6 +75,12 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	})
 	fs.StringVar(&o.AuthTokenFile, "auth-token-file", "", "require every call to carry this file's token (Mixer's `tls` authentication with auth_header or custom_header); re-read when it changes")
 	fs.StringVar(&o.AuthHeader, "auth-header", "authorization", "header that carries the token: authorization (auth_header PLAIN or BEARER) or Mixer's custom_header")
+	fs.IntVar(&o.HTTPMaxConnections, "http-max-connections", config.DefaultHTTPMaxConnections, "open HTTP connections at most; beyond, new ones are closed at once (counted in meshmetrics_http_connections_refused_total)")
+	fs.DurationVar(&o.HTTPWriteTimeout, "http-write-timeout", config.DefaultHTTPWriteTimeout, "time to write a response (a scrape of /metrics); a client that does not read in time is cut off and the scrape counted as abandoned")
+	fs.DurationVar(&o.HTTPIdleTimeout, "http-idle-timeout", config.DefaultHTTPIdleTimeout, "an idle keep-alive HTTP connection is closed after this long")
+	fs.IntVar(&o.HTTPMaxConcurrentScrapes, "http-max-concurrent-scrapes", config.DefaultHTTPMaxConcurrentScrapes, "scrapes of /metrics written at once; more get 503 (bounds the memory scrapes take)")
+	fs.StringVar(&o.WebConfigFile, "web.config.file", "", "exporter-toolkit web config (YAML) for TLS and basic authentication on the HTTP port, as Prometheus exporters take it; re-read on every new connection")
+	fs.BoolVar(&o.DebugConfig, "debug-config", false, "serve /debug/config: the handler configs in use, secrets redacted (off: it shows destinations and label names to anyone who reaches the HTTP port)")
 	fs.IntVar(&o.MaxRecvMsgSize, "max-recv-msg-size", config.DefaultMaxRecvMsgSize, "largest HandleMetric request in bytes (Mixer sends a whole Report batch per call)")
 	fs.IntVar(&o.MaxInstancesPerRequest, "max-instances-per-request", config.DefaultMaxInstancesPerRequest, "requests with more instances are refused (ResourceExhausted)")
 	fs.DurationVar(&o.MaxConnectionAge, "max-connection-age", config.DefaultMaxConnectionAge, "age after which a client connection is closed, so Mixer reconnects and spreads over replicas")
@@ -109,10 +119,15 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.LogEvery, "log-every", config.DefaultLogEvery, "a repeated error is logged at most once per this interval (with a count of those held back)")
 	fs.BoolVar(&s.version, "version", false, "print the version and exit")
-	fs.Usage = func() { usage(fs, out) }
+	fs.Usage = func() {} // --help is answered below; errors by main
 
+	fs.SetOutput(io.Discard) // errors are reported once, by main, in the user's spelling
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(fs, out)
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s (see --help)", userSpelling(err.Error(), args))
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (flags only; see --help)", fs.Args())
@@ -121,12 +136,15 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		// --version and --help are commands, not settings: a MESHMETRICS_VERSION
+		// left in the environment (an image's version, say) must not turn the
+		// process into `meshmetrics --version`, nor stop it with a parse error.
+		if set[f.Name] || commands[f.Name] {
 			return
 		}
 		if v, ok := lookup(getenv, envName(f.Name)); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %v", envName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
 			}
 		}
 	})
@@ -145,22 +163,55 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	return s, errors.Join(errs...)
 }
 
+// commands are the flags that make the process do something else than run
+// the adapter; the environment never sets them.
+var commands = map[string]bool{"version": true, "help": true, "h": true}
+
+// userSpelling rewrites the flag package's "-name" in an error message as the
+// user typed it ("--name" or "-name").
+func userSpelling(msg string, args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name := strings.TrimPrefix(a, "--")
+		if i := strings.IndexByte(name, '='); i >= 0 {
+			name = name[:i]
+		}
+		if name == "" {
+			continue
+		}
+		for _, form := range []string{": -" + name, "flag -" + name + ":"} {
+			if strings.HasSuffix(msg, form) || strings.Contains(msg, form) {
+				msg = strings.Replace(msg, "-"+name, "--"+name, 1)
+				return msg
+			}
+		}
+	}
+	return msg
+}
+
 func lookup(getenv func(string) string, name string) (string, bool) {
 	v := getenv(name)
 	return v, v != ""
 }
 
 func usage(fs *flag.FlagSet, out io.Writer) {
-	fmt.Fprintf(out, `meshmetrics %s: an Istio Mixer out-of-process adapter for metric instances.
+	fmt.Fprintf(out, `%s
+An Istio Mixer out-of-process adapter for metric instances.
 
 Mixer calls it over gRPC (/metric.HandleMetricService/HandleMetric) with the
 handler's params; it aggregates the instances and serves them to Prometheus
 (scrape, remote write) and Librato/AppOptics. Handler params are documented
-in README.md; the process is configured with these flags, each of which can
-also be set by the environment variable shown.
+in docs/params.md; the process is configured with these flags, each of which
+can also be set by the environment variable shown (except --version and
+--help, which are commands).
 
 Flags:
-`, version)
+`, versionLine(buildInfo()))
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	sort.Strings(names)
@@ -179,16 +230,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return err
 	}
+	bi := buildInfo()
 	if s.version {
-		fmt.Fprintln(out, "meshmetrics", version)
+		fmt.Fprintln(out, versionLine(bi))
 		return nil
 	}
+	s.opts.Build = bi
 	log, secrets, err := adapter.NewLogger(adapter.LogOptions{Format: s.logFormat, Level: s.logLevel, Output: out})
 	if err != nil {
 		return err
 	}
 	s.opts.Log, s.opts.Secrets = log, secrets
-	log.WithField("version", version).Info("starting meshmetrics")
+	log.WithFields(logrus.Fields{"version": bi.Version, "commit": bi.Revision, "go": bi.GoVersion}).Info("starting meshmetrics")
 	start := time.Now()
 	err = adapter.Run(ctx, s.opts)
 	log.WithField("uptime", time.Since(start).Round(time.Second).String()).Info("meshmetrics stopped")

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
+	"runtime"
 	"testing"
 	"time"
 
@@ -73,4 +75,48 @@ func TestHelpNamesEveryFlagAndItsVariable(t *testing.T) {
 		"--shutdown-timeout", "terminationGracePeriodSeconds", "--max-connection-age"} {
 		require.Contains(t, out.String(), want)
 	}
+}
+
+func TestCommandsAreNeverSetFromTheEnvironment(t *testing.T) {
+	for _, v := range []string{"1.6.0", "true"} {
+		s, err := parse(nil, func(k string) string {
+			if k == "MESHMETRICS_VERSION" {
+				return v
+			}
+			return ""
+		}, &bytes.Buffer{})
+		require.NoError(t, err, "MESHMETRICS_VERSION=%s", v)
+		require.False(t, s.version, "MESHMETRICS_VERSION=%s must not make the process print its version and exit", v)
+	}
+	s, err := parse([]string{"--version"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.True(t, s.version)
+}
+
+func TestFlagErrorsUseTheUsersSpelling(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "flag provided but not defined: --bogus (see --help)"},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus (see --help)"},
+		{[]string{"--max-series=many"}, `invalid value "many" for flag --max-series: parse error (see --help)`},
+		{[]string{"--max-series", "many"}, `invalid value "many" for flag --max-series: parse error (see --help)`},
+	}
+	for _, tc := range tests {
+		var out bytes.Buffer
+		_, err := parse(tc.args, func(string) string { return "" }, &out)
+		require.EqualError(t, err, tc.want, "%v", tc.args)
+		require.Empty(t, out.String(), "an error is reported once, not followed by the whole usage")
+	}
+}
+
+func TestVersionSaysVersionCommitAndGo(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out))
+	b := buildInfo()
+	require.Equal(t, versionLine(b)+"\n", out.String())
+	require.Contains(t, out.String(), runtime.Version())
+	require.NotEmpty(t, b.Version)
+	require.NotEmpty(t, b.Revision)
 }

@@ -112,6 +112,12 @@ func TestReportErrors(t *testing.T) {
 	require.Equal(t, exitFailed, r.code)
 	require.Contains(t, r.stdout, "<- Unavailable:")
 	require.Contains(t, r.stdout, "1 calls (1 failed)")
+
+	// The samples' in-cluster address, without --address: the reason is said.
+	r = mockmixer(t, append([]string{"report"}, append(sampleFlags(), "--timeout", "2s", "-s", "request.path=/v1/damage?analytic=1")...)...)
+	require.Equal(t, exitFailed, r.code)
+	require.Contains(t, r.stdout, `host "meshmetrics.istio-system.svc.cluster.local" does not resolve here`)
+	require.Contains(t, r.stdout, "pass --address 127.0.0.1:50000")
 }
 
 func TestReportWarnsAboutFormsMixerRejects(t *testing.T) {

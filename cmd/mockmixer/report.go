@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmetrics/meshmetrics/adapter/rules/attributes"
@@ -234,7 +236,7 @@ func sendReport(ctx context.Context, d *dispatch.Dispatcher, bags []expr.Bag, ti
 		if res.Err != nil {
 			sum.failed++
 			st, _ := status.FromError(res.Err)
-			fmt.Fprintf(out, "  <- %s: %s (%s)\n", st.Code(), st.Message(), res.Elapsed.Round(time.Microsecond))
+			fmt.Fprintf(out, "  <- %s: %s (%s)%s\n", st.Code(), st.Message(), res.Elapsed.Round(time.Microsecond), unreachableHint(res.Err, h.Address))
 			continue
 		}
 		fmt.Fprintf(out, "  <- OK: ReportResult (%s)\n", res.Elapsed.Round(time.Microsecond))
@@ -253,4 +255,25 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// unreachableHint explains an Unavailable call to an address whose host does
+// not resolve: the handler names an in-cluster service (as the samples do),
+// which a local run reaches with --address. Without it, gRPC only says "no
+// children to pick from".
+func unreachableHint(err error, address string) string {
+	if status.Code(err) != codes.Unavailable {
+		return ""
+	}
+	host, _, splitErr := net.SplitHostPort(address)
+	if splitErr != nil || net.ParseIP(host) != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, lookupErr := net.DefaultResolver.LookupHost(ctx, host); lookupErr == nil {
+		return ""
+	}
+	return fmt.Sprintf("\n     host %q does not resolve here: the handler's connection.address names an in-cluster service;"+
+		" pass --address 127.0.0.1:50000 (or wherever the adapter listens) to send to a local adapter", host)
 }

@@ -115,7 +115,7 @@ func runSend(ctx context.Context, args []string, e env) int {
 	took := time.Since(start).Round(time.Microsecond)
 	if err != nil {
 		st, _ := status.FromError(err)
-		fmt.Fprintf(out, "<- %s: %s (%s)\n", st.Code(), st.Message(), took)
+		fmt.Fprintf(out, "<- %s: %s (%s)%s\n", st.Code(), st.Message(), took, unreachableHint(err, target.conn.Address))
 		return exitFailed
 	}
 	fmt.Fprintf(out, "<- OK: ReportResult (%s)\n", took)

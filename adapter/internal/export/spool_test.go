@@ -463,6 +463,7 @@ func TestARequestLargerThanTheSpoolIsDropped(t *testing.T) {
 // FuzzSpoolFile feeds arbitrary bytes to the spool as a request file left by
 // an earlier run: it is either sent or counted as corrupt, never a crash
 // and never both.
+// fuzz budget: 5000x
 func FuzzSpoolFile(f *testing.F) {
 	valid := func() []byte {
 		dir := f.TempDir()

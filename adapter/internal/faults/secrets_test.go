@@ -93,7 +93,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			keys := &keyLog{}
 			a, err := adapter.New(adapter.Options{
 				GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "secrets-0", Log: log, Secrets: secrets,
-				AuthTokenFile: inboundFile, SpoolDir: spoolDir, Tick: 5 * time.Millisecond, ShutdownTimeout: time.Second,
+				AuthTokenFile: inboundFile, SpoolDir: spoolDir, Tick: 5 * time.Millisecond, ShutdownTimeout: time.Second, DebugConfig: true,
 				Sinks: func(env sinks.Env, _ *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
 					lf := librato.NewFactoryWith(env, librato.Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 					rf := remotewrite.NewFactory(env)

@@ -21,6 +21,9 @@ type Deps struct {
 	// Dedup, when set, is the window of recent dedup_ids every handler
 	// reports to (ids are scoped by the handler's digest).
 	Dedup *dedup.Window
+	// OnClose, when set, is told when an evicted handler has closed (its
+	// last request done, its bindings released behind the queued samples).
+	OnClose func(d Digest)
 }
 
 // Cache holds the handlers of the configs Mixer sends, at most Size of them.

@@ -56,6 +56,7 @@ type Handler struct {
 	maxLabel   int
 	dedup      *dedup.Window
 	release    func(*sinks.Queue)
+	onClose    func(Digest)
 
 	lastUsed atomic.Int64
 	refs     atomic.Int32
@@ -92,6 +93,7 @@ func build(d Digest, p *config.Params, deps *Deps) (h *Handler, err error) {
 		implicitM: map[string][]*metric{},
 		maxLabel:  int(p.Limits.MaxLabelValueLength),
 		dedup:     deps.Dedup,
+		onClose:   deps.OnClose,
 		release:   deps.Sinks.Release,
 	}
 	h.scratch.New = func() any { return &scratch{} }
@@ -485,7 +487,14 @@ func (h *Handler) evict() {
 }
 
 func (h *Handler) closeNow() {
-	h.close.Do(func() { go h.unbindAll() })
+	h.close.Do(func() {
+		go func() {
+			h.unbindAll()
+			if h.onClose != nil {
+				h.onClose(h.Digest)
+			}
+		}()
+	})
 }
 
 // unbindAll releases every binding behind the samples already queued, then

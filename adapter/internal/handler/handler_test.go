@@ -366,6 +366,39 @@ func TestCacheIsBounded(t *testing.T) {
 	require.Equal(t, 4, f.cache.Len())
 }
 
+// TestEvictedHandlersAreClosedAndReported: the least recently used handler
+// of a full cache is closed once its requests are done, and OnClose says so
+// (meshmetrics_handlers_closed_total).
+func TestEvictedHandlersAreClosedAndReported(t *testing.T) {
+	set := sinks.NewSet(1000, time.Second)
+	defer set.Close(context.Background())
+	closed := make(chan handler.Digest, 10)
+	now := time.Unix(1600000000, 0)
+	cache := handler.NewCache(handler.Deps{Sinks: set, Factories: []sinks.Factory{sinktest.NewFactory()},
+		OnClose: func(d handler.Digest) { closed <- d }},
+		handler.CacheOptions{Size: 2, IdleTimeout: time.Hour, Now: func() time.Time { return now }})
+	var digests []handler.Digest
+	for i := 0; i < 3; i++ {
+		p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "a", Kind: config.Params_MetricInfo_GAUGE, Name: "m" + strconv.Itoa(i)}}}
+		raw, err := (&metricpb.HandleMetricRequest{AdapterConfig: params(t, p)}).Marshal()
+		require.NoError(t, err)
+		var req handlemetric.Request
+		require.NoError(t, req.Parse(raw))
+		h, err := cache.Get(req.AdapterConfig)
+		require.NoError(t, err)
+		digests = append(digests, h.Digest)
+		h.Done()
+		now = now.Add(time.Second)
+	}
+	select {
+	case d := <-closed:
+		require.Equal(t, digests[0], d, "the least recently used handler is the one closed")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the evicted handler was not closed")
+	}
+	require.Empty(t, closed, "only one handler was evicted")
+}
+
 // TestImplicitMetricLookupAllocatesNothing: a seed librato config (no
 // metrics list) finds the implicit metric of each instance without
 // allocating per instance.

@@ -65,3 +65,19 @@ func TestLimiterMemoryIsBounded(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(l.slots), maxLimiterKeys)
 }
+
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"0123456789abc", 10, "0123456789...(13 bytes)"},
+		{"ééééé", 3, "é...(10 bytes)"}, // never half a rune
+	}
+	for _, tc := range tests {
+		require.Equal(t, tc.want, Truncate(tc.in, tc.n))
+	}
+}

@@ -21,7 +21,6 @@ const (
 	ReasonMalformed       = "malformed_request"
 	ReasonTooLarge        = "request_too_large"
 	ReasonDuplicate       = "duplicate_request"
-	ReasonShuttingDown    = "shutting_down"
 )
 
 // Drop reasons: an instance accepted and then not delivered.

@@ -225,7 +225,7 @@ func Check(b expr.MapBag, m expr.Manifest, src Source) error {
 		if fits(v, t) {
 			continue
 		}
-		how := ""
+		var how string
 		if f := src[name]; f == "-a" {
 			how = fmt.Sprintf(": -a sensed %s from %s; pass it with %s", goType(v), quoteValue(v), flagFor(t))
 		} else if f != "" {
@@ -339,7 +339,7 @@ func Parse(name string, data []byte, m expr.Manifest) ([]expr.MapBag, error) {
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

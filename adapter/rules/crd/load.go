@@ -103,9 +103,10 @@ func yamlFiles(root string) ([]string, error) {
 		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
-		// Stat follows symlinks, so linked files (as in mounted ConfigMaps) are read.
-		if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
-			return nil
+		// Stat follows symlinks, so linked files (as in mounted ConfigMaps) are
+		// read; a dangling link or a link to a directory is not a config file.
+		if fi, statErr := os.Stat(path); statErr != nil || !fi.Mode().IsRegular() {
+			return nil //nolint:nilerr // skipped, not an error: see above
 		}
 		files = append(files, path)
 		return nil
@@ -139,7 +140,7 @@ func (s *Store) parseChunk(file string, startLine int, chunk []byte) []error {
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

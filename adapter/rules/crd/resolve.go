@@ -262,7 +262,8 @@ func (s *Store) resolveAction(r *Rule, a Action, manifest expr.Manifest) (*Resol
 		return nil, err
 	}
 	if len(ra.Instances) == 0 {
-		return nil, errors.New("No valid instances found")
+		return nil, errors.New("No valid instances found") //nolint:staticcheck // Mixer's own message (runtime/config/ephemeral.go), kept verbatim
+
 	}
 	return ra, nil
 }

@@ -3,6 +3,7 @@
 package encode
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -242,7 +243,7 @@ func canonicalInstance(msg []byte) ([]byte, error) {
 	var run [][]byte
 	runField := protowire.Number(0)
 	flush := func() {
-		slices.SortFunc(run, func(a, b []byte) int { return slices.Compare(a, b) })
+		slices.SortFunc(run, bytes.Compare)
 		for _, f := range run {
 			out = append(out, f...)
 		}

@@ -223,6 +223,7 @@ func TestRecordReset(t *testing.T) {
 
 // FuzzProgram compiles whatever compiles and holds the typed path to the
 // interpreter on it.
+// fuzz budget: 20000x
 func FuzzProgram(f *testing.F) {
 	for _, s := range corpus() {
 		f.Add(s)

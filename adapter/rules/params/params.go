@@ -285,10 +285,10 @@ func scalarWire(t descriptor.FieldDescriptorProto_Type) (int, bool) {
 
 func (s *Schema) field(b *proto.Buffer, path string, v any, fd *descriptor.FieldDescriptorProto) error {
 	t := fd.GetType()
-	switch {
-	case t == descriptor.FieldDescriptorProto_TYPE_MESSAGE:
+	switch t {
+	case descriptor.FieldDescriptorProto_TYPE_MESSAGE:
 		return s.messageField(b, path, v, fd)
-	case t == descriptor.FieldDescriptorProto_TYPE_STRING:
+	case descriptor.FieldDescriptorProto_TYPE_STRING:
 		if !fd.IsRepeated() {
 			str, ok := v.(string)
 			if !ok {

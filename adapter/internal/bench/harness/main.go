@@ -81,12 +81,11 @@ type loadResult struct {
 }
 
 type env struct {
-	s        settings
-	dir      string
-	bin      map[string]string
-	fake     *libratotest.Server
-	report   bytes.Buffer
-	handlers string
+	s      settings
+	dir    string
+	bin    map[string]string
+	fake   *libratotest.Server
+	report bytes.Buffer
 }
 
 func run(s settings) error {
@@ -217,7 +216,7 @@ func (e *env) start(kind string) (*server, error) {
 			}
 			if r, err := http.Get("http://" + s.httpAddr + "/readyz"); err == nil {
 				r.Body.Close()
-				if r.StatusCode == 200 {
+				if r.StatusCode == http.StatusOK {
 					return s, nil
 				}
 			}

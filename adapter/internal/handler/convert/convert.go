@@ -26,6 +26,7 @@ package convert
 
 import (
 	"encoding/hex"
+	"errors"
 	"math"
 	"net/netip"
 	"sort"
@@ -93,8 +94,7 @@ func Number(v handlemetric.Value) (x float64, isDuration bool, r Reason) {
 }
 
 func isRangeError(err error) bool {
-	ne, ok := err.(*strconv.NumError)
-	return ok && ne.Err == strconv.ErrRange
+	return errors.Is(err, strconv.ErrRange)
 }
 
 // AppendLabel appends the label text of v to dst.

@@ -23,13 +23,11 @@ import (
 // service account's ID (spiffe://cluster.local/ns/istio-system/sa/istio-mixer-service-account).
 type SPIFFEAllowList struct {
 	ids map[string]bool
-	// OnRefuse is told about each refused client.
-	OnRefuse func(reason string)
 }
 
 // NewSPIFFEAllowList accepts exactly the given IDs.
 func NewSPIFFEAllowList(ids []string) (*SPIFFEAllowList, error) {
-	a := &SPIFFEAllowList{ids: map[string]bool{}, OnRefuse: func(string) {}}
+	a := &SPIFFEAllowList{ids: map[string]bool{}}
 	for _, id := range ids {
 		id = strings.TrimSpace(id)
 		if id == "" {
@@ -49,15 +47,20 @@ func NewSPIFFEAllowList(ids []string) (*SPIFFEAllowList, error) {
 // verify is a tls.Config.VerifyConnection hook, run after the chain checks.
 func (a *SPIFFEAllowList) verify(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
-		a.OnRefuse("no_client_certificate")
-		return errors.New("a client certificate is required")
+		return errNoClientCertificate
 	}
 	if a.allowed(cs.PeerCertificates[0]) {
 		return nil
 	}
-	a.OnRefuse("spiffe_id")
-	return errors.New("the client certificate carries no allowed SPIFFE ID")
+	return errSPIFFENotAllowed
 }
+
+// The allow-list's refusals, counted by the handshake observer
+// (observedCreds) like every other failed handshake.
+var (
+	errNoClientCertificate = errors.New("a client certificate is required")
+	errSPIFFENotAllowed    = errors.New("the client certificate carries no allowed SPIFFE ID")
+)
 
 func (a *SPIFFEAllowList) allowed(c *x509.Certificate) bool {
 	for _, u := range c.URIs {

@@ -53,6 +53,9 @@ type Options struct {
 	AllowedSPIFFE *SPIFFEAllowList
 	// Token, when set, refuses calls without the shared token header.
 	Token *TokenCheck
+	// OnHandshakeError is told about every failed TLS handshake: why
+	// (HandshakeFailure) and who.
+	OnHandshakeError func(reason string, peer net.Addr, err error)
 	// OnRefusedWhileDraining is told the method of every call refused
 	// because shutdown has begun.
 	OnRefusedWhileDraining func(fullMethod string)
@@ -74,6 +77,9 @@ type Server struct {
 
 // New builds the gRPC server and registers its services.
 func New(o Options) (*Server, error) {
+	if o.OnHandshakeError == nil {
+		o.OnHandshakeError = func(string, net.Addr, error) {}
+	}
 	if o.OnRefusedWhileDraining == nil {
 		o.OnRefusedWhileDraining = func(string) {}
 	}
@@ -122,7 +128,7 @@ func New(o Options) (*Server, error) {
 				return c, err
 			}
 		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+		opts = append(opts, grpc.Creds(observedCreds{TransportCredentials: credentials.NewTLS(cfg), onFail: o.OnHandshakeError}))
 	}
 	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)

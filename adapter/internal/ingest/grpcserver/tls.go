@@ -5,9 +5,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // The environment variables of the out-of-process adapter walkthrough, which
@@ -132,4 +138,61 @@ func (c *TLSConfig) ServerConfig() *tls.Config {
 			return cfg, nil
 		},
 	}
+}
+
+// Reasons a TLS handshake fails, as meshmetrics_auth_refused_total counts
+// them.
+const (
+	RefusedNoClientCertificate = "no_client_certificate"
+	RefusedUnknownAuthority    = "unknown_authority"
+	RefusedBadCertificate      = "bad_certificate"
+	RefusedSPIFFEID            = "spiffe_id"
+	RefusedNotTLS              = "not_tls"
+	RefusedHandshake           = "handshake_failed"
+	// RefusedConnectionClosed: the peer closed the connection during the
+	// handshake (a TCP probe, a port scan). Counted, not worth a warning.
+	RefusedConnectionClosed = "connection_closed"
+)
+
+// observedCreds reports every failed server handshake: refused clients are
+// counted by reason and logged with their address (rate-limited by reason),
+// instead of vanishing inside grpc-go.
+type observedCreds struct {
+	credentials.TransportCredentials
+	onFail func(reason string, peer net.Addr, err error)
+}
+
+func (c observedCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		c.onFail(HandshakeFailure(err), raw.RemoteAddr(), err)
+	}
+	return conn, info, err
+}
+
+func (c observedCreds) Clone() credentials.TransportCredentials {
+	return observedCreds{TransportCredentials: c.TransportCredentials.Clone(), onFail: c.onFail}
+}
+
+// HandshakeFailure names why a server handshake failed.
+func HandshakeFailure(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	var rec tls.RecordHeaderError
+	switch {
+	case errors.Is(err, errSPIFFENotAllowed):
+		return RefusedSPIFFEID
+	case errors.Is(err, errNoClientCertificate), strings.Contains(err.Error(), "client didn't provide a certificate"):
+		return RefusedNoClientCertificate
+	case errors.As(err, &unknown):
+		return RefusedUnknownAuthority
+	case errors.As(err, &invalid), errors.As(err, &hostname):
+		return RefusedBadCertificate
+	case errors.As(err, &rec):
+		return RefusedNotTLS
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		return RefusedConnectionClosed
+	}
+	return RefusedHandshake
 }

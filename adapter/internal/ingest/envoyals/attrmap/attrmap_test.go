@@ -341,6 +341,7 @@ func TestBuildingAllocatesNothing(t *testing.T) {
 // modes: it must not panic, and every attribute must hold a value of its
 // declared type (the Record is typed: Get returns it boxed as the
 // interpreter expects).
+// fuzz budget: 50000x
 func FuzzBuild(f *testing.F) {
 	for _, m := range []*alsv3.StreamAccessLogsMessage{httpMsg(fullHTTP(f)), tcpMsg(fullTCP(f)), httpMsg(&alsdata.HTTPAccessLogEntry{})} {
 		raw, err := proto.Marshal(m)

@@ -403,6 +403,7 @@ func TestReadingAllocatesNothing(t *testing.T) {
 
 // FuzzEntry holds the reader to go-control-plane's generated decoder:
 // whatever the generated code accepts, the reader accepts and sees the same.
+// fuzz budget: 100000x
 func FuzzEntry(f *testing.F) {
 	for _, s := range seeds() {
 		f.Add(s)

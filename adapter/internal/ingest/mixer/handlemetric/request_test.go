@@ -313,6 +313,7 @@ func TestRepeatedFieldsFollowProtobufRules(t *testing.T) {
 	require.Equal(t, "new", got.Instances[0].Dims["k"].Bytes)
 }
 
+// fuzz budget: 100000x
 func FuzzParse(f *testing.F) {
 	raw, err := golden.ReadHex("handlemetric-analyticcounter.hex")
 	require.NoError(f, err)
