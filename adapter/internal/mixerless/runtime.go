@@ -155,7 +155,7 @@ func (r *Runtime) load() error {
 		r.forwarderWG.Add(1)
 		go func() {
 			defer r.forwarderWG.Done()
-			f.run() //nolint:contextcheck // a forwarder lives as long as its config, not as a call; Close ends it
+			f.run()
 		}()
 		a.fwd = append(a.fwd, f)
 	}
