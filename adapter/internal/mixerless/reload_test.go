@@ -145,3 +145,46 @@ func TestReloadUnderLoad(t *testing.T) {
 	require.Contains(t, text, `meshmetrics_config_reloads_total{result="success"} 3`)
 	require.Contains(t, text, `meshmetrics_accesslog_skipped_total{reason="queue_full"} 0`)
 }
+
+// TestUnusedDimensions: a dimension no metric of the handler uses is not
+// sent, but one that can fail is still evaluated, so that its failure drops
+// the instance as in Mixer (here request.path, which TCP entries lack).
+func TestUnusedDimensions(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "c.yaml"), []byte(`apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: h, namespace: istio-system}
+spec:
+  adapter: meshmetrics
+  params:
+    prometheus: {}
+    metrics:
+    - {name: seen_total, instance_name: seen.instance.istio-system, kind: COUNTER, label_names: [protocol]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: seen, namespace: istio-system}
+spec:
+  template: metric
+  params:
+    value: "1"
+    dimensions: {protocol: context.protocol, path: request.path, host: request.host | "none"}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: r, namespace: istio-system}
+spec:
+  actions: [{handler: h, instances: [seen]}]
+`), 0o600))
+	a := startAdapter(t, dir, adapter.ALSOptions{})
+	tr := makeTraffic(0)
+	send(t, a.GRPCAddr(), envoyals.MethodV3, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, a.Flush(ctx))
+	text := scrape(t, a)
+	require.Equal(t, map[string]float64{`istio_seen_total{protocol="http"}`: float64(len(tr.http))}, exposed(text, "istio_seen_total"),
+		"only the label the metric names; no TCP series: their instance failed on request.path")
+	require.Contains(t, text, fmt.Sprintf(`meshmetrics_accesslog_skipped_total{reason="instance_error"} %d`, len(tr.tcp)))
+	require.Contains(t, text, `meshmetrics_accesslog_skipped_total{reason="unknown_instance"} 0`)
+}
