@@ -22,7 +22,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals"
 )
 
 // configDir copies the testdata config (Istio's standard instances and
@@ -152,7 +151,6 @@ func alsStream(t testing.TB, ctx context.Context, addr, method string) (grpc.Cli
 	}
 }
 
-var _ = envoyals.MethodV3
 
 func quietLogger() *logrus.Logger {
 	l := logrus.New()
