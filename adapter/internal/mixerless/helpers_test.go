@@ -21,7 +21,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
 )
 
 // configDir copies the testdata config (Istio's standard instances and
@@ -150,7 +149,6 @@ func alsStream(t testing.TB, ctx context.Context, addr, method string) (grpc.Cli
 		return st.RecvMsg(&alsv3.StreamAccessLogsResponse{})
 	}
 }
-
 
 func quietLogger() *logrus.Logger {
 	l := logrus.New()
