@@ -330,6 +330,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	w := r.worker(cfg)
 	defer r.workers.Put(w)
 	var malformed, matchErrors, instanceErrors, bags int
+	debug := r.o.Log.IsLevelEnabled(logrus.DebugLevel)
 	for i := 0; i < n; i++ {
 		if err := msg.EntryNeed(i, &w.entry, cfg.need); err != nil {
 			malformed++
@@ -351,8 +352,10 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 			ok, err := ru.match.EvalBool(rec)
 			if err != nil {
 				matchErrors++
-				r.o.Limiter.Log(logrus.DebugLevel, "als-match:"+ru.key, logrus.Fields{"rule": ru.key},
-					"match failed to evaluate (no match, as in Mixer): "+err.Error())
+				if debug { // counted always; described only when asked (an expected event, one per entry)
+					r.o.Limiter.Log(logrus.DebugLevel, "als-match:"+ru.key, logrus.Fields{"rule": ru.key},
+						"match failed to evaluate (no match, as in Mixer): "+err.Error())
+				}
 				continue
 			}
 			if !ok {
@@ -401,6 +404,9 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 }
 
 func (r *Runtime) logInstanceError(in *instance, err error) {
+	if !r.o.Log.IsLevelEnabled(logrus.DebugLevel) {
+		return // counted; described only at debug level, since it can happen for every entry
+	}
 	r.o.Limiter.Log(logrus.DebugLevel, "als-instance:"+in.ri.Key(), logrus.Fields{"instance": in.ri.Key()},
 		"instance skipped (as in Mixer): "+err.Error())
 }
