@@ -480,6 +480,17 @@ func fill(out *handlemetric.Instance, in *instance, rec *expr.Record) error {
 		if !d.eval {
 			continue
 		}
+		if d.p.Type() == expr.String {
+			s, err := d.p.EvalString(rec)
+			if err != nil {
+				return fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
+			}
+			if d.emit {
+				out.Dimensions = append(out.Dimensions, handlemetric.Dimension{Key: d.key,
+					Value: handlemetric.Value{Kind: handlemetric.KindString, Bytes: bytesOf(s)}})
+			}
+			continue
+		}
 		v, err := d.p.Eval(rec)
 		if err != nil {
 			return fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)

@@ -25,7 +25,13 @@ type Program struct {
 	src  string
 	typ  ValueType
 	root evalFn
+	// str, when set, evaluates a STRING program without building a Value
+	// (an attribute, a constant, or `|` chains of them).
+	str strFn
 }
+
+// strFn evaluates a string node strictly, returning its text.
+type strFn func(r *Record) (string, error)
 
 // evalFn returns the value of a node and whether it is present; absent
 // values happen only in optional mode, as in eval.
@@ -58,7 +64,67 @@ func (e *Expr) Program(l *Layout) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Program{src: e.src, typ: e.root.typ, root: root}, nil
+	p := &Program{src: e.src, typ: e.root.typ, root: root}
+	if e.root.typ == String {
+		p.str, _ = c.strFast(e.root)
+	}
+	return p, nil
+}
+
+// EvalString evaluates a STRING program: Eval(r).Str, without building a
+// Value for the common forms.
+func (p *Program) EvalString(r *Record) (string, error) {
+	if p.str != nil {
+		return p.str(r)
+	}
+	v, _, err := p.root(r, false)
+	return v.Str, err
+}
+
+// strFast compiles the string forms rules are mostly made of (a STRING
+// attribute, a string constant, `a | b` of those) into a closure that
+// returns the text itself, with the interpreter's semantics: an absent
+// attribute is a LookupError unless a `|` alternative follows.
+func (c *programCompiler) strFast(n *node) (strFn, bool) {
+	if n.typ != String {
+		return nil, false
+	}
+	switch n.kind {
+	case constNode:
+		s, ok := n.val.(string)
+		return func(*Record) (string, error) { return s, nil }, ok
+	case attrNode:
+		slot, ok := c.layout.Slot(n.name)
+		if !ok || c.layout.Type(slot) != String {
+			return nil, false
+		}
+		lookupErr := &LookupError{Name: n.name}
+		return func(r *Record) (string, error) {
+			if r.set[slot] != r.gen {
+				return "", lookupErr
+			}
+			return r.vals[slot].Str, nil
+		}, true
+	case callNode:
+		if n.name != "OR" || n.args[0].kind != attrNode {
+			return nil, false
+		}
+		slot, ok := c.layout.Slot(n.args[0].name)
+		if !ok || c.layout.Type(slot) != String {
+			return nil, false
+		}
+		rest, ok := c.strFast(n.args[1])
+		if !ok {
+			return nil, false
+		}
+		return func(r *Record) (string, error) {
+			if r.set[slot] == r.gen {
+				return r.vals[slot].Str, nil
+			}
+			return rest(r)
+		}, true
+	}
+	return nil, false
 }
 
 type programCompiler struct {
@@ -205,6 +271,9 @@ func (c *programCompiler) call(n *node, target evalFn, args []evalFn) (evalFn, e
 			return v, err == nil, err
 		}, nil
 	case "EQ", "NEQ":
+		if f := c.eqFast(n); f != nil {
+			return f, nil
+		}
 		eq, err := equalFn(n.args[0].typ)
 		if err != nil {
 			return nil, err
@@ -269,6 +338,15 @@ func (c *programCompiler) call(n *node, target evalFn, args []evalFn) (evalFn, e
 	case "match":
 		if p := n.args[1]; p.kind == constNode {
 			pattern := p.val.(string)
+			if sf, ok := c.strFast(n.args[0]); ok {
+				return func(r *Record, _ bool) (Value, bool, error) {
+					s, err := sf(r)
+					if err != nil {
+						return Value{}, false, err
+					}
+					return boolValue(match(s, pattern)), true, nil
+				}, nil
+			}
 			return unary(args[0], func(a Value) (Value, error) { return boolValue(match(a.Str, pattern)), nil }), nil
 		}
 		return binary(args, func(a, b Value) (Value, error) { return boolValue(match(a.Str, b.Str)), nil }), nil
@@ -385,4 +463,51 @@ func compareFn(t ValueType) (func(a, b Value) int, error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("internal error: no order for %s", t)
+}
+
+// eqFast compiles `s == "const"` on a STRING operand of the strFast forms,
+// and `b == true|false` on any BOOL operand, without the generic path's
+// Values; nil when n is of another form. Operands are evaluated in the
+// interpreter's order: a constant cannot fail, so only the other one can.
+func (c *programCompiler) eqFast(n *node) evalFn {
+	want := n.name == "EQ"
+	a, b := n.args[0], n.args[1]
+	if a.kind == constNode && b.kind != constNode {
+		a, b = b, a
+	}
+	if b.kind != constNode || a.kind == constNode {
+		return nil
+	}
+	switch a.typ {
+	case String:
+		sf, ok := c.strFast(a)
+		cs, isString := b.val.(string)
+		if !ok || !isString {
+			return nil
+		}
+		return func(r *Record, _ bool) (Value, bool, error) {
+			s, err := sf(r)
+			if err != nil {
+				return Value{}, false, err
+			}
+			return boolValue((s == cs) == want), true, nil
+		}
+	case Bool:
+		cb, isBool := b.val.(bool)
+		if !isBool {
+			return nil
+		}
+		f, err := c.compile(a)
+		if err != nil {
+			return nil
+		}
+		return func(r *Record, _ bool) (Value, bool, error) {
+			v, _, err := f(r, false)
+			if err != nil {
+				return Value{}, false, err
+			}
+			return boolValue((v.Bool == cb) == want), true, nil
+		}
+	}
+	return nil
 }

@@ -67,9 +67,18 @@ func sameResult(t *testing.T, src string, e *Expr, b MapBag) {
 		require.Error(t, gotErr, "%s: interpreter failed with %v, program did not", src, wantErr)
 		require.Error(t, wantErr, "%s: program failed with %v, interpreter did not", src, gotErr)
 		require.Equal(t, wantErr.Error(), gotErr.Error(), src)
+		if p.Type() == String {
+			_, err := p.EvalString(r)
+			require.EqualError(t, err, wantErr.Error(), "%s: EvalString", src)
+		}
 		return
 	}
 	gv := got.Interface(p.Type())
+	if p.Type() == String {
+		s, err := p.EvalString(r)
+		require.NoError(t, err, src)
+		require.Equal(t, want, s, "%s: EvalString", src)
+	}
 	switch w := want.(type) {
 	case time.Time:
 		require.True(t, w.Equal(gv.(time.Time)), "%s: %v != %v", src, w, gv)
@@ -105,13 +114,27 @@ func corpus() []string {
 	for _, c := range evalErrorCases() {
 		out = append(out, c.src)
 	}
-	return append(out, fuzzSeeds()...)
+	out = append(out, fuzzSeeds()...)
+	// The forms the typed path takes short cuts for.
+	return append(out, `request.path == "/v1/damage?analytic=x"`, `"/x" != request.path`, `(api | request.path | "d") == "d"`,
+		`api | "none"`, `api | request.path | "none"`, `connection.mtls == false`, `false == connection.mtls`, `true != connection.mtls`,
+		`match((api | "-"), "kube*") == false`, `match(request.path, "/v1/*")`, `match(api, "x")`, `request.path == request.path`,
+		`context.reporter.kind == "inbound"`, `(context.reporter.kind | "inbound") == "outbound"`)
 }
 
 // TestProgramMatchesInterpreter holds the typed path to the interpreter on
 // every expression of the test corpus, with the tables' own bags and a set
 // of full, empty and partial ones.
 func TestProgramMatchesInterpreter(t *testing.T) {
+	for _, src := range []string{`api | "none"`, `request.path == "/x"`} {
+		e, err := Compile(src, manifest())
+		require.NoError(t, err)
+		p, err := e.Program(NewLayout(manifest()))
+		require.NoError(t, err)
+		if e.Type() == String {
+			require.NotNil(t, p.str, "%s takes the string short cut", src)
+		}
+	}
 	n := 0
 	for _, c := range evalCases() {
 		e, err := Compile(c.src, manifest())
