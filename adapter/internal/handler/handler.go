@@ -414,10 +414,17 @@ func (h *Handler) labelValues(m *metric, in *handlemetric.Instance, sc *scratch,
 		sc.spans[i] = [2]int{-1, -1}
 		sc.values[i] = nil
 	}
-	for _, d := range in.Dimensions {
-		i, ok := m.labelIdx[string(d.Key)]
-		if !ok {
-			continue
+	names := m.def.LabelNames
+	for k, d := range in.Dimensions {
+		// Dimensions that come in the metric's label order (instances built
+		// in the adapter are) need no map lookup; others (Mixer's, in no
+		// fixed order) fall back to it.
+		i := k
+		if k >= len(names) || names[k] != string(d.Key) {
+			var ok bool
+			if i, ok = m.labelIdx[string(d.Key)]; !ok {
+				continue
+			}
 		}
 		if isText(d.Value.Kind) && len(d.Value.Bytes) <= h.maxLabel {
 			// Text needs no conversion: point at the request bytes.

@@ -183,29 +183,31 @@ type localHandler struct {
 }
 
 // labels are the label names of the metrics an instance feeds in h, as
-// the handler looks them up (fully qualified name, then short name); nil
-// when every dimension is used (a config without metrics, or an instance no
-// metric names, which the handler refuses whole).
-func (h *localHandler) labels(instance string) map[string]bool {
+// the handler looks them up (fully qualified name, then short name), and
+// the label order of the first of them; nil when every dimension is used (a
+// config without metrics, or an instance no metric names, which the handler
+// refuses whole).
+func (h *localHandler) labels(instance string) (map[string]bool, []string) {
 	if len(h.params.Metrics) == 0 {
-		return nil
+		return nil, nil
 	}
-	find := func(name string) map[string]bool {
+	find := func(name string) (map[string]bool, []string) {
 		var out map[string]bool
+		var order []string
 		for _, m := range h.params.Metrics {
 			if m.InstanceName == name {
 				if out == nil {
-					out = map[string]bool{}
+					out, order = map[string]bool{}, m.LabelNames
 				}
 				for _, l := range m.LabelNames {
 					out[l] = true
 				}
 			}
 		}
-		return out
+		return out, order
 	}
-	if l := find(instance); l != nil {
-		return l
+	if l, order := find(instance); l != nil {
+		return l, order
 	}
 	return find(config.ShortInstanceName(instance))
 }
@@ -315,10 +317,11 @@ func Compile(store *crd.Store, o Options) (*Config, error) {
 			}
 			for _, ri := range a.Instances {
 				var used map[string]bool
+				var order []string
 				if act.local != nil {
-					used = act.local.labels(ri.Key())
+					used, order = act.local.labels(ri.Key())
 				}
-				in, err := compileInstance(ri, layout, used)
+				in, err := compileInstance(ri, layout, used, order)
 				if err != nil {
 					errs = append(errs, err)
 					continue
@@ -368,7 +371,7 @@ func newLocal(a *crd.ResolvedAction, validate func(handlemetric.Any) error) (*lo
 	return &localHandler{key: h.Key(), any: adapterConfig, digest: handler.DigestOf(adapterConfig), params: p}, nil
 }
 
-func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]bool) (*instance, error) {
+func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]bool, order []string) (*instance, error) {
 	in := &instance{ri: ri, name: []byte(ri.Key())}
 	fail := func(field string, err error) error {
 		return fmt.Errorf("instance %s (%s): %s: %w", ri.Key(), ri.Source(), field, err)
@@ -379,11 +382,23 @@ func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]b
 			return nil, fail("value", err)
 		}
 	}
+	// Dimensions the handler's metric uses come first, in its label order,
+	// so that the handler finds each label by position; the others follow
+	// in name order.
 	keys := make([]string, 0, len(ri.Dimensions))
-	for k := range ri.Dimensions {
-		keys = append(keys, k)
+	for _, k := range order {
+		if _, ok := ri.Dimensions[k]; ok && !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
 	}
-	slices.Sort(keys)
+	rest := make([]string, 0, len(ri.Dimensions))
+	for k := range ri.Dimensions {
+		if !slices.Contains(keys, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	keys = append(keys, rest...)
 	for _, k := range keys {
 		p, err := ri.Dimensions[k].Program(l)
 		if err != nil {
