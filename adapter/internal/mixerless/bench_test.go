@@ -220,6 +220,10 @@ func TestNoAllocationPerEntry(t *testing.T) {
 			mallocs += after.Mallocs - before.Mallocs
 		}
 		perEntry := float64(mallocs) / runs / float64(msg.Len())
-		require.LessOrEqual(t, perEntry, 0.05, "%s: %.2f allocations per message of %d entries", name, float64(mallocs)/runs, msg.Len())
+		limit := 0.05
+		if raceEnabled {
+			limit = 2 // pools drop objects at random; a per-entry allocation still shows (it was 7)
+		}
+		require.LessOrEqual(t, perEntry, limit, "%s: %.2f allocations per message of %d entries", name, float64(mallocs)/runs, msg.Len())
 	}
 }

@@ -52,7 +52,10 @@ type RuntimeOptions struct {
 type Runtime struct {
 	o       RuntimeOptions
 	current atomic.Pointer[active]
-	workers sync.Pool
+	// workers is a free list of working memory, one per concurrent stream at
+	// most: unlike a sync.Pool, the GC does not empty it, so a stream's
+	// steady state allocates nothing.
+	workers chan *worker
 
 	mu          sync.Mutex // serialises reloads
 	stamp       string
@@ -84,7 +87,7 @@ func NewRuntime(o RuntimeOptions) (*Runtime, error) {
 	if o.MaxEntriesPerMessage <= 0 {
 		o.MaxEntriesPerMessage = 10000
 	}
-	r := &Runtime{o: o}
+	r := &Runtime{o: o, workers: make(chan *worker, maxIdleWorkers)}
 	if err := r.Reload(); err != nil {
 		return nil, fmt.Errorf("config directory %s: %w", o.ConfigDir, err)
 	}
@@ -252,6 +255,16 @@ func (r *Runtime) acquire() *active {
 	}
 }
 
+// maxIdleWorkers bounds the working memory kept between messages.
+const maxIdleWorkers = 64
+
+func (r *Runtime) putWorker(w *worker) {
+	select {
+	case r.workers <- w:
+	default: // more streams than kept workers: let this one go
+	}
+}
+
 // worker is the per-goroutine working memory of Entries.
 type worker struct {
 	cfg     *Config
@@ -293,8 +306,10 @@ func (l *instanceList) next() *handlemetric.Instance {
 }
 
 func (r *Runtime) worker(cfg *Config) *worker {
-	w, _ := r.workers.Get().(*worker)
-	if w == nil {
+	var w *worker
+	select {
+	case w = <-r.workers:
+	default:
 		w = &worker{}
 	}
 	if w.cfg != cfg {
@@ -328,7 +343,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	defer a.mu.RUnlock()
 	cfg := a.cfg
 	w := r.worker(cfg)
-	defer r.workers.Put(w)
+	defer r.putWorker(w)
 	var malformed, matchErrors, instanceErrors, bags int
 	debug := r.o.Log.IsLevelEnabled(logrus.DebugLevel)
 	for i := 0; i < n; i++ {
