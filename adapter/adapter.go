@@ -22,10 +22,13 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals/attrmap"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/mixerless"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -97,6 +100,30 @@ type Options struct {
 	Now func() time.Time
 	// Tick is the granularity of sinks' timers (default one second).
 	Tick time.Duration
+
+	// ConfigDir, when set, turns on the Mixer-less mode: Envoy's Access Log
+	// Service is served on the gRPC port, and the handlers, instances and
+	// rules of this directory are evaluated in the adapter (see
+	// docs/mixerless.md). HandleMetric keeps working side by side.
+	ConfigDir string
+	// ConfigReloadInterval is how often the directory is checked for changes.
+	ConfigReloadInterval time.Duration
+	// ALS configures the access-log path.
+	ALS ALSOptions
+}
+
+// ALSOptions configure the access-log path of the Mixer-less mode.
+type ALSOptions struct {
+	// MixerExact builds attribute bags exactly as Istio 1.7.8's Mixer, and
+	// nothing more (its response.time bug included).
+	MixerExact bool
+	// HeaderAttributes maps logged request headers to string attributes.
+	HeaderAttributes map[string]string
+	// ForwardQueue is the HandleMetric calls that may wait per handler of
+	// another adapter.
+	ForwardQueue int
+	// MaxEntriesPerMessage caps the entries of one message.
+	MaxEntriesPerMessage int
 }
 
 func (o *Options) setDefaults() error {
@@ -136,6 +163,7 @@ func (o *Options) setDefaults() error {
 	defD(&o.ShutdownTimeout, config.DefaultShutdownTimeout)
 	defD(&o.LogEvery, config.DefaultLogEvery)
 	defD(&o.Tick, time.Second)
+	defD(&o.ConfigReloadInterval, 2*time.Second)
 	if o.SpoolMaxBytes == 0 {
 		o.SpoolMaxBytes = config.DefaultSpoolMaxBytes
 	}
@@ -173,6 +201,7 @@ type Adapter struct {
 	// httpMetrics count the HTTP server's refusals.
 	httpMetrics *httpMetrics
 	spool       *export.Spool
+	rules       *mixerless.Runtime
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -270,7 +299,15 @@ func New(o Options) (_ *Adapter, err error) {
 	}
 	mixerIn := mixer.New(mixer.Options{Cache: a.cache, Metrics: a.metrics, Limiter: limiter, Secrets: o.Secrets,
 		MaxInstancesPerRequest: o.MaxInstancesPerRequest, Now: o.Now})
-	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: []grpcserver.Service{mixerIn},
+	services := []grpcserver.Service{mixerIn}
+	if o.ConfigDir != "" {
+		als, err := a.mixerless(limiter)
+		if err != nil {
+			return nil, err
+		}
+		services = append(services, als)
+	}
+	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: services,
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
@@ -342,6 +379,9 @@ func (a *Adapter) Start() error {
 	var ctx context.Context
 	ctx, a.stopCache = context.WithCancel(context.Background())
 	go a.cache.Run(ctx)
+	if a.rules != nil {
+		go a.rules.Watch(ctx, a.opts.ConfigReloadInterval)
+	}
 	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
 	go func() {
 		if err := serveHTTP(a.http, httpLis, a.opts.WebConfigFile, a.opts.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -398,6 +438,11 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 		if a.stopCache != nil {
 			a.stopCache()
 		}
+		if a.rules != nil {
+			if err := a.rules.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		log.Info("flushing sinks")
 		if err := a.sinks.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flushing sinks: %w", err))
@@ -421,7 +466,7 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 
 // Run starts the adapter and shuts it down when ctx ends (SIGTERM, SIGINT).
 func Run(ctx context.Context, o Options) error {
-	a, err := New(o)
+	a, err := New(o) //nolint:contextcheck // the rules runtime's forwarders live until Shutdown, not until a call ends
 	if err != nil {
 		return err
 	}
@@ -442,3 +487,25 @@ func Run(ctx context.Context, o Options) error {
 // (tests and the mixertest kit use it to observe results without waiting
 // for periods to end).
 func (a *Adapter) Flush(ctx context.Context) error { return a.sinks.Flush(ctx) }
+
+// mixerless builds the rules runtime of the config directory and the Access
+// Log Service that feeds it.
+func (a *Adapter) mixerless(limiter *logging.Limiter) (*envoyals.Service, error) {
+	o := a.opts
+	m := mixerless.NewMetrics(a.registry)
+	var err error
+	a.rules, err = mixerless.NewRuntime(mixerless.RuntimeOptions{
+		ConfigDir: o.ConfigDir,
+		Config: mixerless.Options{
+			Mapping:  attrmap.Options{MixerExact: o.ALS.MixerExact, HeaderAttributes: o.ALS.HeaderAttributes},
+			Validate: a.cache.Validate,
+		},
+		Cache: a.cache, Telemetry: a.metrics, Metrics: m, Log: o.Log, Limiter: limiter, Now: o.Now,
+		ForwardQueue: o.ALS.ForwardQueue, MaxEntriesPerMessage: o.ALS.MaxEntriesPerMessage,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return envoyals.New(envoyals.Options{Sink: a.rules, Limiter: limiter,
+		OnMalformed: func() { m.Skipped.WithLabelValues(mixerless.SkipMalformedMessage).Inc() }}), nil
+}

@@ -41,6 +41,12 @@ func (a *Adapter) mux() *http.ServeMux {
 			}
 		}
 		fmt.Fprintln(w, "ready")
+		if a.rules != nil {
+			// A refused reload leaves the last good config serving: still
+			// ready, with the failure in the detail.
+			_, detail := a.rules.Status()
+			fmt.Fprintln(w, detail)
+		}
 	})
 	if !a.opts.DebugConfig {
 		return mux

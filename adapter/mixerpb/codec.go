@@ -27,9 +27,11 @@ type GeneratedMessage interface {
 // than with encoding.RegisterCodecV2, which would change process-wide state.
 //
 // gogo messages go through their generated Marshal/Unmarshal. Messages
-// generated for protobuf-go (the gRPC health service's) go through
-// protobuf-go, whose generated code they carry. Anything else is refused:
-// there is no reflection-based fallback.
+// generated for protobuf-go (the gRPC health service's, and Envoy's Access
+// Log Service messages from go-control-plane) go through protobuf-go, whose
+// generated code they carry. Messages read in place (HandleMetric requests,
+// access-log messages) implement BufferUnmarshaler and get the received
+// buffers. Anything else is refused: there is no reflection-based fallback.
 type Codec struct{}
 
 var _ encoding.CodecV2 = Codec{}

@@ -5,11 +5,15 @@ import (
 	"net"
 	"testing"
 
+	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv2 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v2"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
@@ -146,4 +150,39 @@ func TestServerDecodesMixerBytesWithCodec(t *testing.T) {
 	require.Equal(t, "analyticcounter.instance.istio-system", got.Instances[0].Name)
 	require.Equal(t, int64(1), got.Instances[0].Value.GetInt64Value())
 	require.Equal(t, "42", got.DedupId)
+}
+
+// TestCodecCarriesAccessLogMessages: Envoy's Access Log Service messages
+// (protobuf-go generated, go-control-plane) go through their generated
+// code, v3 and v2 alike; the in-place hook receives the bytes unchanged.
+func TestCodecCarriesAccessLogMessages(t *testing.T) {
+	msg := &alsv3.StreamAccessLogsMessage{Identifier: &alsv3.StreamAccessLogsMessage_Identifier{LogName: "als"},
+		LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{
+			LogEntry: []*alsdata.HTTPAccessLogEntry{{Request: &alsdata.HTTPRequestProperties{Path: "/x"}}}}}}
+	out, err := mixerpb.Codec{}.Marshal(msg)
+	require.NoError(t, err)
+	want, err := proto.Marshal(msg)
+	require.NoError(t, err)
+	require.Equal(t, want, out.Materialize())
+
+	var v2 alsv2.StreamAccessLogsMessage
+	require.NoError(t, mixerpb.Codec{}.Unmarshal(out, &v2))
+	require.Equal(t, "/x", v2.GetHttpLogs().GetLogEntry()[0].GetRequest().GetPath(), "v2 and v3 share field numbers")
+	require.Equal(t, "als", v2.GetIdentifier().GetLogName())
+
+	var raw keptBytes
+	require.NoError(t, mixerpb.Codec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(want)}, &raw))
+	require.Equal(t, want, raw.b)
+
+	resp, err := mixerpb.Codec{}.Marshal(&alsv3.StreamAccessLogsResponse{})
+	require.NoError(t, err)
+	require.Empty(t, resp.Materialize())
+}
+
+// keptBytes uses the codec's in-place hook, as the access-log service does.
+type keptBytes struct{ b []byte }
+
+func (k *keptBytes) UnmarshalBuffers(data mem.BufferSlice) error {
+	k.b = data.Materialize()
+	return nil
 }

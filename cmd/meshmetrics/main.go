@@ -96,6 +96,25 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.StringVar(&o.Replica, "replica", "", "name of this replica for replica labels/tags (default: the host name, i.e. the pod name)")
 	fs.StringVar(&o.SpoolDir, "spool-dir", "", "keep the send queues of push sinks (Librato, remote write) in this directory, so that a crash or restart loses none of them; empty: in memory only (see docs/RELIABILITY.md)")
 	fs.Int64Var(&o.SpoolMaxBytes, "spool-max-bytes", config.DefaultSpoolMaxBytes, "cap of --spool-dir, every destination together; beyond, the oldest requests are dropped (spool_full)")
+	fs.StringVar(&o.ConfigDir, "config-dir", "", "Mixer-less mode: serve Envoy's Access Log Service (v3 and v2) on the gRPC port and evaluate the handlers, instances and rules of this directory (YAML, recursive; Istio's attribute manifests and the meshmetrics adapter and metric template are built in); see docs/mixerless.md")
+	fs.DurationVar(&o.ConfigReloadInterval, "config-reload-interval", 2*time.Second, "how often --config-dir is checked for changes; a change is applied only when the whole directory is valid")
+	fs.BoolVar(&o.ALS.MixerExact, "als-mixer-exact", false, "build attribute bags from access-log entries exactly as Istio 1.7.8's Mixer did (its response.time bug included), without the attributes meshmetrics adds")
+	fs.Func("als-header-attributes", "comma-separated header=attribute pairs: logged request headers that fill string attributes, e.g. x-source-workload=source.workload.name", func(v string) error {
+		o.ALS.HeaderAttributes = map[string]string{}
+		for _, pair := range strings.Split(v, ",") {
+			if pair = strings.TrimSpace(pair); pair == "" {
+				continue
+			}
+			h, attr, ok := strings.Cut(pair, "=")
+			if !ok || strings.TrimSpace(h) == "" || strings.TrimSpace(attr) == "" {
+				return fmt.Errorf("%q is not header=attribute", pair)
+			}
+			o.ALS.HeaderAttributes[strings.TrimSpace(h)] = strings.TrimSpace(attr)
+		}
+		return nil
+	})
+	fs.IntVar(&o.ALS.ForwardQueue, "als-forward-queue", 1000, "HandleMetric calls that may wait for each handler of another out-of-process adapter; beyond, calls are dropped and counted")
+	fs.IntVar(&o.ALS.MaxEntriesPerMessage, "als-max-entries-per-message", 10000, "an access-log message with more entries is skipped and counted")
 	fs.StringVar(&s.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&s.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&o.LogEvery, "log-every", config.DefaultLogEvery, "a repeated error is logged at most once per this interval (with a count of those held back)")

@@ -23,11 +23,18 @@ go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' 
 go test -run '^$' -count "$count" -bench 'Consume' ./adapter/internal/sinks/exposition/ | tee -a "$out/gobench-prometheus.txt"
 go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleToSink' ./adapter/internal/sinks/librato/ \
   | tee "$out/gobench-librato.txt"
+go test -run '^$' -count "$count" -benchtime 2000x -bench 'ReadEntries|GeneratedUnmarshal|BuildBag|Program|Interpreter|BenchmarkEntries|ThroughGRPC' \
+  ./adapter/internal/ingest/envoyals/logentry/ ./adapter/internal/ingest/envoyals/attrmap/ ./adapter/rules/expr/ ./adapter/internal/mixerless/ \
+  | tee "$out/gobench-mixerless.txt"
 {
+  $benchstat "$out/gobench-mixerless.txt"
   $benchstat "$out/gobench-hotpath.txt"
   $benchstat "$out/gobench-prometheus.txt"
   $benchstat "$out/gobench-librato.txt"
 } | tee "$out/benchstat.txt"
+
+echo "== end-to-end harness, Mixer-less mode (access logs) =="
+go run ./adapter/internal/bench/alsharness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -out "$out/als-results.md"
 
 echo "== end-to-end harness =="
 go run ./adapter/internal/bench/harness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -soak "${SOAK:-10m}" -out "$out/results.md"

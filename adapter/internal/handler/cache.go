@@ -93,8 +93,13 @@ func (c *Cache) Get(a handlemetric.Any) (*Handler, error) {
 		return h, err
 	}
 	c.mu.RUnlock()
+	return c.GetByDigest(DigestOf(a), a)
+}
 
-	d := DigestOf(a)
+// GetByDigest is Get for a config whose digest the caller computed once
+// (the handlers of a config directory): no hashing per call.
+func (c *Cache) GetByDigest(d Digest, a handlemetric.Any) (*Handler, error) {
+	now := c.now()
 	c.mu.RLock()
 	e, ok := c.entries[d]
 	if ok && e.h != nil {

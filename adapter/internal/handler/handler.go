@@ -247,6 +247,15 @@ type scratch struct {
 	labels  []byte
 }
 
+// Instances is what a handler records: the instances of a HandleMetric
+// request read in place, or instances that rules evaluated in the adapter
+// built from access-log entries.
+type Instances interface {
+	NumInstances() int
+	// Instance reads instance i into in, reusing in's storage.
+	Instance(i int, in *handlemetric.Instance) error
+}
+
 // Handle records the instances of req. It never blocks on a sink.
 func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 	o := Outcome{Received: req.NumInstances()}
@@ -263,6 +272,35 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 			return o
 		}
 	}
+	h.recordAll(req, now, &o)
+	if o.Malformed != nil && h.dedup != nil && len(req.DedupID) > 0 {
+		h.dedup.Forget(dedupKey, content)
+	}
+	return o
+}
+
+// HandleInstances records instances built in the adapter (no dedup_id, no
+// request to refuse): the same batches, caps, queues and drop accounting as
+// Handle. It never blocks on a sink.
+func (h *Handler) HandleInstances(src Instances, now time.Time) Outcome {
+	o := Outcome{Received: src.NumInstances()}
+	h.recordAll(src, now, &o)
+	return o
+}
+
+// InstanceViews is an Instances whose instances are already decoded (built
+// in the adapter): the handler reads them in place, without a copy. It may
+// reorder an instance's dimensions.
+type InstanceViews interface {
+	InstanceView(i int) *handlemetric.Instance
+}
+
+func isViews(src Instances) bool {
+	_, ok := src.(InstanceViews)
+	return ok
+}
+
+func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
 	sc.batches = sc.batches[:0]
@@ -272,18 +310,22 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 		sc.batches = append(sc.batches, b)
 	}
 
-	for i := 0; i < req.NumInstances(); i++ {
-		if err := req.Instance(i, &sc.inst); err != nil {
+	if v, ok := src.(InstanceViews); ok {
+		// Instances already decoded are read where they are.
+		for i := 0; i < src.NumInstances(); i++ {
+			h.record(v.InstanceView(i), sc, o)
+		}
+	}
+	for i := 0; i < src.NumInstances() && !isViews(src); i++ {
+		if err := src.Instance(i, &sc.inst); err != nil {
 			// A corrupt request is refused whole, before anything is recorded.
 			for qi, b := range sc.batches {
 				h.queues[qi].Recycle(b)
 			}
-			if h.dedup != nil && len(req.DedupID) > 0 {
-				h.dedup.Forget(dedupKey, content)
-			}
-			return Outcome{Received: o.Received, ReusedID: o.ReusedID, Malformed: err}
+			*o = Outcome{Received: o.Received, ReusedID: o.ReusedID, Malformed: err}
+			return
 		}
-		h.record(&sc.inst, sc, &o)
+		h.record(&sc.inst, sc, o)
 	}
 
 	for qi, b := range sc.batches {
@@ -293,7 +335,6 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 			h.queues[qi].Recycle(b)
 		}
 	}
-	return o
 }
 
 func (h *Handler) record(in *handlemetric.Instance, sc *scratch, o *Outcome) {
@@ -379,10 +420,17 @@ func (h *Handler) labelValues(m *metric, in *handlemetric.Instance, sc *scratch,
 		sc.spans[i] = [2]int{-1, -1}
 		sc.values[i] = nil
 	}
-	for _, d := range in.Dimensions {
-		i, ok := m.labelIdx[string(d.Key)]
-		if !ok {
-			continue
+	names := m.def.LabelNames
+	for k, d := range in.Dimensions {
+		// Dimensions that come in the metric's label order (instances built
+		// in the adapter are) need no map lookup; others (Mixer's, in no
+		// fixed order) fall back to it.
+		i := k
+		if k >= len(names) || names[k] != string(d.Key) {
+			var ok bool
+			if i, ok = m.labelIdx[string(d.Key)]; !ok {
+				continue
+			}
 		}
 		if isText(d.Value.Kind) && len(d.Value.Bytes) <= h.maxLabel {
 			// Text needs no conversion: point at the request bytes.

@@ -49,6 +49,9 @@ type Options struct {
 	// RacyDedup reproduces Mixer 1.7's dedup_id race (encode.NewRacyDedup): calls sent at
 	// the same moment may share an id. Off, every call gets its own.
 	RacyDedup bool
+	// InProcess, when set, names the handlers the caller serves itself (the running
+	// adapter's own handlers): they are not prepared for sending, so they need no address.
+	InProcess func(*crd.ResolvedAction) bool
 }
 
 // Handler is a dynamic handler ready to be called.
@@ -80,6 +83,22 @@ func (h *Handler) conn() (*grpc.ClientConn, error) {
 		h.cc = cc
 	}
 	return h.cc, nil
+}
+
+// Invoke sends an encoded HandleMetricRequest (see Dispatcher.Encode) to the handler,
+// within its connection.timeout when it has one.
+func (h *Handler) Invoke(ctx context.Context, req []byte) error {
+	cc, err := h.conn()
+	if err != nil {
+		return err
+	}
+	if h.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.Timeout)
+		defer cancel()
+	}
+	raw := conn.Raw(req)
+	return cc.Invoke(ctx, encode.Path, &raw, &modelpb.ReportResult{})
 }
 
 // Dispatcher holds resolved config and one connection per handler.
@@ -127,8 +146,10 @@ func New(store *crd.Store, o Options) (*Dispatcher, error) {
 					r.Key(), a.Handler.Key(), a.Handler.CompiledAdapter))
 				continue
 			}
-			if _, err := d.handler(a); err != nil {
-				errs = append(errs, err)
+			if o.InProcess == nil || !o.InProcess(a) {
+				if _, err := d.handler(a); err != nil {
+					errs = append(errs, err)
+				}
 			}
 			for _, ri := range a.Instances {
 				if err := templateCheck(ri, paths); err != nil {
@@ -338,6 +359,9 @@ func (d *Dispatcher) Build(bags []expr.Bag) *Report {
 					continue
 				}
 				h := d.handlers[a.Handler.Key()]
+				if h == nil {
+					continue // served in process (Options.InProcess)
+				}
 				for _, ri := range a.Instances {
 					inst, err := BuildInstance(ri, bag)
 					if err != nil {

@@ -6,6 +6,8 @@ import (
 	"go/parser"
 	"go/scanner"
 	"go/token"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -509,4 +511,79 @@ func (c *compiler) checkOperand(n *node, t ValueType) error {
 		return c.errorf(n.pos, "operator %s is not supported for %s in Mixer", n.sym, t)
 	}
 	return nil
+}
+
+// Attributes lists the attributes the expression reads, sorted, each once.
+func (e *Expr) Attributes() []string {
+	seen := map[string]bool{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n == nil {
+			return
+		}
+		if n.kind == attrNode {
+			seen[n.name] = true
+		}
+		walk(n.target)
+		for _, a := range n.args {
+			walk(a)
+		}
+	}
+	walk(e.root)
+	out := make([]string, 0, len(seen))
+	for name := range seen {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Infallible reports whether evaluating the expression can never fail on a
+// bag whose values have their declared types: every attribute it reads
+// strictly has a `|` alternative, and no function it calls can refuse its
+// argument (ip, timestamp, dnsName, email, uri, a regex computed at run
+// time, comparisons of DNS names, e-mails and URIs). Such an expression can
+// be left unevaluated when nothing uses its value, with the same outcome.
+func (e *Expr) Infallible() bool { return safe(e.root, false) }
+
+func safe(n *node, optional bool) bool {
+	switch n.kind {
+	case constNode:
+		return true
+	case attrNode:
+		return optional
+	}
+	all := func(nodes ...*node) bool {
+		for _, a := range nodes {
+			if !safe(a, false) {
+				return false
+			}
+		}
+		return true
+	}
+	switch n.name {
+	case "OR":
+		return safe(n.args[0], true) && safe(n.args[1], optional)
+	case "INDEX":
+		return safe(n.args[0], optional) && safe(n.args[1], optional)
+	case "EQ", "NEQ":
+		if t := n.args[0].typ; t == DNSName || t == EmailAddress || t == URI {
+			return false
+		}
+		return all(n.args...)
+	case "matches":
+		if n.target.kind != constNode {
+			return false
+		}
+		if _, err := regexp.Compile(n.target.val.(string)); err != nil {
+			return false
+		}
+		return all(n.args...)
+	case "ip", "timestamp", "dnsName", "email", "uri":
+		return false
+	}
+	if n.target != nil && !safe(n.target, false) {
+		return false
+	}
+	return all(n.args...)
 }

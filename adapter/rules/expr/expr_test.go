@@ -235,91 +235,8 @@ func TestCompileErrors(t *testing.T) {
 }
 
 func TestEval(t *testing.T) {
-	tests := []struct {
-		src  string
-		bag  MapBag
-		want any
-	}{
-		{`request.path`, bag(), "/v1/damage?analytic=x"},
-		{`request.size`, bag(), int64(1235)},
-		{`response.duration`, bag(), 10 * time.Millisecond},
-		{`response.duration`, MapBag{"response.duration": int64(5)}, time.Duration(5)},
-		{`request.size`, MapBag{"request.size": time.Second}, int64(time.Second)},
-		{`source.ip`, bag(), net.IP{10, 0, 0, 1}},
-		{`request.headers["user-agent"]`, bag(), "curl/8"},
-		{`request.headers["missing"]`, bag(), ""},
-		{`request.headers["missing"] | "dflt"`, bag(), "dflt"},
-		{`request.headers["x-empty"] | "dflt"`, bag(), ""},
-		{`request.headers[request.path]`, bag(), ""},
-		{`request.headers[request.path | "user-agent"] | "d"`, MapBag{"request.headers": map[string]string{"user-agent": "ua"}}, "ua"},
-		{`request.headers[request.path] | "d"`, MapBag{"request.headers": map[string]string{}}, "d"},
-		{`request.headers["a"] | "d"`, MapBag{}, "d"},
-		{`request.size | 0`, MapBag{}, int64(0)},
-		{`request.size | 0`, bag(), int64(1235)},
-		{`api | request.path | "x"`, bag(), "/v1/damage?analytic=x"},
-		{`api | request.path | "x"`, MapBag{}, "x"},
-		{`(api | request.path) | "x"`, MapBag{"api": "a"}, "a"},
-		{`response.duration | "2m"`, MapBag{}, 2 * time.Minute},
-		{`conditional(connection.mtls, "yes", "no") | "z"`, MapBag{"connection.mtls": false}, "no"},
-		{`"a\tb\"c"`, MapBag{}, "a\tb\"c"},
-		{`"1.5s"`, MapBag{}, 1500 * time.Millisecond},
-		{`4.25`, MapBag{}, 4.25},
-		{`request.size == 1235`, bag(), true},
-		{`1235 == request.size`, bag(), true},
-		{`request.size != 1235`, bag(), false},
-		{`request.size < 1235`, bag(), false},
-		{`request.size <= 1235`, bag(), true},
-		{`request.size > 1000`, bag(), true},
-		{`request.size >= 1236`, bag(), false},
-		{`response.ratio < 0.75`, bag(), true},
-		{`request.path < "/w"`, bag(), true},
-		{`request.path > "/w"`, bag(), false},
-		{`request.time < timestamp("2021-01-01T00:00:00Z")`, bag(), true},
-		{`request.time >= timestamp("2020-01-02T03:04:05Z")`, bag(), true},
-		{`request.time == timestamp("2020-01-02T04:04:05+01:00")`, bag(), true},
-		{`connection.mtls == true`, bag(), true},
-		{`connection.mtls && request.size > 1`, bag(), true},
-		{`connection.mtls && request.size > 1`, MapBag{"connection.mtls": false}, false},
-		{`connection.mtls || request.size > 1`, MapBag{"connection.mtls": true}, true},
-		{`connection.mtls || request.size > 1`, MapBag{"connection.mtls": false, "request.size": int64(0)}, false},
-		{`match(request.path, "/v1/damage?analytic=*")`, bag(), true},
-		{`match(request.path, "/v2/*")`, bag(), false},
-		{`match(request.path, "*=x")`, bag(), true},
-		{`match(request.path, "*")`, bag(), true},
-		{`match(request.path, "/v1/*/x")`, bag(), false},
-		{`match("a*b", "a*b")`, MapBag{}, true},
-		{`match(request.path, "/v1/damage?analytic=x")`, bag(), true},
-		{`request.path.startsWith("/v1")`, bag(), true},
-		{`request.path.endsWith("=y")`, bag(), false},
-		{`"^/v[0-9]/".matches(request.path)`, bag(), true},
-		{`"damage".matches(request.path)`, bag(), true},
-		{`conditional(connection.mtls, request.size, 0)`, bag(), int64(1235)},
-		{`conditional(request.size > 5000, "big", "small")`, bag(), "small"},
-		{`conditionalString(connection.mtls, "a", "b")`, bag(), "a"},
-		{`size(request.path)`, bag(), int64(21)},
-		{`size("héllo")`, MapBag{}, int64(6)},
-		{`toLower("AbC")`, MapBag{}, "abc"},
-		{`request.path + "!"`, bag(), "/v1/damage?analytic=x!"},
-		{`request.size + 5`, bag(), int64(1240)},
-		{`response.ratio + 0.25`, bag(), 0.75},
-		{`emptyStringMap()["a"] | "none"`, MapBag{}, "none"},
-		{`ip("1.2.3.4")`, MapBag{}, net.ParseIP("1.2.3.4")},
-		{`source.ip == ip("10.0.0.1")`, bag(), true},
-		{`source.ip != ip("::1")`, bag(), true},
-		{`timestamp("2015-01-02T15:04:35Z")`, MapBag{}, time.Date(2015, 1, 2, 15, 4, 35, 0, time.UTC)},
-		{`dnsName("istio.io")`, MapBag{}, "istio.io"},
-		{`email("a@istio.io")`, MapBag{}, "a@istio.io"},
-		{`uri("http://istio.io/x")`, MapBag{}, "http://istio.io/x"},
-		{`destination.service.host == dnsName("reviews.default.svc.cluster.local")`, bag(), true},
-		{`destination.service.host == dnsName("ratings.default.svc.cluster.local")`, bag(), false},
-		{`destination.principal == email("Admin@example.COM")`, bag(), true},
-		{`destination.principal == email("admin@example.com")`, bag(), false},
-		{`request.referer == uri("http://example.com:80/a")`, bag(), true},
-		{`request.referer == uri("http://example.com:81/a")`, bag(), false},
-		{`request.referer == uri("ftp://example.com:80/a")`, bag(), false},
-		{`request.referer == uri("http://example.com:80/b")`, bag(), false},
-		{`request.referer == uri("http://other.com:80/a")`, bag(), false},
-	}
+	tests := evalCases()
+
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {
 			e, err := Compile(tt.src, manifest())
@@ -332,36 +249,8 @@ func TestEval(t *testing.T) {
 }
 
 func TestEvalErrors(t *testing.T) {
-	tests := []struct {
-		src  string
-		bag  MapBag
-		want string
-	}{
-		{`request.size`, MapBag{}, "lookup failed: 'request.size'"},
-		{`request.size == 1`, MapBag{}, "lookup failed: 'request.size'"},
-		{`api | request.path`, MapBag{}, "lookup failed: 'request.path'"},
-		{`request.headers["a"]`, MapBag{}, "lookup failed: 'request.headers'"},
-		{`request.headers[request.path]`, MapBag{"request.headers": map[string]string{}}, "lookup failed: 'request.path'"},
-		{`(request.size + 1) | 0`, MapBag{}, "lookup failed: 'request.size'"},
-		{`conditional(connection.mtls, "a", "b") | "c"`, MapBag{}, "lookup failed: 'connection.mtls'"},
-		{`connection.mtls && request.size > 1`, MapBag{"connection.mtls": true}, "lookup failed: 'request.size'"},
-		{`request.path`, MapBag{"request.path": 7}, "error converting value to string: '7'"},
-		{`request.size`, MapBag{"request.size": 7}, "error converting value to integer or duration: '7'"},
-		{`response.ratio`, MapBag{"response.ratio": 1}, "error converting value to double: '1'"},
-		{`connection.mtls`, MapBag{"connection.mtls": "true"}, "error converting value to bool: 'true'"},
-		{`request.time`, MapBag{"request.time": "2020"}, "error converting value to TIMESTAMP: '2020' has Go type string"},
-		{`source.ip`, MapBag{"source.ip": "10.0.0.1"}, "error converting value to IP_ADDRESS: '10.0.0.1' has Go type string"},
-		{`request.headers["a"]`, MapBag{"request.headers": map[string]any{}}, "error converting value to STRING_MAP: 'map[]' has Go type map[string]interface {}"},
-		{`ip("nope")`, MapBag{}, "could not convert nope to IP_ADDRESS"},
-		{`timestamp("2020-01-01")`, MapBag{}, "could not convert '2020-01-01' to TIMESTAMP. expected format: '2006-01-02T15:04:05Z07:00'"},
-		{`email("Bob <bob@istio.io>")`, MapBag{}, "error converting 'Bob <bob@istio.io>' to e-mail: display names are not allowed"},
-		{`email("nope")`, MapBag{}, "error converting 'nope' to e-mail: 'mail: missing '@' or angle-addr'"},
-		{`email("a@-x.io")`, MapBag{}, "error converting 'a@-x.io' to e-mail: 'error converting '-x.io' to dns name: 'idna: invalid label \"-x\"''"},
-		{`dnsName("a..b")`, MapBag{}, "error converting 'a..b' to dns name: 'idna: invalid label \"a..b\"'"},
-		{`uri("")`, MapBag{}, "error converting string to uri: empty string"},
-		{`uri("%zz")`, MapBag{}, "error converting string to uri '%zz': 'parse \"%zz\": invalid URL escape \"%zz\"'"},
-		{`"(".matches(request.path)`, MapBag{"request.path": "x"}, "error parsing regexp: missing closing ): `(`"},
-	}
+	tests := evalErrorCases()
+
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {
 			e, err := Compile(tt.src, manifest())
@@ -497,4 +386,131 @@ func TestExprIsSafeForConcurrentUse(t *testing.T) {
 	for range 8 {
 		require.Equal(t, "curl/8", <-done)
 	}
+}
+
+// evalCases is the table of TestEval, shared with TestProgramMatchesInterpreter.
+func evalCases() []evalCase {
+	return []evalCase{
+		{`request.path`, bag(), "/v1/damage?analytic=x"},
+		{`request.size`, bag(), int64(1235)},
+		{`response.duration`, bag(), 10 * time.Millisecond},
+		{`response.duration`, MapBag{"response.duration": int64(5)}, time.Duration(5)},
+		{`request.size`, MapBag{"request.size": time.Second}, int64(time.Second)},
+		{`source.ip`, bag(), net.IP{10, 0, 0, 1}},
+		{`request.headers["user-agent"]`, bag(), "curl/8"},
+		{`request.headers["missing"]`, bag(), ""},
+		{`request.headers["missing"] | "dflt"`, bag(), "dflt"},
+		{`request.headers["x-empty"] | "dflt"`, bag(), ""},
+		{`request.headers[request.path]`, bag(), ""},
+		{`request.headers[request.path | "user-agent"] | "d"`, MapBag{"request.headers": map[string]string{"user-agent": "ua"}}, "ua"},
+		{`request.headers[request.path] | "d"`, MapBag{"request.headers": map[string]string{}}, "d"},
+		{`request.headers["a"] | "d"`, MapBag{}, "d"},
+		{`request.size | 0`, MapBag{}, int64(0)},
+		{`request.size | 0`, bag(), int64(1235)},
+		{`api | request.path | "x"`, bag(), "/v1/damage?analytic=x"},
+		{`api | request.path | "x"`, MapBag{}, "x"},
+		{`(api | request.path) | "x"`, MapBag{"api": "a"}, "a"},
+		{`response.duration | "2m"`, MapBag{}, 2 * time.Minute},
+		{`conditional(connection.mtls, "yes", "no") | "z"`, MapBag{"connection.mtls": false}, "no"},
+		{`"a\tb\"c"`, MapBag{}, "a\tb\"c"},
+		{`"1.5s"`, MapBag{}, 1500 * time.Millisecond},
+		{`4.25`, MapBag{}, 4.25},
+		{`request.size == 1235`, bag(), true},
+		{`1235 == request.size`, bag(), true},
+		{`request.size != 1235`, bag(), false},
+		{`request.size < 1235`, bag(), false},
+		{`request.size <= 1235`, bag(), true},
+		{`request.size > 1000`, bag(), true},
+		{`request.size >= 1236`, bag(), false},
+		{`response.ratio < 0.75`, bag(), true},
+		{`request.path < "/w"`, bag(), true},
+		{`request.path > "/w"`, bag(), false},
+		{`request.time < timestamp("2021-01-01T00:00:00Z")`, bag(), true},
+		{`request.time >= timestamp("2020-01-02T03:04:05Z")`, bag(), true},
+		{`request.time == timestamp("2020-01-02T04:04:05+01:00")`, bag(), true},
+		{`connection.mtls == true`, bag(), true},
+		{`connection.mtls && request.size > 1`, bag(), true},
+		{`connection.mtls && request.size > 1`, MapBag{"connection.mtls": false}, false},
+		{`connection.mtls || request.size > 1`, MapBag{"connection.mtls": true}, true},
+		{`connection.mtls || request.size > 1`, MapBag{"connection.mtls": false, "request.size": int64(0)}, false},
+		{`match(request.path, "/v1/damage?analytic=*")`, bag(), true},
+		{`match(request.path, "/v2/*")`, bag(), false},
+		{`match(request.path, "*=x")`, bag(), true},
+		{`match(request.path, "*")`, bag(), true},
+		{`match(request.path, "/v1/*/x")`, bag(), false},
+		{`match("a*b", "a*b")`, MapBag{}, true},
+		{`match(request.path, "/v1/damage?analytic=x")`, bag(), true},
+		{`request.path.startsWith("/v1")`, bag(), true},
+		{`request.path.endsWith("=y")`, bag(), false},
+		{`"^/v[0-9]/".matches(request.path)`, bag(), true},
+		{`"damage".matches(request.path)`, bag(), true},
+		{`conditional(connection.mtls, request.size, 0)`, bag(), int64(1235)},
+		{`conditional(request.size > 5000, "big", "small")`, bag(), "small"},
+		{`conditionalString(connection.mtls, "a", "b")`, bag(), "a"},
+		{`size(request.path)`, bag(), int64(21)},
+		{`size("héllo")`, MapBag{}, int64(6)},
+		{`toLower("AbC")`, MapBag{}, "abc"},
+		{`request.path + "!"`, bag(), "/v1/damage?analytic=x!"},
+		{`request.size + 5`, bag(), int64(1240)},
+		{`response.ratio + 0.25`, bag(), 0.75},
+		{`emptyStringMap()["a"] | "none"`, MapBag{}, "none"},
+		{`ip("1.2.3.4")`, MapBag{}, net.ParseIP("1.2.3.4")},
+		{`source.ip == ip("10.0.0.1")`, bag(), true},
+		{`source.ip != ip("::1")`, bag(), true},
+		{`timestamp("2015-01-02T15:04:35Z")`, MapBag{}, time.Date(2015, 1, 2, 15, 4, 35, 0, time.UTC)},
+		{`dnsName("istio.io")`, MapBag{}, "istio.io"},
+		{`email("a@istio.io")`, MapBag{}, "a@istio.io"},
+		{`uri("http://istio.io/x")`, MapBag{}, "http://istio.io/x"},
+		{`destination.service.host == dnsName("reviews.default.svc.cluster.local")`, bag(), true},
+		{`destination.service.host == dnsName("ratings.default.svc.cluster.local")`, bag(), false},
+		{`destination.principal == email("Admin@example.COM")`, bag(), true},
+		{`destination.principal == email("admin@example.com")`, bag(), false},
+		{`request.referer == uri("http://example.com:80/a")`, bag(), true},
+		{`request.referer == uri("http://example.com:81/a")`, bag(), false},
+		{`request.referer == uri("ftp://example.com:80/a")`, bag(), false},
+		{`request.referer == uri("http://example.com:80/b")`, bag(), false},
+		{`request.referer == uri("http://other.com:80/a")`, bag(), false},
+	}
+}
+
+// evalErrorCases is the table of TestEvalErrors, shared with TestProgramMatchesInterpreter.
+func evalErrorCases() []evalErrorCase {
+	return []evalErrorCase{
+		{`request.size`, MapBag{}, "lookup failed: 'request.size'"},
+		{`request.size == 1`, MapBag{}, "lookup failed: 'request.size'"},
+		{`api | request.path`, MapBag{}, "lookup failed: 'request.path'"},
+		{`request.headers["a"]`, MapBag{}, "lookup failed: 'request.headers'"},
+		{`request.headers[request.path]`, MapBag{"request.headers": map[string]string{}}, "lookup failed: 'request.path'"},
+		{`(request.size + 1) | 0`, MapBag{}, "lookup failed: 'request.size'"},
+		{`conditional(connection.mtls, "a", "b") | "c"`, MapBag{}, "lookup failed: 'connection.mtls'"},
+		{`connection.mtls && request.size > 1`, MapBag{"connection.mtls": true}, "lookup failed: 'request.size'"},
+		{`request.path`, MapBag{"request.path": 7}, "error converting value to string: '7'"},
+		{`request.size`, MapBag{"request.size": 7}, "error converting value to integer or duration: '7'"},
+		{`response.ratio`, MapBag{"response.ratio": 1}, "error converting value to double: '1'"},
+		{`connection.mtls`, MapBag{"connection.mtls": "true"}, "error converting value to bool: 'true'"},
+		{`request.time`, MapBag{"request.time": "2020"}, "error converting value to TIMESTAMP: '2020' has Go type string"},
+		{`source.ip`, MapBag{"source.ip": "10.0.0.1"}, "error converting value to IP_ADDRESS: '10.0.0.1' has Go type string"},
+		{`request.headers["a"]`, MapBag{"request.headers": map[string]any{}}, "error converting value to STRING_MAP: 'map[]' has Go type map[string]interface {}"},
+		{`ip("nope")`, MapBag{}, "could not convert nope to IP_ADDRESS"},
+		{`timestamp("2020-01-01")`, MapBag{}, "could not convert '2020-01-01' to TIMESTAMP. expected format: '2006-01-02T15:04:05Z07:00'"},
+		{`email("Bob <bob@istio.io>")`, MapBag{}, "error converting 'Bob <bob@istio.io>' to e-mail: display names are not allowed"},
+		{`email("nope")`, MapBag{}, "error converting 'nope' to e-mail: 'mail: missing '@' or angle-addr'"},
+		{`email("a@-x.io")`, MapBag{}, "error converting 'a@-x.io' to e-mail: 'error converting '-x.io' to dns name: 'idna: invalid label \"-x\"''"},
+		{`dnsName("a..b")`, MapBag{}, "error converting 'a..b' to dns name: 'idna: invalid label \"a..b\"'"},
+		{`uri("")`, MapBag{}, "error converting string to uri: empty string"},
+		{`uri("%zz")`, MapBag{}, "error converting string to uri '%zz': 'parse \"%zz\": invalid URL escape \"%zz\"'"},
+		{`"(".matches(request.path)`, MapBag{"request.path": "x"}, "error parsing regexp: missing closing ): `(`"},
+	}
+}
+
+type evalCase struct {
+	src  string
+	bag  MapBag
+	want any
+}
+
+type evalErrorCase struct {
+	src  string
+	bag  MapBag
+	want string
 }

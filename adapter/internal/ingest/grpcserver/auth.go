@@ -138,3 +138,15 @@ func (t *TokenCheck) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	}
 	return next(ctx, req)
 }
+
+// stream is the interceptor of streams (Envoy's access logs); the health
+// service's Watch passes.
+func (t *TokenCheck) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
+		return next(srv, ss)
+	}
+	if err := t.check(ss.Context()); err != nil {
+		return err
+	}
+	return next(srv, ss)
+}

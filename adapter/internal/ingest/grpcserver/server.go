@@ -26,6 +26,13 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 )
 
+// Drainer is a service with long-lived streams (Envoy keeps its access-log
+// stream open as long as it runs): Shutdown asks it to end them, so that
+// draining does not wait for the shutdown timeout.
+type Drainer interface {
+	Drain()
+}
+
 // Service is one ingest's gRPC services.
 type Service interface {
 	// Register adds the services to the server.
@@ -98,6 +105,11 @@ func New(o Options) (*Server, error) {
 		interceptors = append(interceptors, o.Token.unary)
 	}
 	opts = append(opts, grpc.ChainUnaryInterceptor(interceptors...))
+	streamInterceptors := []grpc.StreamServerInterceptor{s.recoverStreamPanics, s.refuseStreamsWhileDraining}
+	if o.Token != nil {
+		streamInterceptors = append(streamInterceptors, o.Token.stream)
+	}
+	opts = append(opts, grpc.ChainStreamInterceptor(streamInterceptors...))
 	if o.AllowedSPIFFE != nil && o.TLS == nil {
 		return nil, errors.New("a SPIFFE allow-list needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
 	}
@@ -147,6 +159,11 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	s.health.Shutdown()
+	for _, svc := range s.opts.Services {
+		if d, ok := svc.(Drainer); ok {
+			d.Drain()
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -178,4 +195,22 @@ func (s *Server) refuseWhileDraining(ctx context.Context, req any, info *grpc.Un
 		return nil, status.Error(codes.Unavailable, "adapter is shutting down")
 	}
 	return next(ctx, req)
+}
+
+func (s *Server) recoverStreamPanics(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.opts.Log.WithFields(logrus.Fields{"method": info.FullMethod, "panic": fmt.Sprint(p)}).Error("panic in a gRPC stream handler:\n" + string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error (logged by the adapter)")
+		}
+	}()
+	return next(srv, ss)
+}
+
+func (s *Server) refuseStreamsWhileDraining(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+	if s.draining.Load() && info.FullMethod != "/grpc.health.v1.Health/Watch" {
+		s.opts.OnRefusedWhileDraining(info.FullMethod)
+		return status.Error(codes.Unavailable, "adapter is shutting down")
+	}
+	return next(srv, ss)
 }

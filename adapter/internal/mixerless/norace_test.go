@@ -1,0 +1,5 @@
+//go:build !race
+
+package mixerless_test
+
+const raceEnabled = false
