@@ -151,7 +151,7 @@ func TestPanicInAStreamIsRecovered(t *testing.T) {
 func TestStreamsNeedTheToken(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(file, []byte("tok3n"), 0o600))
-	token, err := grpcserver.NewTokenCheck(file, "")
+	token, err := grpcserver.NewTokenCheck(file, "", &logging.Secrets{}, logging.NewLimiter(logrus.New(), time.Second))
 	require.NoError(t, err)
 	var refused []string
 	var mu sync.Mutex
