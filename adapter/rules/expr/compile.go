@@ -1,6 +1,7 @@
 package expr
 
 import (
+	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -144,7 +145,8 @@ func (c *compiler) offset(p token.Pos) int {
 }
 
 func (c *compiler) syntaxError(err error) error {
-	if list, ok := err.(scanner.ErrorList); ok && len(list) > 0 {
+	var list scanner.ErrorList
+	if errors.As(err, &list) && len(list) > 0 {
 		return &Error{Expr: c.src, Pos: list[0].Pos.Offset + 1, Msg: "syntax error: " + list[0].Msg}
 	}
 	return &Error{Expr: c.src, Msg: "syntax error: " + err.Error()}

@@ -321,7 +321,7 @@ func dnsName(s string) (string, error) {
 	p := idna.New(idna.StrictDomainName(true), idna.ValidateLabels(true), idna.VerifyDNSLength(true), idna.BidiRule())
 	out, err := p.ToUnicode(s)
 	if err != nil {
-		return "", fmt.Errorf("error converting '%s' to dns name: '%v'", s, err)
+		return "", fmt.Errorf("error converting '%s' to dns name: '%w'", s, err)
 	}
 	return out, nil
 }
@@ -351,13 +351,13 @@ func dnsNameEqual(a, b string) (bool, error) {
 func email(s string) (string, error) {
 	a, err := mail.ParseAddress(s)
 	if err != nil {
-		return "", fmt.Errorf("error converting '%s' to e-mail: '%v'", s, err)
+		return "", fmt.Errorf("error converting '%s' to e-mail: '%w'", s, err)
 	}
 	if a.Name != "" {
 		return "", fmt.Errorf("error converting '%s' to e-mail: display names are not allowed", s)
 	}
 	if _, err := dnsName(emailDomain(a.Address)); err != nil {
-		return "", fmt.Errorf("error converting '%s' to e-mail: '%v'", s, err)
+		return "", fmt.Errorf("error converting '%s' to e-mail: '%w'", s, err)
 	}
 	return s, nil
 }
@@ -388,7 +388,7 @@ func emailEqual(a, b string) (bool, error) {
 	}
 	eq, err := dnsNameEqual(emailDomain(a1.Address), emailDomain(a2.Address))
 	if err != nil {
-		return false, fmt.Errorf("error comparing e-mails '%s' and '%s': %v", a, b, err)
+		return false, fmt.Errorf("error comparing e-mails '%s' and '%s': %w", a, b, err)
 	}
 	return eq && emailLocal(a1.Address) == emailLocal(a2.Address), nil
 }
@@ -398,7 +398,7 @@ func uri(s string) (string, error) {
 		return "", errors.New("error converting string to uri: empty string")
 	}
 	if _, err := url.Parse(s); err != nil {
-		return "", fmt.Errorf("error converting string to uri '%s': '%v'", s, err)
+		return "", fmt.Errorf("error converting string to uri '%s': '%w'", s, err)
 	}
 	return s, nil
 }
@@ -408,11 +408,11 @@ func uri(s string) (string, error) {
 func uriEqual(a, b string) (bool, error) {
 	u1, err := url.Parse(a)
 	if err != nil {
-		return false, fmt.Errorf("error converting string to uri '%s': '%v'", a, err)
+		return false, fmt.Errorf("error converting string to uri '%s': '%w'", a, err)
 	}
 	u2, err := url.Parse(b)
 	if err != nil {
-		return false, fmt.Errorf("error converting string to uri '%s': '%v'", b, err)
+		return false, fmt.Errorf("error converting string to uri '%s': '%w'", b, err)
 	}
 	scheme := strings.ToLower(u1.Scheme)
 	if scheme != strings.ToLower(u2.Scheme) {
