@@ -110,6 +110,10 @@ type Options struct {
 	ConfigReloadInterval time.Duration
 	// ALS configures the access-log path.
 	ALS ALSOptions
+
+	// Reload, when set, makes Run call Adapter.Reload for each value
+	// received (cmd/meshmetrics relays SIGHUP).
+	Reload <-chan os.Signal
 }
 
 // ALSOptions configure the access-log path of the Mixer-less mode.
@@ -202,6 +206,10 @@ type Adapter struct {
 	httpMetrics *httpMetrics
 	spool       *export.Spool
 	rules       *mixerless.Runtime
+	// tls and token are the server's files re-read by Reload (nil when
+	// not configured).
+	tls   *grpcserver.TLSConfig
+	token *grpcserver.TokenCheck
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -280,6 +288,7 @@ func New(o Options) (_ *Adapter, err error) {
 			limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error())
 		}
 	}
+	a.tls = tlsCfg
 	refused := func(reason string) { a.metrics.AuthRefused.WithLabelValues(reason).Inc() }
 	var allow *grpcserver.SPIFFEAllowList
 	if len(o.AllowedSPIFFEIDs) > 0 {
@@ -293,6 +302,7 @@ func New(o Options) (_ *Adapter, err error) {
 			return nil, err
 		}
 		token.OnRefuse = refused
+		a.token = token
 		if tlsCfg == nil {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")
 		}
@@ -464,7 +474,66 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	return a.shutdownErr
 }
 
-// Run starts the adapter and shuts it down when ctx ends (SIGTERM, SIGINT).
+// Reload re-reads now, whether or not they look changed, what the adapter
+// otherwise re-reads when it sees a change: the server's TLS certificates
+// and client CA, the token file, the credential files of live sinks, and
+// (in the Mixer-less mode) the config directory. It is what SIGHUP does.
+// What fails to load keeps the previous value in use, and the errors are
+// returned together (and logged); nothing else stops.
+func (a *Adapter) Reload(ctx context.Context) error {
+	log := a.opts.Log
+	var done []string
+	var errs []error
+	if a.tls != nil {
+		if err := a.tls.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("TLS certificates (the previous ones stay in use): %w", err))
+		} else {
+			done = append(done, "TLS certificates")
+		}
+	}
+	if a.token != nil {
+		if err := a.token.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("auth token (the previous one stays in use): %w", err))
+		} else {
+			done = append(done, "auth token")
+		}
+	}
+	n, err := a.sinks.Reload()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("sink credentials (the previous ones stay in use): %w", err))
+	} else if n > 0 {
+		done = append(done, fmt.Sprintf("credentials of %d sink%s", n, plural(n)))
+	}
+	if a.rules != nil && ctx.Err() == nil {
+		if err := a.rules.Reload(); err != nil { //nolint:contextcheck // a reload outlives no call: its forwarders are bounded by Close
+			errs = append(errs, fmt.Errorf("config directory %s (the last good config keeps running): %w", a.opts.ConfigDir, err))
+		} else {
+			done = append(done, "config directory "+a.opts.ConfigDir)
+		}
+	}
+	err = errors.Join(errs...)
+	fields := logrus.Fields{"reloaded": done}
+	if err != nil {
+		log.WithFields(fields).Error("reload incomplete: " + a.opts.Secrets.RedactString(err.Error()))
+		return err
+	}
+	if len(done) == 0 {
+		log.Info("reload: nothing to re-read (no TLS files, token file, sink credential files or config directory)")
+		return nil
+	}
+	log.WithFields(fields).Info("reloaded")
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// Run starts the adapter, reloads on each value of Options.Reload, and
+// shuts it down when ctx ends (SIGTERM, SIGINT).
 func Run(ctx context.Context, o Options) error {
 	a, err := New(o) //nolint:contextcheck // the rules runtime's forwarders live until Shutdown, not until a call ends
 	if err != nil {
@@ -474,9 +543,17 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-a.Errors():
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case serveErr = <-a.Errors():
+			break wait
+		case sig := <-o.Reload:
+			a.opts.Log.WithField("signal", sig.String()).Info("reloading")
+			_ = a.Reload(ctx) // it logs what it re-read and what failed
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), a.opts.ShutdownTimeout)
 	defer cancel()

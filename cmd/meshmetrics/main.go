@@ -29,7 +29,13 @@ func main() { os.Exit(mainCode()) }
 func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	// SIGHUP re-reads certificates, tokens and the config directory; it is
+	// caught from the start, so that one sent while the adapter starts does
+	// not end the process (Go's default for SIGHUP is to exit).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, hup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -225,7 +231,7 @@ Flags:
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, reload <-chan os.Signal) error {
 	s, err := parse(args, getenv, out)
 	if err != nil {
 		return err
@@ -241,6 +247,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return err
 	}
 	s.opts.Log, s.opts.Secrets = log, secrets
+	s.opts.Reload = reload
 	log.WithFields(logrus.Fields{"version": bi.Version, "commit": bi.Revision, "go": bi.GoVersion}).Info("starting meshmetrics")
 	start := time.Now()
 	err = adapter.Run(ctx, s.opts)

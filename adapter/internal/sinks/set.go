@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -157,6 +158,25 @@ func (s *Set) Flush(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Reload has every live sink that holds credentials from files re-read
+// them now (sinks.Reloader). It returns how many sinks reloaded and the
+// errors of those that failed, each named by its sink.
+func (s *Set) Reload() (int, error) {
+	var errs []error
+	n := 0
+	for _, q := range s.queues() {
+		r, ok := q.Sink().(Reloader)
+		if !ok {
+			continue
+		}
+		n++
+		if err := r.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: %w", q.Name(), err))
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // Stats lists the queues, sorted by sink name.

@@ -104,6 +104,14 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// Reloader is a sink that holds credentials read from files (a token, a
+// password): Reload re-reads them now, whether or not they look changed
+// (SIGHUP), keeping the last good value when a file cannot be read. The
+// error names the file, never its content.
+type Reloader interface {
+	Reload() error
+}
+
 // Factory builds the sinks of one backend kind from handler params. The
 // backend owns its block of the params: its defaults, its rules and its
 // destination key. A new backend is its own package plus one line in

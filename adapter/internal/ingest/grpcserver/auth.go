@@ -101,6 +101,13 @@ func NewTokenCheck(path, header string, secrets *logging.Secrets, limiter *loggi
 	return &TokenCheck{file: f, header: strings.ToLower(header), OnRefuse: func(string) {}}, nil
 }
 
+// Reload re-reads the token file now (SIGHUP), keeping the last good token
+// when it fails.
+func (t *TokenCheck) Reload() error {
+	_, err := t.file.Reload()
+	return err
+}
+
 // Token is the current token.
 func (t *TokenCheck) Token() string { return t.file.Value() }
 

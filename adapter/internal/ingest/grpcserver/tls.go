@@ -124,6 +124,21 @@ func (c *TLSConfig) current() (*tls.Certificate, *x509.CertPool) {
 	return c.cert, c.clientCA
 }
 
+// Reload re-reads the files now, whether or not they look changed (SIGHUP).
+// A file that fails to load keeps the previous certificates in use; the
+// error is returned.
+func (c *TLSConfig) Reload() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checked = time.Now()
+	prevCert, prevCA, prevStamps := c.cert, c.clientCA, c.stamps
+	if err := c.load(); err != nil {
+		c.cert, c.clientCA, c.stamps = prevCert, prevCA, prevStamps
+		return err
+	}
+	return nil
+}
+
 // ServerConfig is the tls.Config for the gRPC server.
 func (c *TLSConfig) ServerConfig() *tls.Config {
 	return &tls.Config{

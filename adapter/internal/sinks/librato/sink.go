@@ -130,6 +130,9 @@ func floorTo(t, period int64) int64 {
 // Name implements sinks.Sink; it is the Factory's key, which holds no secret.
 func (s *Sink) Name() string { return s.name }
 
+// Reload implements sinks.Reloader: the token file is re-read now.
+func (s *Sink) Reload() error { return s.tok.reload() }
+
 // Bind implements sinks.Sink. The registry is keyed by the Librato name, so
 // two definitions that map to one name supersede each other instead of
 // mixing in one Librato metric.

@@ -126,6 +126,10 @@ func sortLabels(ls []prompb.Label) {
 // Name implements sinks.Sink.
 func (s *Sink) Name() string { return s.name }
 
+// Reload implements sinks.Reloader: the password or bearer token file is
+// re-read now.
+func (s *Sink) Reload() error { return s.auth.reload() }
+
 // Bind implements sinks.Sink.
 func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
 	names, err := promnaming.Resolve(m)
