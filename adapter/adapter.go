@@ -232,7 +232,11 @@ func New(o Options) (_ *Adapter, err error) {
 	registerBuildInfo(a.registry, o.Build)
 	// Every sink's drop counters exist at 0 from its start, so that alerts
 	// can be written in advance (the export helper adds a push sink's own).
-	a.sinks.OnSink = func(name string) { a.metrics.InitDropped(name, telemetry.SinkDropReasons()...) }
+	a.sinks.OnSink = func(name string) {
+		a.metrics.InitDropped(name, telemetry.SinkDropReasons()...)
+		a.metrics.InitSink(name, o.MaxSeries)
+	}
+	a.sinks.OnSinkClosed = a.metrics.SinkClosed
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {

@@ -22,6 +22,10 @@ type Set struct {
 	// OnSink, when set (before the Set is used), is told the name of every
 	// sink added: the adapter makes its drop counters exist at 0.
 	OnSink func(name string)
+	// OnSinkClosed, when set, is told the name of every sink closed after
+	// its last handler released it (unless a sink of the same name has
+	// been added since), under the Set's lock: keep it short.
+	OnSinkClosed func(name string)
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -107,6 +111,19 @@ func (s *Set) Release(q *Queue) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.closeTimeout)
 		defer cancel()
 		_ = q.Close(ctx) // the sink logs and counts its own losses
+		if s.OnSinkClosed == nil {
+			return
+		}
+		// Under the lock, so that a new sink of the same destination,
+		// acquired meanwhile, keeps what OnSink made for it.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, other := range s.entries {
+			if other.q.Name() == q.Name() {
+				return
+			}
+		}
+		s.OnSinkClosed(q.Name())
 	}()
 }
 

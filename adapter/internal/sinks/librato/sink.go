@@ -191,9 +191,7 @@ func (s *Sink) Consume(b *sinks.Batch) {
 		default:
 		}
 	}
-	s.env.Metrics.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
-	s.env.Metrics.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
-	s.env.Metrics.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
+	series.Report(s.env, s.name, d)
 }
 
 // Flush implements sinks.Sink: the open period's aggregate so far is sent
