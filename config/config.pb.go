@@ -761,9 +761,30 @@ func (m *BasicAuth) XXX_DiscardUnknown() {
 var xxx_messageInfo_BasicAuth proto.InternalMessageInfo
 
 // Limits bound what one handler can make the adapter hold.
+//
+// Sizing. Memory is bounded by the process flag `--max-series` (default
+// 250000): the series one sink holds, across every handler config and
+// metric. A series costs about 0.5 KB of heap with 6 labels and 1.5 KB with
+// Istio's 20 labels (docs/BENCHMARKS.md); the process RSS, Go's collector
+// slack and a scrape's buffers included, is about 1.3 KB per series with 6
+// labels and 2.5 to 3.5 KB with Istio's 20. 250000 Istio series thus need
+// about 0.9 GB, the chart's 1 GiB limit: raise `--max-series` and the memory
+// limit together. Beyond the cap, instances of new series are dropped,
+// counted (`meshmetrics_instances_dropped_total{reason="sink_series_limit"}`)
+// and logged once per metric; `meshmetrics_sink_series` and
+// `meshmetrics_sink_series_limit` show how close a sink is.
+//
+// `max_series_per_metric` has no default cap: a config copied from Istio's
+// Prometheus adapter, which had no limit, keeps every series of a metric
+// until the sink's cap (Istio's standard metrics grow together, so a lower
+// per-metric default would only drop data earlier; 50000, the old default,
+// dropped 28% of the instances of a 100k-series load). Set it to keep one
+// metric whose labels can explode (a request path, a user id) from filling
+// the sink at the others' expense.
 type Limits struct {
-	// Series per metric; instances that would create more are dropped and
-	// counted. Default 50000.
+	// Series per metric; instances that would create more are dropped,
+	// counted (reason series_limit) and logged once per metric. Default 0:
+	// no cap of its own, the sink's --max-series applies.
 	MaxSeriesPerMetric int32 `protobuf:"varint,1,opt,name=max_series_per_metric,json=maxSeriesPerMetric,proto3" json:"max_series_per_metric,omitempty"`
 	// Label value length in bytes; longer values are cut at a UTF-8 boundary and
 	// counted. Default 1024.

@@ -50,7 +50,7 @@ var defaults = map[string]string{
 	"RemoteWrite.min_backoff":                                       "`" + config.DefaultRemoteWriteMinBackoff.String() + "`",
 	"RemoteWrite.max_backoff":                                       "`" + config.DefaultRemoteWriteMaxBackoff.String() + "`",
 	"RemoteWrite.max_retry_elapsed":                                 "`" + config.DefaultRemoteWriteMaxRetryElapse.String() + "`",
-	"Limits.max_series_per_metric":                                  fmt.Sprintf("`%d`", config.DefaultMaxSeriesPerMetric),
+	"Limits.max_series_per_metric":                                  "none: `--max-series` per sink",
 	"Limits.max_label_value_length":                                 fmt.Sprintf("`%d`", config.DefaultMaxLabelValueLength),
 }
 

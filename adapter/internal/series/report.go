@@ -30,7 +30,7 @@ func Report(env sinks.Env, sink string, d Drops) {
 			env.Limiter.Log(logrus.WarnLevel, "sink-series-limit|"+sink, fields, fmt.Sprintf(
 				"sink %s holds --max-series (%d) series: instances of new series of %s (and of any other metric) are dropped and counted in "+
 					"meshmetrics_instances_dropped_total{reason=%q}; raise --max-series with the memory limit "+
-					"(docs/params.md, \"Sizing\"), or expire idle series with metrics_expiration_policy",
+					"(docs/params.md, Limits), or expire idle series with metrics_expiration_policy",
 				sink, l.Limit, l.Metric, telemetry.DropSinkSeriesLimit))
 			continue
 		}
