@@ -269,19 +269,20 @@ func New(o Options) (_ *Adapter, err error) {
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
 		OnClose: func(d handler.Digest) {
 			a.metrics.HandlersClosed.Inc()
-			o.Log.WithField("handler", d.String()).Info("handler config closed (evicted or idle)")
+			o.Log.WithFields(a.handlerFields(d)).Info("handler config closed (evicted or idle)")
 		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
+				fields := a.handlerFields(d)
 				if err != nil {
 					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
-					o.Log.WithField("handler", d.String()).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
+					o.Log.WithFields(fields).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
 					return
 				}
 				a.metrics.HandlersBuilt.Inc()
 				a.metrics.LastConfigSuccess.SetToCurrentTime()
-				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": sinkNames}).
-					Info("handler config built")
+				fields["metrics"], fields["sinks"] = len(p.Metrics), sinkNames
+				o.Log.WithFields(fields).Info("handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig
 	if o.TLS.Enabled() {
@@ -357,6 +358,19 @@ func newDedupWindow(ttl time.Duration) *dedup.Window {
 		return dedup.New(dedup.Options{Window: ttl, Deduplicate: true})
 	}
 	return dedup.New(dedup.Options{Window: config.DefaultDedupWindow})
+}
+
+// handlerFields name a handler config in logs: by its digest, which is all
+// a HandleMetric call tells (`meshmetrics validate --digests` maps digests
+// to handler CRs), and in the Mixer-less mode also by its CR and file.
+func (a *Adapter) handlerFields(d handler.Digest) logrus.Fields {
+	f := logrus.Fields{"handler": d.String()}
+	if a.rules != nil {
+		if key, source, ok := a.rules.HandlerOf(d); ok {
+			f["handler_cr"], f["source"] = key, source
+		}
+	}
+	return f
 }
 
 func configErrorReason(err error) string {

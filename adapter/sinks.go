@@ -3,6 +3,7 @@ package adapter
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
@@ -27,6 +28,23 @@ func builtinFactories(env sinks.Env, expo *exposition.Sink) []sinks.Factory {
 		remotewrite.NewFactory(env),
 		librato.NewFactory(env),
 	}
+}
+
+// CheckParams is NormalizeParams followed by the rules of every backend the
+// params send to (the exposition's and remote write's name rules, Librato's
+// tags and names, readable credential files), exactly as a handler build
+// checks them: a config it passes is one the adapter takes. It builds no
+// sink. `meshmetrics validate` runs it on every handler.
+func CheckParams(in *config.Params) (*config.Params, error) {
+	p, err := config.Normalize(in)
+	if err != nil {
+		return nil, err
+	}
+	env := sinks.Env{Secrets: &logging.Secrets{}}
+	if err := handler.Check(p, builtinFactories(env, nil)); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // NormalizeParams normalizes handler params as a handler build does: the

@@ -185,7 +185,10 @@ func Resolve(p *config.Params, factories []Factory) ([]Use, error) {
 		}
 	}
 	if len(uses) == 0 {
-		return nil, fmt.Errorf("%w: the config sends to no sink", config.ErrInvalid)
+		// Only a backend turned off in its own block gives no key: the
+		// exposition (prometheus.disable_exposition).
+		return nil, config.FieldErrors{{Field: "prometheus.disable_exposition",
+			Message: "the config sends to no sink: exposition is off and no other backend is configured (prometheus.remote_write.url, librato)"}}
 	}
 	return uses, nil
 }
