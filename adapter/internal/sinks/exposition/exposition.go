@@ -196,7 +196,6 @@ func (e *Sink) Consume(b *sinks.Batch) {
 	e.setSeriesGauge()
 }
 
-
 func (e *Sink) setSeriesGauge() {
 	if e.env.Metrics != nil {
 		e.env.Metrics.SinkSeries.WithLabelValues(Key).Set(float64(e.series.Len()))
