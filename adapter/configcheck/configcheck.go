@@ -206,7 +206,7 @@ func split(err error) []error {
 	if err == nil {
 		return nil
 	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok && reflect.TypeOf(err).String() == "*errors.joinError" { //nolint:errorlint // the join itself, not one it wraps
+	if j, ok := err.(interface{ Unwrap() []error }); ok && reflect.TypeOf(err).String() == "*errors.joinError" {
 		var out []error
 		for _, e := range j.Unwrap() {
 			out = append(out, split(e)...)

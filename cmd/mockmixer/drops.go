@@ -56,10 +56,10 @@ type adapterCounts struct {
 // host). It returns nil when told not to read (none).
 func startDropWatch(ctx context.Context, f dropFlags, addresses []string) *dropWatch {
 	w := &dropWatch{url: f.metricsURL, explicit: f.metricsURL != ""}
-	switch {
-	case f.metricsURL == "none":
+	switch f.metricsURL {
+	case "none":
 		return nil
-	case f.metricsURL == "":
+	case "":
 		hosts := map[string]bool{}
 		for _, a := range addresses {
 			if h, _, err := net.SplitHostPort(a); err == nil {
