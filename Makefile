@@ -85,7 +85,8 @@ generate: tools ## regenerate protobuf code, descriptors and the adapter/templat
 	  mixer/template/metric/template_handler_service.proto
 	$(GO) run ./config/gencr -adapter-descriptor config/config.proto_descriptor \
 	  -template-descriptor adapter/mixerpb/metricpb/template_handler_service.descriptor_set \
-	  -out deploy/kubernetes
+	  -out deploy/helm/meshmetrics/files
+	$(GO) run ./deploy/render
 	$(GO) run ./config/gendoc -descriptor config/config.proto_descriptor -out docs/params.md
 	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
 	cd adapter/internal/sinks/remotewrite/prompb && protoc --plugin=protoc-gen-gogofaster=$(BIN)/protoc-gen-gogofaster \

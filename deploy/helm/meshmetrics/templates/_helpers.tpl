@@ -27,12 +27,70 @@ app.kubernetes.io/name: {{ include "meshmetrics.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* Labels of every resource. */}}
+{{/* Labels of every resource: the selector labels and Helm's standard ones. */}}
 {{- define "meshmetrics.labels" -}}
 {{ include "meshmetrics.selectorLabels" . }}
 app.kubernetes.io/version: {{ include "meshmetrics.tag" . | quote }}
 app.kubernetes.io/component: mixer-adapter
 app.kubernetes.io/part-of: istio
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
+Version guards. `helm template --kube-version X` sets only the version, a
+live cluster (or --api-versions) only the API list, so an API is used when
+both say it exists.
+*/}}
+{{- define "meshmetrics.kubeAtLeast" -}}
+{{- if semverCompare (printf ">=%s-0" .version) .root.Capabilities.KubeVersion.Version -}}true{{- end -}}
+{{- end -}}
+
+{{/* policy/v1 PodDisruptionBudget: Kubernetes 1.21+. */}}
+{{- define "meshmetrics.pdbAPI" -}}
+{{- if and (.Capabilities.APIVersions.Has "policy/v1") (include "meshmetrics.kubeAtLeast" (dict "root" . "version" "1.21")) -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
+{{- end -}}
+
+{{/* autoscaling/v2 HorizontalPodAutoscaler: Kubernetes 1.23+. */}}
+{{- define "meshmetrics.hasHPAv2" -}}
+{{- if and (.Capabilities.APIVersions.Has "autoscaling/v2") (include "meshmetrics.kubeAtLeast" (dict "root" . "version" "1.23")) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The kubelet's native gRPC probe: beta and on by default from Kubernetes 1.24
+(GA in 1.27). It cannot speak TLS.
+*/}}
+{{- define "meshmetrics.grpcLiveness" -}}
+{{- if and .Values.probes.grpc (not .Values.tls.enabled) (include "meshmetrics.kubeAtLeast" (dict "root" . "version" "1.24")) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The release that owns a Mixer CR already in the cluster, or "" when there is
+none (always "" under `helm template`, which has no cluster to look in).
+Argument: (dict "root" . "kind" "adapter" "name" "meshmetrics").
+*/}}
+{{- define "meshmetrics.crOwner" -}}
+{{- $obj := lookup "config.istio.io/v1alpha2" .kind .root.Values.mixer.namespace .name -}}
+{{- if $obj -}}
+{{- $ann := default dict $obj.metadata.annotations -}}
+{{- printf "%s/%s" (index $ann "meta.helm.sh/release-namespace" | default "?") (index $ann "meta.helm.sh/release-name" | default "(none: not installed by Helm)") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails when a Mixer CR the chart would install belongs to another release:
+the adapter and template CRs are one per config namespace, shared by every
+meshmetrics release. Argument as for meshmetrics.crOwner, plus "value".
+*/}}
+{{- define "meshmetrics.requireOwnCR" -}}
+{{- $owner := include "meshmetrics.crOwner" . -}}
+{{- if and $owner (ne $owner (printf "%s/%s" .root.Release.Namespace .root.Release.Name)) -}}
+{{- fail (printf "the %s CR %s.%s already exists and belongs to release %s: it is one per Mixer config namespace, shared by every meshmetrics release there. Install this release with --set %s=false (its handlers use the existing CR)" .kind .name .root.Values.mixer.namespace $owner .value) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The image tag: image.tag, else the chart's appVersion. */}}
