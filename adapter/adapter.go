@@ -171,6 +171,7 @@ func New(o Options) (_ *Adapter, err error) {
 	a := &Adapter{opts: o, registry: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
 	a.sinks = sinks.NewSet(o.QueueCapacity, o.ShutdownTimeout)
 	a.metrics = telemetry.New(a.registry, func() int { return a.cache.Len() }, a.sinks)
+	a.sinks.OnNewSink(a.metrics.InitSink)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
@@ -274,11 +275,11 @@ func configErrorReason(err error) string {
 	var fe config.FieldErrors
 	switch {
 	case errors.As(err, &fe):
-		return "validation"
+		return telemetry.ConfigErrorValidation
 	case errors.Is(err, config.ErrInvalid):
-		return "decode"
+		return telemetry.ConfigErrorDecode
 	}
-	return "sink"
+	return telemetry.ConfigErrorSink
 }
 
 // Start listens on the gRPC and HTTP addresses and serves in the background.

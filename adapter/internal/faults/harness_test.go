@@ -266,7 +266,11 @@ func gather(t testing.TB, g prometheus.Gatherer, name, by string) map[string]flo
 			}
 			switch {
 			case m.GetCounter() != nil:
-				out[key] += m.GetCounter().GetValue()
+				// Every reason's counter exists from the start at 0; only
+				// what counted something is reported.
+				if v := m.GetCounter().GetValue(); v != 0 {
+					out[key] += v
+				}
 			case m.GetGauge() != nil:
 				out[key] += m.GetGauge().GetValue()
 			}

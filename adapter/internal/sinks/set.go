@@ -18,6 +18,7 @@ import (
 type Set struct {
 	capacity     int
 	closeTimeout time.Duration
+	onNew        func(name string)
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -42,10 +43,22 @@ func NewSet(capacity int, closeTimeout time.Duration) *Set {
 	return &Set{capacity: capacity, closeTimeout: closeTimeout, entries: map[string]*entry{}, byQueue: map[*Queue]*entry{}}
 }
 
+// OnNewSink sets a function called with the name of each sink added or
+// built, before the sink gets anything to drop (the adapter makes its drop
+// counters exist at 0).
+func (s *Set) OnNewSink(fn func(name string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNew = fn
+}
+
 // AddPermanent adds a sink that stays until the Set closes.
 func (s *Set) AddPermanent(key string, sk Sink) *Queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.onNew != nil {
+		s.onNew(sk.Name())
+	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), permanent: true}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
@@ -67,6 +80,9 @@ func (s *Set) Acquire(key string, build func() (Sink, error)) (*Queue, error) {
 	sk, err := build()
 	if err != nil {
 		return nil, err
+	}
+	if s.onNew != nil {
+		s.onNew(sk.Name())
 	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), refs: 1}
 	s.entries[key] = e

@@ -38,7 +38,40 @@ const (
 	DropSpoolFull      = "spool_full"
 	DropSpoolCorrupt   = "spool_corrupt"
 	DropReplayRejected = "replay_rejected"
+	// Librato: a value the API cannot represent (adapter/internal/sinks/librato).
+	DropValueOutOfRange = "value_out_of_range"
 )
+
+// RejectionReasons are the reasons of meshmetrics_instances_rejected_total.
+func RejectionReasons() []string {
+	return []string{ReasonUnknownInstance, ReasonMissingValue, ReasonNotNumeric, ReasonNonFinite, ReasonNegativeCounter,
+		ReasonSuperseded, ReasonBadConfig, ReasonMalformed, ReasonTooLarge, ReasonDuplicate, ReasonShuttingDown}
+}
+
+// DropReasons are the reasons of meshmetrics_instances_dropped_total.
+func DropReasons() []string {
+	return []string{DropQueueFull, DropSeriesLimit, DropSinkSeriesLimit, DropSuperseded, DropBackendRejected,
+		DropRetriesExceeded, DropSendQueueFull, DropShutdown, DropSpoolFull, DropSpoolCorrupt, DropReplayRejected,
+		DropValueOutOfRange}
+}
+
+// Config error reasons (meshmetrics_config_errors_total).
+const (
+	ConfigErrorDecode     = "decode"
+	ConfigErrorValidation = "validation"
+	ConfigErrorSink       = "sink"
+)
+
+// ConfigErrorReasons are the reasons of meshmetrics_config_errors_total.
+func ConfigErrorReasons() []string {
+	return []string{ConfigErrorDecode, ConfigErrorValidation, ConfigErrorSink}
+}
+
+// AuthRefusedReasons are the reasons of meshmetrics_auth_refused_total, as
+// adapter/internal/ingest/grpcserver reports them.
+func AuthRefusedReasons() []string {
+	return []string{"no_client_certificate", "spiffe_id", "missing_token", "wrong_token"}
+}
 
 // QueueSource reports the queues between HandleMetric and the sinks
 // (sink.Set is one).
@@ -168,7 +201,26 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			[]string{"sink"}, nil),
 	})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every reason exists at 0 from the start: rate() and increase() miss the
+	// first event of a series that appears with it, and alerts need them.
+	for _, r := range RejectionReasons() {
+		m.InstancesRejected.WithLabelValues(r)
+	}
+	for _, r := range ConfigErrorReasons() {
+		m.ConfigErrors.WithLabelValues(r)
+	}
+	for _, r := range AuthRefusedReasons() {
+		m.AuthRefused.WithLabelValues(r)
+	}
 	return m
+}
+
+// InitSink makes sink's drop counters exist at 0 for every drop reason.
+// Call it when a sink is built, before it can drop anything.
+func (m *Metrics) InitSink(sink string) {
+	for _, r := range DropReasons() {
+		m.InstancesDropped.WithLabelValues(sink, r)
+	}
 }
 
 // Dropped counts n instances that sink accepted and could not deliver.

@@ -1,0 +1,106 @@
+// Package toolcache builds the Go tools the deploy tests run (actionlint,
+// kube-apiserver) once per version into a cache outside the repository,
+// ~/.cache/meshmetrics-tools/<name>-<version>, so that later runs reuse
+// them. Builds go to a temporary file renamed into place, so concurrent
+// test runs never see half a binary.
+package toolcache
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Dir is the cache directory: $MESHMETRICS_TOOLS_DIR, else
+// <user cache dir>/meshmetrics-tools.
+func Dir() (string, error) {
+	if d := os.Getenv("MESHMETRICS_TOOLS_DIR"); d != "" {
+		return d, nil
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, "meshmetrics-tools"), nil
+}
+
+// Result is a cached tool.
+type Result struct {
+	Path string
+	// Built is how long building took, zero when the cache had it.
+	Built time.Duration
+}
+
+// Build returns the binary name-version from the cache, building it first
+// when absent with `go <args> -o <tmp>` run in dir (args: e.g. build
+// -trimpath k8s.io/kubernetes/cmd/kube-apiserver). The version must pin
+// everything the build depends on: it is the cache key.
+func Build(name, version, dir string, args ...string) (Result, error) {
+	cache, err := Dir()
+	if err != nil {
+		return Result{}, err
+	}
+	path := filepath.Join(cache, name+"-"+version)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return Result{Path: path}, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return Result{}, err
+	}
+	tmp, err := os.CreateTemp(cache, "."+name+"-*")
+	if err != nil {
+		return Result{}, err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	start := time.Now()
+	cmd := exec.Command("go", append(args, "-o", tmp.Name())...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return Result{}, fmt.Errorf("building %s %s (go %s in %s): %w\n%s", name, version, strings.Join(args, " "), dir, err, out)
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return Result{}, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return Result{}, err
+	}
+	return Result{Path: path, Built: time.Since(start)}, nil
+}
+
+// Install returns the binary name-version from the cache, installing it
+// first when absent with `go install pkg@version` (outside any module, so
+// the version is exactly the one asked for).
+func Install(name, version, pkg string) (Result, error) {
+	cache, err := Dir()
+	if err != nil {
+		return Result{}, err
+	}
+	path := filepath.Join(cache, name+"-"+version)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return Result{Path: path}, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return Result{}, err
+	}
+	gobin, err := os.MkdirTemp(cache, "."+name+"-*")
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.RemoveAll(gobin)
+	start := time.Now()
+	cmd := exec.Command("go", "install", pkg+"@"+version)
+	cmd.Dir = gobin
+	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Result{}, fmt.Errorf("go install %s@%s: %w\n%s", pkg, version, err, out)
+	}
+	if err := os.Rename(filepath.Join(gobin, filepath.Base(pkg)), path); err != nil {
+		return Result{}, err
+	}
+	return Result{Path: path, Built: time.Since(start)}, nil
+}
