@@ -21,6 +21,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	"k8s.io/client-go/rest"
 )
 
 // Paths relative to the deploy directory.
@@ -144,20 +145,53 @@ func PlainCapabilities() *chartutil.Capabilities {
 // The engine runs in strict mode, so a template that reads a value missing
 // from values.yaml fails instead of rendering an empty string.
 func Render(chartDir, values string, caps *chartutil.Capabilities) (map[string]string, error) {
-	chrt, err := loader.Load(chartDir)
+	return RenderRelease(Release{ChartDir: chartDir, Values: values, Caps: caps})
+}
+
+// Release is a rendering of the chart as one Helm release.
+type Release struct {
+	ChartDir string
+	// Name and Namespace default to ReleaseName and ReleaseNamespace.
+	Name, Namespace string
+	// Values is YAML merged over the chart's values.yaml.
+	Values string
+	// Caps are the cluster's capabilities (nil: Helm's defaults).
+	Caps *chartutil.Capabilities
+	// Cluster, when set, is the API server the templates' lookup calls
+	// read, as with helm install and upgrade; without it lookup finds
+	// nothing, as with helm template.
+	Cluster *rest.Config
+	// Upgrade renders for an upgrade of an installed release.
+	Upgrade bool
+}
+
+// RenderRelease renders the chart for r, as Render does.
+func RenderRelease(r Release) (map[string]string, error) {
+	chrt, err := loader.Load(r.ChartDir)
 	if err != nil {
 		return nil, fmt.Errorf("loading the chart: %w", err)
 	}
-	overlay, err := chartutil.ReadValues([]byte(values))
+	overlay, err := chartutil.ReadValues([]byte(r.Values))
 	if err != nil {
 		return nil, fmt.Errorf("values: %w", err)
 	}
-	opts := chartutil.ReleaseOptions{Name: ReleaseName, Namespace: ReleaseNamespace, Revision: 1, IsInstall: true}
-	vals, err := chartutil.ToRenderValues(chrt, overlay, opts, caps)
+	opts := chartutil.ReleaseOptions{Name: r.Name, Namespace: r.Namespace, Revision: 1, IsInstall: !r.Upgrade, IsUpgrade: r.Upgrade}
+	if opts.Name == "" {
+		opts.Name = ReleaseName
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = ReleaseNamespace
+	}
+	vals, err := chartutil.ToRenderValues(chrt, overlay, opts, r.Caps)
 	if err != nil {
 		return nil, fmt.Errorf("values: %w", err)
 	}
-	out, err := engine.Engine{Strict: true}.Render(chrt, vals)
+	eng := engine.Engine{}
+	if r.Cluster != nil {
+		eng = engine.New(r.Cluster)
+	}
+	eng.Strict = true
+	out, err := eng.Render(chrt, vals)
 	if err != nil {
 		return nil, fmt.Errorf("rendering: %w", err)
 	}

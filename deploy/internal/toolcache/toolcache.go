@@ -35,10 +35,10 @@ type Result struct {
 }
 
 // Build returns the binary name-version from the cache, building it first
-// when absent with `go <args> -o <tmp>` run in dir (args: e.g. build
-// -trimpath k8s.io/kubernetes/cmd/kube-apiserver). The version must pin
-// everything the build depends on: it is the cache key.
-func Build(name, version, dir string, args ...string) (Result, error) {
+// when absent with `go build <flags> -o <tmp> <pkg>` run in dir (a module
+// that pins pkg). The version must pin everything the build depends on: it
+// is the cache key.
+func Build(name, version, dir, pkg string, flags ...string) (Result, error) {
 	cache, err := Dir()
 	if err != nil {
 		return Result{}, err
@@ -57,7 +57,8 @@ func Build(name, version, dir string, args ...string) (Result, error) {
 	tmp.Close()
 	defer os.Remove(tmp.Name())
 	start := time.Now()
-	cmd := exec.Command("go", append(args, "-o", tmp.Name())...)
+	args := append(append([]string{"build"}, flags...), "-o", tmp.Name(), pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -76,7 +76,7 @@ Argument: (dict "root" . "kind" "adapter" "name" "meshmetrics").
 {{- define "meshmetrics.crOwner" -}}
 {{- $obj := lookup "config.istio.io/v1alpha2" .kind .root.Values.mixer.namespace .name -}}
 {{- if $obj -}}
-{{- $ann := default dict $obj.metadata.annotations -}}
+{{- $ann := dig "metadata" "annotations" dict $obj -}}
 {{- printf "%s/%s" (index $ann "meta.helm.sh/release-namespace" | default "?") (index $ann "meta.helm.sh/release-name" | default "(none: not installed by Helm)") -}}
 {{- end -}}
 {{- end -}}
@@ -84,12 +84,24 @@ Argument: (dict "root" . "kind" "adapter" "name" "meshmetrics").
 {{/*
 Fails when a Mixer CR the chart would install belongs to another release:
 the adapter and template CRs are one per config namespace, shared by every
-meshmetrics release. Argument as for meshmetrics.crOwner, plus "value".
+meshmetrics release there. Names every such CR and the values that leave
+them out, whichever template calls it first.
 */}}
-{{- define "meshmetrics.requireOwnCR" -}}
-{{- $owner := include "meshmetrics.crOwner" . -}}
-{{- if and $owner (ne $owner (printf "%s/%s" .root.Release.Namespace .root.Release.Name)) -}}
-{{- fail (printf "the %s CR %s.%s already exists and belongs to release %s: it is one per Mixer config namespace, shared by every meshmetrics release there. Install this release with --set %s=false (its handlers use the existing CR)" .kind .name .root.Values.mixer.namespace $owner .value) -}}
+{{- define "meshmetrics.requireOwnCRs" -}}
+{{- $self := printf "%s/%s" .Release.Namespace .Release.Name -}}
+{{- $taken := list -}}
+{{- $sets := list -}}
+{{- range $cr := list (dict "kind" "adapter" "name" "meshmetrics" "value" "mixer.adapter" "on" $.Values.mixer.adapter) (dict "kind" "template" "name" "metric" "value" "mixer.template" "on" $.Values.mixer.template) -}}
+{{- if $cr.on -}}
+{{- $owner := include "meshmetrics.crOwner" (dict "root" $ "kind" $cr.kind "name" $cr.name) -}}
+{{- if and $owner (ne $owner $self) -}}
+{{- $taken = append $taken (printf "the %s CR %s.%s already exists and belongs to release %s" $cr.kind $cr.name $.Values.mixer.namespace $owner) -}}
+{{- $sets = append $sets (printf "--set %s=false" $cr.value) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $taken -}}
+{{- fail (printf "%s: they are one per Mixer config namespace, shared by every meshmetrics release there. Install this release with %s (its handlers use the existing CRs)" (join "; " $taken) (join " " $sets)) -}}
 {{- end -}}
 {{- end -}}
 
