@@ -13,7 +13,7 @@ MODULE := github.com/meshmetrics/meshmetrics
 # Import-path mappings so that gogo-generated code uses gogo's well-known types.
 GOGO_M := Mgoogle/protobuf/any.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/duration.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/timestamp.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/descriptor.proto=github.com/gogo/protobuf/protoc-gen-gogo/descriptor,Mgoogle/rpc/status.proto=github.com/gogo/googleapis/google/rpc
 
-.PHONY: help run demo test test-unit test-race fuzz check-generated generate tools deps bench image image-push lint fmt vet
+.PHONY: help run demo test test-tools test-unit test-race fuzz check-generated generate tools deps bench image image-push lint fmt vet
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ run: ## run the adapter on its embedded default (Prometheus exposition on :42422
 demo: ## start the adapter, drive it with mockmixer and the samples, print the series
 	./cmd/mockmixer/demo.sh
 
-test: deps check-generated vet test-race fuzz ## every test (installs protoc and prometheus when absent)
+test: deps check-generated vet test-tools test-race fuzz ## every test (installs protoc, prometheus and etcd when absent)
+
+test-tools: ## build the tools the deploy tests run (kube-apiserver, actionlint) into ~/.cache/meshmetrics-tools, once per version
+	$(GO) run ./deploy/internal/toolcache/buildtools
 
 test-race: ## go test -race ./...
 	$(GO) test -race -count=1 -timeout 20m ./...

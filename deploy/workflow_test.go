@@ -13,16 +13,14 @@ import (
 	"github.com/meshmetrics/meshmetrics/deploy/internal/toolcache"
 )
 
-// actionlintVersion is the actionlint the tests run (served by the Go
-// module proxy; built once into the tool cache).
-const actionlintVersion = "v1.7.12"
-
+// actionlint returns actionlint from the tool cache, installing it from
+// the Go module proxy when absent.
 func actionlint(t *testing.T) string {
 	t.Helper()
-	r, err := toolcache.Install("actionlint", actionlintVersion, "github.com/rhysd/actionlint/cmd/actionlint")
+	r, err := toolcache.Actionlint()
 	require.NoError(t, err)
 	if r.Built > 0 {
-		t.Logf("built actionlint %s in %s", actionlintVersion, r.Built.Round(100_000_000))
+		t.Logf("built actionlint %s in %s", toolcache.ActionlintVersion, r.Built.Round(100_000_000))
 	}
 	return r.Path
 }

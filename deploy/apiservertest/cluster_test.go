@@ -40,29 +40,14 @@ import (
 	"github.com/meshmetrics/meshmetrics/deploy/internal/toolcache"
 )
 
-// kubernetesVersion is the k8s.io/kubernetes that ../apiserver/go.mod pins;
-// it is the tool cache key of the kube-apiserver build.
-const kubernetesVersion = "v1.37.2"
+// kubernetesVersion is the API server's version.
+const kubernetesVersion = toolcache.KubernetesVersion
 
-// buildAPIServer builds kube-apiserver from ../apiserver once per version
-// (about 15-30 minutes cold on two cores, seconds warm) with the version
-// stamped as Kubernetes' own build does, so /version reports it (Helm's
-// capabilities and the chart's version guards read it).
+// buildAPIServer returns kube-apiserver from the tool cache, building it
+// when absent (make test-tools builds it before the tests).
 func buildAPIServer(t *testing.T) string {
 	t.Helper()
-	minor := strings.Split(strings.TrimPrefix(kubernetesVersion, "v"), ".")[1]
-	ldflags := strings.Join([]string{
-		"-X k8s.io/component-base/version.gitVersion=" + kubernetesVersion,
-		"-X k8s.io/component-base/version.gitMajor=1",
-		"-X k8s.io/component-base/version.gitMinor=" + minor,
-		"-X k8s.io/component-base/version.gitTreeState=clean",
-		"-X k8s.io/client-go/pkg/version.gitVersion=" + kubernetesVersion,
-	}, " ")
-	mod, err := os.ReadFile("../apiserver/go.mod")
-	require.NoError(t, err)
-	require.True(t, regexp.MustCompile(`(?m)^\s*(require )?k8s\.io/kubernetes `+regexp.QuoteMeta(kubernetesVersion)+`\b`).Match(mod),
-		"kubernetesVersion (%s) must be the version ../apiserver/go.mod pins", kubernetesVersion)
-	r, err := toolcache.Build("kube-apiserver", kubernetesVersion, "../apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", "-trimpath", "-ldflags", ldflags)
+	r, err := toolcache.KubeAPIServer("../apiserver")
 	require.NoError(t, err)
 	if r.Built > 0 {
 		t.Logf("built kube-apiserver %s in %s (cached in %s)", kubernetesVersion, r.Built.Round(time.Second), r.Path)
