@@ -13,6 +13,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -356,4 +358,23 @@ func TestDashboardJSON(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, targets, 20)
+}
+
+func TestHelmLint(t *testing.T) {
+	// What `helm lint` (run by the release workflow) says, with the default
+	// values and with every option on, for the plain manifests' Kubernetes.
+	kv, err := chartutil.ParseKubeVersion(PlainKubeVersion)
+	require.NoError(t, err)
+	for _, values := range []string{"", allOptions} {
+		vals, err := chartutil.ReadValues([]byte(values))
+		require.NoError(t, err)
+		l := lint.AllWithKubeVersion(ChartDir, vals, ReleaseNamespace, kv)
+		var msgs []string
+		for _, m := range l.Messages {
+			if m.Severity > support.InfoSev {
+				msgs = append(msgs, m.Error())
+			}
+		}
+		require.Empty(t, msgs, "values %q", values)
+	}
 }
