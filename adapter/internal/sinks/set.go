@@ -18,9 +18,7 @@ import (
 type Set struct {
 	capacity     int
 	closeTimeout time.Duration
-	// OnSink, when set (before the Set is used), is told the name of every
-	// sink added: the adapter makes its drop counters exist at 0.
-	OnSink func(name string)
+	onNew        func(name string)
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -45,14 +43,25 @@ func NewSet(capacity int, closeTimeout time.Duration) *Set {
 	return &Set{capacity: capacity, closeTimeout: closeTimeout, entries: map[string]*entry{}, byQueue: map[*Queue]*entry{}}
 }
 
+// OnNewSink sets a function called with the name of each sink added or
+// built, before the sink gets anything to drop (the adapter makes its drop
+// counters exist at 0).
+func (s *Set) OnNewSink(fn func(name string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNew = fn
+}
+
 // AddPermanent adds a sink that stays until the Set closes.
 func (s *Set) AddPermanent(key string, sk Sink) *Queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.onNew != nil {
+		s.onNew(sk.Name())
+	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), permanent: true}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
-	s.added(sk)
 	return e.q
 }
 
@@ -72,17 +81,13 @@ func (s *Set) Acquire(key string, build func() (Sink, error)) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.onNew != nil {
+		s.onNew(sk.Name())
+	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), refs: 1}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
-	s.added(sk)
 	return e.q, nil
-}
-
-func (s *Set) added(sk Sink) {
-	if s.OnSink != nil {
-		s.OnSink(sk.Name())
-	}
 }
 
 // Release drops a reference taken by Acquire. The last one closes the sink

@@ -14,6 +14,44 @@ const (
 	ReasonDuplicate       = "duplicate_request"
 )
 
+// RejectionReasons are the reasons of meshmetrics_instances_rejected_total.
+func RejectionReasons() []string {
+	return []string{ReasonUnknownInstance, ReasonMissingValue, ReasonNotNumeric, ReasonNonFinite, ReasonNegativeCounter,
+		ReasonSuperseded, ReasonBadConfig, ReasonMalformed, ReasonTooLarge, ReasonDuplicate}
+}
+
+// Config error reasons (meshmetrics_config_errors_total).
+const (
+	ConfigErrorDecode     = "decode"
+	ConfigErrorValidation = "validation"
+	ConfigErrorSink       = "sink"
+)
+
+// ConfigErrorReasons are the reasons of meshmetrics_config_errors_total.
+func ConfigErrorReasons() []string {
+	return []string{ConfigErrorDecode, ConfigErrorValidation, ConfigErrorSink}
+}
+
+// Reasons of meshmetrics_auth_refused_total: a caller refused by the token
+// check, or a TLS handshake refused (adapter/internal/ingest/grpcserver).
+const (
+	AuthMissingToken        = "missing_token"
+	AuthWrongToken          = "wrong_token"
+	AuthNoClientCertificate = "no_client_certificate"
+	AuthUnknownAuthority    = "unknown_authority"
+	AuthBadCertificate      = "bad_certificate"
+	AuthSPIFFEID            = "spiffe_id"
+	AuthNotTLS              = "not_tls"
+	AuthHandshakeFailed     = "handshake_failed"
+	AuthConnectionClosed    = "connection_closed"
+)
+
+// AuthRefusedReasons are the reasons of meshmetrics_auth_refused_total.
+func AuthRefusedReasons() []string {
+	return []string{AuthMissingToken, AuthWrongToken, AuthNoClientCertificate, AuthUnknownAuthority, AuthBadCertificate,
+		AuthSPIFFEID, AuthNotTLS, AuthHandshakeFailed, AuthConnectionClosed}
+}
+
 // Drop reasons: an instance accepted and then not delivered. DropReasons
 // describes each; it is the one list, which docs/RELIABILITY.md tables
 // (TestReliabilityDocTablesEveryDropReason) and push sinks pre-create.
