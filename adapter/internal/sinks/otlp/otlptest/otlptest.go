@@ -207,7 +207,13 @@ func (s *Server) Close() {
 	_ = s.srv.Close()
 }
 
-type faultKey struct{}
+type callKey struct{}
+
+// call is what the HTTP layer tells the gRPC service about a request.
+type call struct {
+	fault *Fault
+	gzip  bool
+}
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	isGRPC := r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
@@ -216,7 +222,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isGRPC {
-		s.gs.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), faultKey{}, f)))
+		c := &call{fault: f, gzip: r.Header.Get("Grpc-Encoding") == "gzip"}
+		s.gs.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 		return
 	}
 	s.serveHTTP(w, r, f)
@@ -298,7 +305,11 @@ func (svc *service) Export(ctx context.Context, req *collpb.ExportMetricsService
 			hs[k] = v[0]
 		}
 	}
-	s.count(true, hs["grpc-encoding"] == "gzip", hs)
+	c, _ := ctx.Value(callKey{}).(*call)
+	if c == nil {
+		c = &call{}
+	}
+	s.count(true, c.gzip, hs)
 	fail := func(code int, msg string, header http.Header) error {
 		s.mu.Lock()
 		s.stats.ByStatus[code]++
@@ -311,7 +322,7 @@ func (svc *service) Export(ctx context.Context, req *collpb.ExportMetricsService
 		}
 		return st.Err()
 	}
-	f, _ := ctx.Value(faultKey{}).(*Fault)
+	f := c.fault
 	if f != nil && f.Kind != partialKind {
 		return nil, fail(f.Status, string(f.Body), f.Header)
 	}
