@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -84,7 +85,12 @@ func newSink(name string, o *config.OtlpParams, env sinks.Env) (*Sink, error) {
 		if tlsCfg != nil {
 			creds = credentials.NewTLS(tlsCfg)
 		}
-		s.conn, err = grpc.NewClient(cfg.endpoint.target, grpc.WithTransportCredentials(creds), grpc.WithUserAgent(s.agent))
+		// A lost connection is dialled again within the retry backoff's
+		// bounds, not gRPC's default (up to two minutes): a collector
+		// that restarts is written to as soon as it is back.
+		reconnect := backoff.Config{BaseDelay: cfg.retryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.retryMax}
+		s.conn, err = grpc.NewClient(cfg.endpoint.target, grpc.WithTransportCredentials(creds), grpc.WithUserAgent(s.agent),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: cfg.timeout}))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", config.ErrInvalid, name, err)
 		}

@@ -216,20 +216,28 @@ type call struct {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	isGRPC := r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
-	f, out := s.Intercept(w, r)
-	if out == fakeserver.Reset || out == fakeserver.Abandoned {
-		return
-	}
-	if isGRPC {
+	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		// gRPC reads its message itself; a client that gives up resets
+		// its stream, which ends r's context.
+		f, out := s.Intercept(w, r)
+		if out == fakeserver.Reset || out == fakeserver.Abandoned {
+			return
+		}
 		c := &call{fault: f, gzip: r.Header.Get("Grpc-Encoding") == "gzip"}
 		s.gs.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 		return
 	}
-	s.serveHTTP(w, r, f)
+	// The body is read first, as the other fakes do: only then does the
+	// HTTP/1 server notice a client that gives up during injected latency.
+	raw, readErr := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
+	f, out := s.Intercept(w, r)
+	if out == fakeserver.Reset || out == fakeserver.Abandoned {
+		return
+	}
+	s.serveHTTP(w, r, f, raw, readErr)
 }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, f *Fault) {
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, f *Fault, body []byte, readErr error) {
 	s.count(false, r.Header.Get("Content-Encoding") == "gzip", headersOf(r.Header))
 	answer := func(code int, msg string) {
 		s.mu.Lock()
@@ -259,19 +267,21 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request, f *Fault) {
 		answer(http.StatusUnsupportedMediaType, "content type "+ct)
 		return
 	}
-	var body io.Reader = io.LimitReader(r.Body, MaxRequestBytes+1)
+	if readErr != nil {
+		answer(http.StatusBadRequest, readErr.Error())
+		return
+	}
+	raw := body
 	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(body)
+		zr, err := gzip.NewReader(bytes.NewReader(body))
 		if err != nil {
 			answer(http.StatusBadRequest, "gzip: "+err.Error())
 			return
 		}
-		body = io.LimitReader(zr, MaxRequestBytes+1)
-	}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		answer(http.StatusBadRequest, err.Error())
-		return
+		if raw, err = io.ReadAll(io.LimitReader(zr, MaxRequestBytes+1)); err != nil {
+			answer(http.StatusBadRequest, "gzip: "+err.Error())
+			return
+		}
 	}
 	if len(raw) > MaxRequestBytes {
 		answer(http.StatusRequestEntityTooLarge, "request too large")
