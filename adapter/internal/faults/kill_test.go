@@ -226,7 +226,7 @@ func TestKill9DuringAnOutageLosesNothingSpooled(t *testing.T) {
 		return value(p1.metrics(t), "meshmetrics_spool_requests", "remote_write:", nil) >= spooled+2
 	}, 30*time.Second, 10*time.Millisecond)
 	require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
-	<-p1.exited
+	require.Error(t, <-p1.exited, "SIGKILL ends the process")
 
 	// A torn write: a request file cut short next to the sound ones.
 	dirs, err := filepath.Glob(filepath.Join(spool, "*", "SINK"))

@@ -232,7 +232,7 @@ type keyRecorder struct {
 func (k keyRecorder) Key(p *config.Params) string {
 	key := k.Factory.Key(p)
 	if key != "" {
-		k.keys.Write([]byte(key + "\n"))
+		_, _ = k.keys.Write([]byte(key + "\n"))
 	}
 	return key
 }

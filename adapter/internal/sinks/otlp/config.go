@@ -120,10 +120,10 @@ func normalize(o *config.OtlpParams) config.FieldErrors {
 		}
 	}
 	for k := range o.ResourceAttributes {
-		switch {
-		case k == "":
+		switch k {
+		case "":
 			add("resource_attributes", "empty attribute name")
-		case k == ServiceInstanceID:
+		case ServiceInstanceID:
 			add("resource_attributes", "%s is the replica name (--replica) and cannot be set", ServiceInstanceID)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 type point struct {
 	info        *metricInfo
 	attrs       []*commonpb.KeyValue
+	attrsSize   int
 	start, time int64
 	acc
 	// instances is what the point carries, for drop counts: the samples
@@ -88,6 +89,23 @@ func varintLen(v uint64) int {
 	return n
 }
 
+// attributesSize is the encoded size of attrs inside a data point.
+func attributesSize(attrs []*commonpb.KeyValue) int {
+	return proto.Size(&metricspb.NumberDataPoint{Attributes: attrs})
+}
+
+// pointSize bounds the encoded size of p's data point from above: its
+// attributes (sized once per series) and its fixed-size fields, each
+// counted with its tag, whether set or not.
+func pointSize(p *point) int {
+	const fixed64 = 1 + 8
+	if p.info.kind != sinks.Distribution {
+		return p.attrsSize + 3*fixed64 + 4 // start, time, value; flags
+	}
+	packed := func(n int) int { return 1 + varintLen(uint64(8*n)) + 8*n }
+	return p.attrsSize + 6*fixed64 + packed(len(p.buckets)) + packed(len(p.info.bounds)) + 4 // start, time, count, sum, min, max; flags
+}
+
 // sortPoints groups the points of one metric definition together, in name
 // order, so that a request holds each metric once.
 func sortPoints(ps []point) {
@@ -124,7 +142,7 @@ func (b *builder) add(p *point) {
 		}
 		dp = hdp
 	}
-	n = proto.Size(dp)
+	n = pointSize(p)
 	n += sizeOverhead(n)
 	header := 0
 	if b.cur == nil || b.curInfo != p.info {

@@ -132,7 +132,7 @@ func MetricName(m *sinks.Metric) string {
 		}
 	}
 	out := b.String()
-	if out == "" || !(out[0] >= 'a' && out[0] <= 'z' || out[0] >= 'A' && out[0] <= 'Z') {
+	if out == "" || (out[0] < 'a' || out[0] > 'z') && (out[0] < 'A' || out[0] > 'Z') {
 		return ""
 	}
 	return out

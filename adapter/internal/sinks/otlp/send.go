@@ -3,7 +3,6 @@ package otlp
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -58,12 +57,17 @@ func (s *Sink) pushGRPC(ctx context.Context, r *request) error {
 	if err != nil {
 		return classifyGRPC(err, fmt.Errorf("otlp export to %s (%d data points): %w", s.cfg.endpoint.target, r.points, err))
 	}
+	return s.accepted(r, resp)
+}
+
+// accepted reads the answer to a request the receiver took: a partial
+// success, or nothing to report. An answer that does not decode is logged:
+// the data was taken, and it says nothing of rejected points.
+func (s *Sink) accepted(r *request, raw []byte) error {
 	var out collpb.ExportMetricsServiceResponse
-	if err := proto.Unmarshal(resp, &out); err != nil {
-		// The data was taken; an unreadable answer says nothing of a
-		// partial success.
+	if err := proto.Unmarshal(raw, &out); err != nil {
 		s.logOnce("bad-response", "cannot decode the receiver's export response: "+err.Error())
-		return nil
+		out.Reset()
 	}
 	return s.partialSuccess(r, out.GetPartialSuccess())
 }
@@ -126,17 +130,13 @@ func (s *Sink) pushHTTP(ctx context.Context, r *request) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		//nolint:contextcheck // the retry policy reads the error, not the request's context
 		return export.ClassifyHTTP(nil, err, fmt.Errorf("otlp export to %s (%d data points): %w", s.cfg.endpoint.url, r.points, err))
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if resp.StatusCode/100 == 2 {
-		var out collpb.ExportMetricsServiceResponse
-		if err := proto.Unmarshal(raw, &out); err != nil {
-			s.logOnce("bad-response", "cannot decode the receiver's export response: "+err.Error())
-			return nil
-		}
-		return s.partialSuccess(r, out.GetPartialSuccess())
+		return s.accepted(r, raw)
 	}
 	cause := fmt.Errorf("otlp export to %s (%d data points): HTTP %d: %s", s.cfg.endpoint.url, r.points, resp.StatusCode, httpErrorMessage(raw))
 	return classifyHTTPStatus(resp, cause)
@@ -223,5 +223,3 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	*m = data.Materialize()
 	return nil
 }
-
-var errClosed = errors.New("otlp sink is closed")

@@ -63,15 +63,15 @@ func newSink(name string, o *config.OtlpParams, env sinks.Env) (*Sink, error) {
 	env = envDefaults(env)
 	cfg, err := settingsOf(o, env.Replica)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", config.ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", config.ErrInvalid, name, err)
 	}
 	tlsCfg, err := tlsConfig(o, cfg.endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", config.ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", config.ErrInvalid, name, err)
 	}
 	s := &Sink{name: name, cfg: cfg, env: env, agent: userAgent(), stop: make(chan struct{}), done: make(chan struct{})}
 	if s.headers, err = newHeaders(o, env); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", config.ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", config.ErrInvalid, name, err)
 	}
 	s.reg = series.New(series.Options[*state]{
 		MaxSeries: env.MaxSeries,
@@ -92,7 +92,7 @@ func newSink(name string, o *config.OtlpParams, env sinks.Env) (*Sink, error) {
 		s.conn, err = grpc.NewClient(cfg.endpoint.target, grpc.WithTransportCredentials(creds), grpc.WithUserAgent(s.agent),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnect, MinConnectTimeout: cfg.timeout}))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", config.ErrInvalid, name, err)
+			return nil, fmt.Errorf("%w: %s: %w", config.ErrInvalid, name, err)
 		}
 		push = s.pushGRPC
 	} else {
@@ -202,6 +202,7 @@ func (s *Sink) Consume(b *sinks.Batch) {
 			}
 			st.info = info
 			st.attrs = attributes(info, ser.Labels)
+			st.attrsSize = attributesSize(st.attrs)
 			st.start = at
 		}
 		st.record(st.info, v)
@@ -232,7 +233,7 @@ func (s *Sink) onRemove(_ *series.Family[*state], ser *series.Series[*state], _ 
 // lock.
 func (s *Sink) snapshot(st *state, t int64, arena *[]uint64) point {
 	t = max(t, st.start+1) // a point ends after it starts
-	p := point{info: st.info, attrs: st.attrs, start: st.start, time: t, acc: st.acc, instances: 1}
+	p := point{info: st.info, attrs: st.attrs, attrsSize: st.attrsSize, start: st.start, time: t, acc: st.acc, instances: 1}
 	if st.buckets != nil {
 		if arena != nil {
 			i := len(*arena)

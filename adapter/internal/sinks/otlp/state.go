@@ -59,6 +59,9 @@ func Unit(u config.DurationUnit) string {
 type state struct {
 	info  *metricInfo
 	attrs []*commonpb.KeyValue
+	// attrsSize is the encoded size of attrs, computed once: the request
+	// builder adds up point sizes without sizing every point again.
+	attrsSize int
 	// start is the start time of the series' next point, in Unix
 	// nanoseconds: when the series was created (cumulative; again after it
 	// expired and came back), or the end of its previous point (delta).

@@ -11,6 +11,7 @@ package otelcoltest
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -49,7 +50,7 @@ type BuildResult struct {
 // beside the Go build cache, named after the release and a digest of the
 // module's files and the Go version, so that a change rebuilds it.
 func binaryPath() (string, error) {
-	cache, err := exec.Command("go", "env", "GOCACHE").Output()
+	cache, err := exec.CommandContext(context.Background(), "go", "env", "GOCACHE").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOCACHE: %w", err)
 	}
@@ -94,7 +95,7 @@ func Build() (BuildResult, error) {
 		return BuildResult{Path: path, Took: time.Since(began), Cached: true}, nil
 	}
 	tmp := path + ".tmp"
-	cmd := exec.Command("go", "build", "-trimpath", "-o", tmp, ".")
+	cmd := exec.CommandContext(context.Background(), "go", "build", "-trimpath", "-o", tmp, ".")
 	cmd.Dir = dir()
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
 	out, err := cmd.CombinedOutput()
@@ -157,7 +158,7 @@ service:
 		t.Fatal(err)
 	}
 	c := &Collector{GRPC: grpcAddr, HTTP: "http://" + httpAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(binary, "--config=file:"+path)
+	c.cmd = exec.CommandContext(context.Background(), binary, "--config=file:"+path)
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -181,7 +182,7 @@ service:
 	deadline := time.Now().Add(30 * time.Second)
 	for _, addr := range []string{grpcAddr, httpAddr} {
 		for {
-			conn, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+			conn, err := (&net.Dialer{Timeout: 100 * time.Millisecond}).DialContext(context.Background(), "tcp", addr)
 			if err == nil {
 				conn.Close()
 				break
@@ -205,7 +206,7 @@ func (c *Collector) Logs() string { return c.logs.String() }
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

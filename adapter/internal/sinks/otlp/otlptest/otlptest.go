@@ -167,7 +167,7 @@ func New(opts ...Option) *Server {
 	s.Injector = fakeserver.New(s.seed)
 	s.gs = grpc.NewServer(grpc.MaxRecvMsgSize(MaxRequestBytes))
 	collpb.RegisterMetricsServiceServer(s.gs, &service{s: s})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(fmt.Sprintf("otlptest: %v", err))
 	}
