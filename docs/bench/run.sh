@@ -23,10 +23,13 @@ go test -run '^$' -count "$count" -benchtime 3x -bench 'Scrape|MemoryPerSeries' 
 go test -run '^$' -count "$count" -bench 'Consume' ./adapter/internal/sinks/exposition/ | tee -a "$out/gobench-prometheus.txt"
 go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleToSink' ./adapter/internal/sinks/librato/ \
   | tee "$out/gobench-librato.txt"
+go test -run '^$' -count "$count" -benchtime 1000x -bench 'Consume|Encode$' ./adapter/internal/sinks/otlp/ | tee "$out/gobench-otlp.txt"
+go test -run '^$' -count "$count" -benchtime 20x -bench 'Export' ./adapter/internal/sinks/otlp/ | tee -a "$out/gobench-otlp.txt"
 {
   $benchstat "$out/gobench-hotpath.txt"
   $benchstat "$out/gobench-prometheus.txt"
   $benchstat "$out/gobench-librato.txt"
+  $benchstat "$out/gobench-otlp.txt"
 } | tee "$out/benchstat.txt"
 
 echo "== end-to-end harness =="
