@@ -851,7 +851,8 @@ type OtlpParams struct {
 	// Client certificate and key (PEM) for mutual TLS: both or neither. Read
 	// again when they change.
 	CertFile string `protobuf:"bytes,7,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
-	KeyFile  string `protobuf:"bytes,8,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// Private key (PEM) of cert_file.
+	KeyFile string `protobuf:"bytes,8,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
 	// Skip verification of the receiver's certificate (testing only).
 	InsecureSkipVerify bool `protobuf:"varint,9,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
 	// Compression of request bodies (HTTP) or messages (gRPC). Default GZIP.
@@ -880,6 +881,8 @@ type OtlpParams struct {
 	// Retry backoff bounds (a RetryInfo or Retry-After replaces them). Defaults
 	// 1s and 30s.
 	MinBackoff time.Duration `protobuf:"bytes,18,opt,name=min_backoff,json=minBackoff,proto3,stdduration" json:"min_backoff"`
+	// Upper bound of the retry backoff, and of the wait before a lost gRPC
+	// connection is dialled again.
 	MaxBackoff time.Duration `protobuf:"bytes,19,opt,name=max_backoff,json=maxBackoff,proto3,stdduration" json:"max_backoff"`
 	// Give up on a request after retrying for this long. Default 5m. With
 	// --spool-dir the request goes back to the front of the spool instead.
