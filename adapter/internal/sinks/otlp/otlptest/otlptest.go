@@ -152,6 +152,9 @@ type Server struct {
 
 	mu         sync.Mutex
 	series     map[string][]Point // by SeriesKey
+	// last is each stream's latest point, by its whole identity (the
+	// resource too): what the sequence rules are checked against.
+	last map[string]Point
 	violations []string
 	stats      Stats
 	headers    []map[string]string
@@ -159,7 +162,7 @@ type Server struct {
 
 // New starts a receiver on 127.0.0.1.
 func New(opts ...Option) *Server {
-	s := &Server{seed: 1, series: map[string][]Point{}}
+	s := &Server{seed: 1, series: map[string][]Point{}, last: map[string]Point{}}
 	s.stats.ByStatus = map[int]int{}
 	for _, o := range opts {
 		o(s)
@@ -424,11 +427,15 @@ func (s *Server) store(req *collpb.ExportMetricsServiceRequest, size int, f *Fau
 	kept := points[:len(points)-reject]
 	for _, p := range kept {
 		key := SeriesKey(p.name, p.Instance, p.Attributes)
-		prev := s.series[key]
-		if n := len(prev); n > 0 {
-			s.checkSequenceLocked(key, prev[n-1], p.Point)
+		// A stream is the metric, its attributes and its whole resource:
+		// two sinks that differ in a resource attribute write two streams,
+		// whose points may overlap in time.
+		stream := key + "{" + SeriesKey("", "", p.ResourceAttr) + "}"
+		if prev, ok := s.last[stream]; ok {
+			s.checkSequenceLocked(key, prev, p.Point)
 		}
-		s.series[key] = append(prev, p.Point)
+		s.last[stream] = p.Point
+		s.series[key] = append(s.series[key], p.Point)
 	}
 	s.stats.Points += len(kept)
 	s.stats.Rejected += reject
