@@ -144,6 +144,17 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			[]string{"sink"}, nil),
 	})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every reason exists at 0 from the start: rate() and increase() miss the
+	// first event of a series that appears with it, and alerts need them.
+	for _, r := range RejectionReasons() {
+		m.InstancesRejected.WithLabelValues(r)
+	}
+	for _, r := range ConfigErrorReasons() {
+		m.ConfigErrors.WithLabelValues(r)
+	}
+	for _, r := range AuthRefusedReasons() {
+		m.AuthRefused.WithLabelValues(r)
+	}
 	return m
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // SPIFFEAllowList refuses TLS clients whose certificate carries none of the
@@ -118,7 +119,7 @@ func (t *TokenCheck) check(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get(t.header)
 	if len(values) == 0 {
-		t.OnRefuse("missing_token")
+		t.OnRefuse(telemetry.AuthMissingToken)
 		return status.Errorf(codes.Unauthenticated, "no %s header: this adapter requires Mixer's tls authentication token", t.header)
 	}
 	want := t.current()
@@ -131,7 +132,7 @@ func (t *TokenCheck) check(ctx context.Context) error {
 			return nil
 		}
 	}
-	t.OnRefuse("wrong_token")
+	t.OnRefuse(telemetry.AuthWrongToken)
 	return status.Errorf(codes.Unauthenticated, "the %s header does not carry the expected token", t.header)
 }
 
