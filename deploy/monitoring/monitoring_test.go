@@ -170,7 +170,9 @@ func TestDashboardAndAlertsAgainstRealPrometheus(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(dirs[0]), "7fffffffffffffff.req"), []byte("MMSQ\x01torn"), 0o600))
 
 	// The second run, scraped by Prometheus next to a replica that is down.
-	second := startAdapter(t, bin, "--spool-dir="+spool)
+	// --max-series just above the per-metric cap of the good config below:
+	// a sink holds more than 80% of its cap (MeshmetricsSeriesNearCap).
+	second := startAdapter(t, bin, "--spool-dir="+spool, "--max-series=24")
 	prom := startPrometheus(t, promBin, []string{second.http, deadAddress(t)})
 
 	// A handler config served and remote-written to Prometheus itself, with
