@@ -38,8 +38,9 @@ func main() {
 	streams := flag.Int("streams", 4, "concurrent streams (Envoys)")
 	perMsg := flag.Int("entries-per-message", 100, "entries per StreamAccessLogsMessage")
 	out := flag.String("out", "docs/bench/als-results.md", "Markdown report")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the adapter process during the first round to this file (builds it with -tags benchpprof)")
 	flag.Parse()
-	if err := run(*duration, *rounds, *streams, *perMsg, *out); err != nil {
+	if err := run(*duration, *rounds, *streams, *perMsg, *out, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "alsharness:", err)
 		os.Exit(1)
 	}
@@ -125,20 +126,46 @@ func metricValue(text, line string) float64 {
 	return -1
 }
 
+// fetchProfile saves a CPU profile of the adapter process taken over
+// duration (net/http/pprof, in a -tags benchpprof build).
+func fetchProfile(addr string, duration time.Duration, file string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(duration.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 type result struct {
 	entries                       int64
 	elapsed                       time.Duration
 	adapterCPU, clientCPU, perSec float64
 }
 
-func run(duration time.Duration, rounds, streams, perMsg int, out string) error {
+func run(duration time.Duration, rounds, streams, perMsg int, out, cpuProfile string) error {
 	tmp, err := os.MkdirTemp("", "alsharness")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "meshmetrics")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/meshmetrics")
+	args := []string{"build", "-o", bin}
+	if cpuProfile != "" {
+		args = append(args, "-tags", "benchpprof")
+	}
+	build := exec.Command("go", append(args, "./cmd/meshmetrics")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building meshmetrics: %w", err)
@@ -170,6 +197,13 @@ func run(duration time.Duration, rounds, streams, perMsg int, out string) error 
 	cmd := exec.Command(bin, "--grpc-address", grpcAddr, "--http-address", httpAddr, "--config-dir", dir, "--log-level", "warn",
 		"--replica", "bench", "--queue-capacity", "4000000", "--als-max-entries-per-message", "100000")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	pprofAddr := ""
+	if cpuProfile != "" {
+		if pprofAddr, err = freePort(); err != nil {
+			return err
+		}
+		cmd.Env = append(os.Environ(), "ALSHARNESS_PPROF_ADDRESS="+pprofAddr)
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -220,6 +254,11 @@ func run(duration time.Duration, rounds, streams, perMsg int, out string) error 
 			return err
 		}
 		c0 := selfCPU()
+		var profile chan error
+		if r == 0 && cpuProfile != "" {
+			profile = make(chan error, 1)
+			go func() { profile <- fetchProfile(pprofAddr, duration, cpuProfile) }()
+		}
 		res, err := accesslog.Load(ctx, accesslog.LoadOptions{Conn: conn, Messages: msgs, EntriesPerMessage: perMsg, Streams: streams, Duration: duration})
 		if err != nil {
 			return err
@@ -227,6 +266,11 @@ func run(duration time.Duration, rounds, streams, perMsg int, out string) error 
 		a1, err := cpuSeconds(cmd.Process.Pid)
 		if err != nil {
 			return err
+		}
+		if profile != nil {
+			if err := <-profile; err != nil {
+				return fmt.Errorf("CPU profile: %w", err)
+			}
 		}
 		total += res.Entries
 		results = append(results, result{entries: res.Entries, elapsed: res.Elapsed, adapterCPU: a1 - a0, clientCPU: selfCPU() - c0,
