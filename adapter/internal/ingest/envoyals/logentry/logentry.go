@@ -137,6 +137,30 @@ func walk(b []byte, fn func(f field) error) error {
 	return nil
 }
 
+// fields iterates over the fields of a message body without a closure:
+//
+//	it := fields{b: b}
+//	for it.next() { ... it.f ... }
+//	return it.err
+type fields struct {
+	b   []byte
+	f   field
+	err error
+}
+
+func (it *fields) next() bool {
+	if len(it.b) == 0 {
+		return false
+	}
+	n, err := next(it.b, &it.f)
+	if err != nil {
+		it.err = err
+		return false
+	}
+	it.b = it.b[n:]
+	return true
+}
+
 func (f field) bytes(num protowire.Number) bool { return f.num == num && f.typ == protowire.BytesType }
 func (f field) varint(num protowire.Number) bool {
 	return f.num == num && f.typ == protowire.VarintType
@@ -188,12 +212,14 @@ func (m *Message) Parse(b []byte) error {
 				// member merges (its entries are appended).
 				m.Protocol, m.entries = p, m.entries[:0]
 			}
-			return walk(f.b, func(g field) error {
-				if g.bytes(1) {
-					m.entries = append(m.entries, g.b)
+			// A loop, not walk: this runs once per entry.
+			it := fields{b: f.b}
+			for it.next() {
+				if it.f.bytes(1) {
+					m.entries = append(m.entries, it.f.b)
 				}
-				return nil
-			})
+			}
+			return it.err
 		}
 		return nil
 	})
@@ -403,25 +429,32 @@ func (e *Entry) parseHTTP(b []byte) error {
 }
 
 func (e *Entry) parseTCP(b []byte) error {
-	return walk(b, func(f field) error {
+	it := fields{b: b}
+	for it.next() {
+		f := &it.f
 		switch {
 		case f.bytes(1):
 			e.Common = true
-			return e.parseCommon(f.b)
+			if err := e.parseCommon(f.b); err != nil {
+				return err
+			}
 		case f.bytes(2):
 			e.Connection = true
-			return walk(f.b, func(g field) error {
-				switch {
+			c := fields{b: f.b}
+			for c.next() {
+				switch g := &c.f; {
 				case g.varint(1):
 					e.ReceivedBytes = g.x
 				case g.varint(2):
 					e.SentBytes = g.x
 				}
-				return nil
-			})
+			}
+			if c.err != nil {
+				return c.err
+			}
 		}
-		return nil
-	})
+	}
+	return it.err
 }
 
 func (e *Entry) parseCommon(b []byte) error {
@@ -516,67 +549,83 @@ func parseTime(b []byte, t *Time) error {
 
 func parseAddress(b []byte, a *Address) error {
 	a.Present = true
-	return walk(b, func(f field) error {
+	it := fields{b: b}
+	for it.next() {
+		f := &it.f
 		if f.typ != protowire.BytesType {
-			return nil
+			continue
 		}
 		switch f.num {
 		case 1:
 			if !a.Socket {
 				a.Socket, a.IP, a.Port = true, nil, 0
 			}
-			return walk(f.b, func(g field) error {
-				switch {
+			sa := fields{b: f.b}
+			for sa.next() {
+				switch g := &sa.f; {
 				case g.bytes(2):
 					a.IP = g.b
 				case g.varint(3):
 					a.Port = uint32(g.x)
 				}
-				return nil
-			})
+			}
+			if sa.err != nil {
+				return sa.err
+			}
 		case 2, 3:
 			a.Socket, a.IP, a.Port = false, nil, 0
 		}
-		return nil
-	})
+	}
+	return it.err
 }
 
 func (e *Entry) parseTLS(b []byte) error {
 	t := &e.TLS
-	return walk(b, func(f field) error {
-		switch {
+	it := fields{b: b}
+	for it.next() {
+		var err error
+		switch f := &it.f; {
 		case f.bytes(3):
 			t.SNI = f.b
 		case f.bytes(4):
-			return parseCertificate(f.b, &t.Local)
+			err = parseCertificate(f.b, &t.Local)
 		case f.bytes(5):
-			return parseCertificate(f.b, &t.Peer)
+			err = parseCertificate(f.b, &t.Peer)
 		}
-		return nil
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return it.err
 }
 
 func parseCertificate(b []byte, c *Certificate) error {
 	c.Present = true
-	return walk(b, func(f field) error {
-		if !f.bytes(1) {
-			return nil
+	it := fields{b: b}
+	for it.next() {
+		if !it.f.bytes(1) {
+			continue
 		}
 		c.SANs++
 		first := c.SANs == 1
-		return walk(f.b, func(g field) error {
-			if first && (g.bytes(1) || g.bytes(2)) {
+		san := fields{b: it.f.b}
+		for san.next() {
+			if g := &san.f; first && (g.bytes(1) || g.bytes(2)) {
 				c.FirstURI, c.FirstSAN = g.num == 1, g.b
 			}
-			return nil
-		})
-	})
+		}
+		if san.err != nil {
+			return san.err
+		}
+	}
+	return it.err
 }
 
 func (e *Entry) parseFlags(b []byte) error {
 	fl := &e.ResponseFlags
-	return walk(b, func(f field) error {
-		switch {
+	it := fields{b: b}
+	for it.next() {
+		switch f := &it.f; {
 		case f.bytes(13):
 			fl.Unauthorized = true
 		case f.typ == protowire.VarintType && f.num >= 1 && f.num <= 64 && f.num != 13:
@@ -587,8 +636,8 @@ func (e *Entry) parseFlags(b []byte) error {
 				fl.Bits &^= bit
 			}
 		}
-		return nil
-	})
+	}
+	return it.err
 }
 
 func (e *Entry) parseFilterState(b []byte) error {
@@ -688,17 +737,19 @@ func (e *Entry) parseRequest(b []byte) error {
 
 func (e *Entry) parseResponse(b []byte) error {
 	r := &e.Response
-	return walk(b, func(f field) error {
+	it := fields{b: b}
+	for it.next() {
 		var err error
-		switch {
+		switch f := &it.f; {
 		case f.bytes(1):
 			r.HasCode = true
-			err = walk(f.b, func(g field) error {
-				if g.varint(1) {
-					r.Code = uint32(g.x)
+			code := fields{b: f.b}
+			for code.next() {
+				if code.f.varint(1) {
+					r.Code = uint32(code.f.x)
 				}
-				return nil
-			})
+			}
+			err = code.err
 		case f.varint(2):
 			r.HeadersBytes = f.x
 		case f.varint(3):
@@ -710,6 +761,9 @@ func (e *Entry) parseResponse(b []byte) error {
 		case f.bytes(6):
 			r.CodeDetails = f.b
 		}
-		return err
-	})
+		if err != nil {
+			return err
+		}
+	}
+	return it.err
 }
