@@ -315,7 +315,7 @@ func check(t *testing.T, raw []byte) bool {
 	require.NoError(t, err, "the generated decoder accepts what the reader refused")
 	wantMsg, wantEntries := expected(&gen)
 	got := m
-	got.entries = nil
+	got.entries, got.warm = nil, 0
 	nilIfEmpty(&got.LogName, &got.NodeID, &wantMsg.LogName, &wantMsg.NodeID)
 	require.Equal(t, wantMsg, got)
 	require.Len(t, entries, len(wantEntries))
