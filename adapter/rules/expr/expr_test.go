@@ -26,6 +26,9 @@ func manifest() Manifest {
 		"request.referer":          URI,
 		"connection.mtls":          Bool,
 		"context.reporter.kind":    String,
+		"context.protocol":         String,
+		"request.useragent":        String,
+		"request.host":             String,
 		"api":                      String,
 	}
 }

@@ -25,13 +25,21 @@ type Program struct {
 	src  string
 	typ  ValueType
 	root evalFn
-	// str, when set, evaluates a STRING program without building a Value
-	// (an attribute, a constant, or `|` chains of them).
-	str strFn
+	// str, boolf and intf, when set, evaluate a STRING, BOOL or INT64
+	// program of the forms rules are mostly made of without building a
+	// Value (see strFast, boolFast, intFast): a Value is 96 bytes, copied
+	// at every level of a tree of closures.
+	str   strFn
+	boolf boolFn
+	intf  intFn
 }
 
-// strFn evaluates a string node strictly, returning its text.
-type strFn func(r *Record) (string, error)
+// strFn, boolFn and intFn evaluate a node of their type strictly.
+type (
+	strFn  func(r *Record) (string, error)
+	boolFn func(r *Record) (bool, error)
+	intFn  func(r *Record) (int64, error)
+)
 
 // evalFn returns the value of a node and whether it is present; absent
 // values happen only in optional mode, as in eval.
@@ -45,14 +53,38 @@ func (p *Program) String() string { return p.src }
 
 // Eval evaluates the program against r.
 func (p *Program) Eval(r *Record) (Value, error) {
+	switch {
+	case p.str != nil:
+		s, err := p.str(r)
+		return Value{Str: s}, err
+	case p.boolf != nil:
+		b, err := p.boolf(r)
+		return Value{Bool: b}, err
+	case p.intf != nil:
+		i, err := p.intf(r)
+		return Value{Int: i}, err
+	}
 	v, _, err := p.root(r, false)
 	return v, err
 }
 
 // EvalBool evaluates a BOOL program, such as a rule's match condition.
 func (p *Program) EvalBool(r *Record) (bool, error) {
+	if p.boolf != nil {
+		return p.boolf(r)
+	}
 	v, _, err := p.root(r, false)
 	return v.Bool, err
+}
+
+// EvalInt evaluates an INT64 program: Eval(r).Int, without building a
+// Value for the common forms.
+func (p *Program) EvalInt(r *Record) (int64, error) {
+	if p.intf != nil {
+		return p.intf(r)
+	}
+	v, _, err := p.root(r, false)
+	return v.Int, err
 }
 
 // Program compiles e against l. Every attribute e reads must have a slot in
@@ -65,8 +97,13 @@ func (e *Expr) Program(l *Layout) (*Program, error) {
 		return nil, err
 	}
 	p := &Program{src: e.src, typ: e.root.typ, root: root}
-	if e.root.typ == String {
+	switch e.root.typ {
+	case String:
 		p.str, _ = c.strFast(e.root)
+	case Bool:
+		p.boolf, _ = c.boolFast(e.root)
+	case Int64:
+		p.intf, _ = c.intFast(e.root)
 	}
 	return p, nil
 }
@@ -82,9 +119,12 @@ func (p *Program) EvalString(r *Record) (string, error) {
 }
 
 // strFast compiles the string forms rules are mostly made of (a STRING
-// attribute, a string constant, `a | b` of those) into a closure that
-// returns the text itself, with the interpreter's semantics: an absent
-// attribute is a LookupError unless a `|` alternative follows.
+// attribute, a string constant, `a | b` of those, conditional and
+// conditionalString of a boolFast condition and strFast branches) into a
+// closure that returns the text itself, with the interpreter's semantics:
+// an absent attribute is a LookupError unless a `|` alternative follows.
+// Every node is evaluated strictly: `|` takes a fast path only when its
+// left operand is an attribute, the one operand whose absence it tests.
 func (c *programCompiler) strFast(n *node) (strFn, bool) {
 	if n.typ != String {
 		return nil, false
@@ -106,6 +146,9 @@ func (c *programCompiler) strFast(n *node) (strFn, bool) {
 			return r.vals[slot].Str, nil
 		}, true
 	case callNode:
+		if n.name == "conditional" || n.name == "conditionalString" {
+			return c.conditionalStr(n)
+		}
 		if n.name != "OR" || n.args[0].kind != attrNode {
 			return nil, false
 		}
@@ -125,6 +168,238 @@ func (c *programCompiler) strFast(n *node) (strFn, bool) {
 		}, true
 	}
 	return nil, false
+}
+
+// conditionalStr is strFast of conditional (lazy: only the branch taken is
+// evaluated) and conditionalString (a function: its three arguments are
+// evaluated in order, then one is picked).
+func (c *programCompiler) conditionalStr(n *node) (strFn, bool) {
+	cond, ok := c.boolFast(n.args[0])
+	if !ok {
+		return nil, false
+	}
+	yes, ok := c.strFast(n.args[1])
+	if !ok {
+		return nil, false
+	}
+	no, ok := c.strFast(n.args[2])
+	if !ok {
+		return nil, false
+	}
+	if n.name == "conditional" {
+		return func(r *Record) (string, error) {
+			b, err := cond(r)
+			if err != nil {
+				return "", err
+			}
+			if b {
+				return yes(r)
+			}
+			return no(r)
+		}, true
+	}
+	return func(r *Record) (string, error) {
+		b, err := cond(r)
+		if err != nil {
+			return "", err
+		}
+		y, err := yes(r)
+		if err != nil {
+			return "", err
+		}
+		nv, err := no(r)
+		if err != nil {
+			return "", err
+		}
+		if b {
+			return y, nil
+		}
+		return nv, nil
+	}, true
+}
+
+// boolFast is strFast for BOOL nodes: a BOOL attribute or constant, `a | b`
+// with an attribute on the left, &&, ||, !, `s == "const"` (and !=) on a
+// strFast operand, `b == true|false` on a boolFast one, and match with a
+// constant pattern on a strFast operand.
+func (c *programCompiler) boolFast(n *node) (boolFn, bool) {
+	if n.typ != Bool {
+		return nil, false
+	}
+	switch n.kind {
+	case constNode:
+		b, ok := n.val.(bool)
+		return func(*Record) (bool, error) { return b, nil }, ok
+	case attrNode:
+		slot, ok := c.layout.Slot(n.name)
+		if !ok || c.layout.Type(slot) != Bool {
+			return nil, false
+		}
+		lookupErr := &LookupError{Name: n.name}
+		return func(r *Record) (bool, error) {
+			if r.set[slot] != r.gen {
+				return false, lookupErr
+			}
+			return r.vals[slot].Bool, nil
+		}, true
+	}
+	switch n.name {
+	case "OR":
+		if n.args[0].kind != attrNode {
+			return nil, false
+		}
+		slot, ok := c.layout.Slot(n.args[0].name)
+		if !ok || c.layout.Type(slot) != Bool {
+			return nil, false
+		}
+		rest, ok := c.boolFast(n.args[1])
+		if !ok {
+			return nil, false
+		}
+		return func(r *Record) (bool, error) {
+			if r.set[slot] == r.gen {
+				return r.vals[slot].Bool, nil
+			}
+			return rest(r)
+		}, true
+	case "LAND", "LOR":
+		a, ok := c.boolFast(n.args[0])
+		if !ok {
+			return nil, false
+		}
+		b, ok := c.boolFast(n.args[1])
+		if !ok {
+			return nil, false
+		}
+		short := n.name == "LOR"
+		return func(r *Record) (bool, error) {
+			l, err := a(r)
+			if err != nil {
+				return false, err
+			}
+			if l == short {
+				return l, nil
+			}
+			return b(r)
+		}, true
+	case "!":
+		a, ok := c.boolFast(n.args[0])
+		if !ok {
+			return nil, false
+		}
+		return func(r *Record) (bool, error) {
+			v, err := a(r)
+			if err != nil {
+				return false, err
+			}
+			return !v, nil
+		}, true
+	case "EQ", "NEQ":
+		return c.eqBool(n)
+	case "match":
+		p := n.args[1]
+		if p.kind != constNode {
+			return nil, false
+		}
+		pattern, isString := p.val.(string)
+		sf, ok := c.strFast(n.args[0])
+		if !ok || !isString {
+			return nil, false
+		}
+		return func(r *Record) (bool, error) {
+			s, err := sf(r)
+			if err != nil {
+				return false, err
+			}
+			return match(s, pattern), nil
+		}, true
+	}
+	return nil, false
+}
+
+// eqBool is boolFast of `s == "const"` on a strFast operand and of
+// `b == true|false` on a boolFast one (the constant on either side; a
+// constant cannot fail, so only the other operand can).
+func (c *programCompiler) eqBool(n *node) (boolFn, bool) {
+	want := n.name == "EQ"
+	a, b := n.args[0], n.args[1]
+	if a.kind == constNode && b.kind != constNode {
+		a, b = b, a
+	}
+	if b.kind != constNode || a.kind == constNode {
+		return nil, false
+	}
+	switch a.typ {
+	case String:
+		sf, ok := c.strFast(a)
+		cs, isString := b.val.(string)
+		if !ok || !isString {
+			return nil, false
+		}
+		return func(r *Record) (bool, error) {
+			s, err := sf(r)
+			if err != nil {
+				return false, err
+			}
+			return (s == cs) == want, nil
+		}, true
+	case Bool:
+		bf, ok := c.boolFast(a)
+		cb, isBool := b.val.(bool)
+		if !ok || !isBool {
+			return nil, false
+		}
+		return func(r *Record) (bool, error) {
+			v, err := bf(r)
+			if err != nil {
+				return false, err
+			}
+			return (v == cb) == want, nil
+		}, true
+	}
+	return nil, false
+}
+
+// intFast is strFast for INT64 nodes: an INT64 attribute or constant, and
+// `a | b` with an attribute on the left.
+func (c *programCompiler) intFast(n *node) (intFn, bool) {
+	if n.typ != Int64 {
+		return nil, false
+	}
+	switch n.kind {
+	case constNode:
+		i, ok := n.val.(int64)
+		return func(*Record) (int64, error) { return i, nil }, ok
+	case attrNode:
+		slot, ok := c.layout.Slot(n.name)
+		if !ok || c.layout.Type(slot) != Int64 {
+			return nil, false
+		}
+		lookupErr := &LookupError{Name: n.name}
+		return func(r *Record) (int64, error) {
+			if r.set[slot] != r.gen {
+				return 0, lookupErr
+			}
+			return r.vals[slot].Int, nil
+		}, true
+	}
+	if n.name != "OR" || n.args[0].kind != attrNode {
+		return nil, false
+	}
+	slot, ok := c.layout.Slot(n.args[0].name)
+	if !ok || c.layout.Type(slot) != Int64 {
+		return nil, false
+	}
+	rest, ok := c.intFast(n.args[1])
+	if !ok {
+		return nil, false
+	}
+	return func(r *Record) (int64, error) {
+		if r.set[slot] == r.gen {
+			return r.vals[slot].Int, nil
+		}
+		return rest(r)
+	}, true
 }
 
 type programCompiler struct {
@@ -465,49 +740,46 @@ func compareFn(t ValueType) (func(a, b Value) int, error) {
 	return nil, fmt.Errorf("internal error: no order for %s", t)
 }
 
-// eqFast compiles `s == "const"` on a STRING operand of the strFast forms,
-// and `b == true|false` on any BOOL operand, without the generic path's
-// Values; nil when n is of another form. Operands are evaluated in the
-// interpreter's order: a constant cannot fail, so only the other one can.
+// eqFast is eqBool as a generic node, for an equality inside a tree the
+// fast paths do not cover; nil when n is of another form.
 func (c *programCompiler) eqFast(n *node) evalFn {
+	f, ok := c.eqBool(n)
+	if !ok {
+		f, ok = c.eqBoolGeneric(n)
+	}
+	if !ok {
+		return nil
+	}
+	return func(r *Record, _ bool) (Value, bool, error) {
+		b, err := f(r)
+		if err != nil {
+			return Value{}, false, err
+		}
+		return boolValue(b), true, nil
+	}
+}
+
+// eqBoolGeneric is `b == true|false` on a BOOL operand of any form,
+// evaluated by the generic path.
+func (c *programCompiler) eqBoolGeneric(n *node) (boolFn, bool) {
 	want := n.name == "EQ"
 	a, b := n.args[0], n.args[1]
 	if a.kind == constNode && b.kind != constNode {
 		a, b = b, a
 	}
-	if b.kind != constNode || a.kind == constNode {
-		return nil
+	cb, isBool := b.val.(bool)
+	if b.kind != constNode || a.kind == constNode || a.typ != Bool || !isBool {
+		return nil, false
 	}
-	switch a.typ {
-	case String:
-		sf, ok := c.strFast(a)
-		cs, isString := b.val.(string)
-		if !ok || !isString {
-			return nil
-		}
-		return func(r *Record, _ bool) (Value, bool, error) {
-			s, err := sf(r)
-			if err != nil {
-				return Value{}, false, err
-			}
-			return boolValue((s == cs) == want), true, nil
-		}
-	case Bool:
-		cb, isBool := b.val.(bool)
-		if !isBool {
-			return nil
-		}
-		f, err := c.compile(a)
+	f, err := c.compile(a)
+	if err != nil {
+		return nil, false
+	}
+	return func(r *Record) (bool, error) {
+		v, _, err := f(r, false)
 		if err != nil {
-			return nil
+			return false, err
 		}
-		return func(r *Record, _ bool) (Value, bool, error) {
-			v, _, err := f(r, false)
-			if err != nil {
-				return Value{}, false, err
-			}
-			return boolValue((v.Bool == cb) == want), true, nil
-		}
-	}
-	return nil
+		return (v.Bool == cb) == want, nil
+	}, true
 }

@@ -63,21 +63,44 @@ func sameResult(t *testing.T, src string, e *Expr, b MapBag) {
 	require.NoError(t, err, src)
 	want, wantErr := e.Eval(b)
 	got, gotErr := p.Eval(r)
-	if wantErr != nil || gotErr != nil {
+	// The generic tree of closures, which the fast paths bypass, is held
+	// to the interpreter too.
+	generic, _, genericErr := p.root(r, false)
+	if wantErr != nil || gotErr != nil || genericErr != nil {
 		require.Error(t, gotErr, "%s: interpreter failed with %v, program did not", src, wantErr)
 		require.Error(t, wantErr, "%s: program failed with %v, interpreter did not", src, gotErr)
 		require.Equal(t, wantErr.Error(), gotErr.Error(), src)
-		if p.Type() == String {
+		require.EqualError(t, genericErr, wantErr.Error(), "%s: generic path", src)
+		switch p.Type() {
+		case String:
 			_, err := p.EvalString(r)
 			require.EqualError(t, err, wantErr.Error(), "%s: EvalString", src)
+		case Bool:
+			_, err := p.EvalBool(r)
+			require.EqualError(t, err, wantErr.Error(), "%s: EvalBool", src)
+		case Int64:
+			_, err := p.EvalInt(r)
+			require.EqualError(t, err, wantErr.Error(), "%s: EvalInt", src)
 		}
 		return
 	}
 	gv := got.Interface(p.Type())
-	if p.Type() == String {
+	switch p.Type() {
+	case String:
 		s, err := p.EvalString(r)
 		require.NoError(t, err, src)
 		require.Equal(t, want, s, "%s: EvalString", src)
+	case Bool:
+		v, err := p.EvalBool(r)
+		require.NoError(t, err, src)
+		require.Equal(t, want, v, "%s: EvalBool", src)
+	case Int64:
+		v, err := p.EvalInt(r)
+		require.NoError(t, err, src)
+		require.Equal(t, want, v, "%s: EvalInt", src)
+	}
+	if p.Type() != Timestamp && p.Type() != IPAddress && p.Type() != Double && p.Type() != StringMap {
+		require.Equal(t, want, generic.Interface(p.Type()), "%s: generic path", src)
 	}
 	switch w := want.(type) {
 	case time.Time:
@@ -103,7 +126,14 @@ func bags() []MapBag {
 	delete(partial, "connection.mtls")
 	return []MapBag{bag(), {}, partial,
 		{"request.headers": map[string]string{}, "request.path": "user-agent"},
-		{"connection.mtls": false, "request.size": int64(0), "response.code": int64(503), "request.path": ""}}
+		{"connection.mtls": false, "request.size": int64(0), "response.code": int64(503), "request.path": ""},
+		// The attributes of Istio's standard config, every way round.
+		{"context.protocol": "http", "request.useragent": "curl/8", "context.reporter.kind": "inbound", "connection.mtls": true,
+			"destination.service.name": "reviews", "request.host": "reviews:9080", "api": "a"},
+		{"context.protocol": "grpc", "request.useragent": "kube-probe/1.30", "context.reporter.kind": "outbound", "connection.mtls": false,
+			"destination.service.name": "unknown", "request.host": "h", "request.path": "/x"},
+		{"context.protocol": "tcp", "request.useragent": "Prometheus/2.50", "destination.service.name": "unknown"},
+		{"context.protocol": "http", "context.reporter.kind": "inbound"}}
 }
 
 func corpus() []string {
@@ -119,20 +149,41 @@ func corpus() []string {
 	return append(out, `request.path == "/v1/damage?analytic=x"`, `"/x" != request.path`, `(api | request.path | "d") == "d"`,
 		`api | "none"`, `api | request.path | "none"`, `connection.mtls == false`, `false == connection.mtls`, `true != connection.mtls`,
 		`match((api | "-"), "kube*") == false`, `match(request.path, "/v1/*")`, `match(api, "x")`, `request.path == request.path`,
-		`context.reporter.kind == "inbound"`, `(context.reporter.kind | "inbound") == "outbound"`)
+		`context.reporter.kind == "inbound"`, `(context.reporter.kind | "inbound") == "outbound"`,
+		// Istio 1.7's standard instances and rules.
+		`conditional((context.reporter.kind | "inbound") == "outbound", "source", "destination")`,
+		`destination.service.name | conditional((destination.service.name | "unknown") == "unknown", "unknown", request.host)`,
+		`request.host | conditional((destination.service.name | "unknown") == "unknown", "unknown", request.host)`,
+		`conditional((context.reporter.kind | "inbound") == "outbound", "unknown", conditional(connection.mtls | false, "mutual_tls", "none"))`,
+		`response.code | 200`, `request.size | response.code | 0`, `connection.mtls | false`, `connection.mtls | (api == "x")`,
+		`(context.protocol == "http" || context.protocol == "grpc") && (match((request.useragent | "-"), "kube-probe*") == false) && (match((request.useragent | "-"), "Prometheus*") == false)`,
+		`!(connection.mtls | false) || api != "a"`, `conditionalString(connection.mtls, api, request.path)`,
+		`conditionalString(api == "a", "x", request.path | "y")`, `conditional(connection.mtls, api, "x")`,
+		`request.path == "/x" && connection.mtls`, `connection.mtls != (api == "x")`, `!connection.mtls == false`)
 }
 
 // TestProgramMatchesInterpreter holds the typed path to the interpreter on
 // every expression of the test corpus, with the tables' own bags and a set
 // of full, empty and partial ones.
 func TestProgramMatchesInterpreter(t *testing.T) {
-	for _, src := range []string{`api | "none"`, `request.path == "/x"`} {
-		e, err := Compile(src, manifest())
+	for _, src := range []string{`api | "none"`, `request.path == "/x"`, `response.code | 200`,
+		`conditional((context.reporter.kind | "inbound") == "outbound", "unknown", conditional(connection.mtls | false, "mutual_tls", "none"))`,
+		`destination.service.host | conditional((destination.service.name | "unknown") == "unknown", "unknown", request.host)`,
+		`(context.protocol == "http" || context.protocol == "grpc") && (match((request.useragent | "-"), "kube-probe*") == false) && (match((request.useragent | "-"), "Prometheus*") == false)`,
+	} {
+		m := manifest()
+		m["destination.service.host"] = String // as Istio declares it
+		e, err := Compile(src, m)
 		require.NoError(t, err)
-		p, err := e.Program(NewLayout(manifest()))
+		p, err := e.Program(NewLayout(m))
 		require.NoError(t, err)
-		if e.Type() == String {
+		switch e.Type() {
+		case String:
 			require.NotNil(t, p.str, "%s takes the string short cut", src)
+		case Bool:
+			require.NotNil(t, p.boolf, "%s takes the bool short cut", src)
+		case Int64:
+			require.NotNil(t, p.intf, "%s takes the int short cut", src)
 		}
 	}
 	n := 0
