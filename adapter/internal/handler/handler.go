@@ -255,9 +255,9 @@ type scratch struct {
 	labels  []byte
 }
 
-// Instances is what a handler records: the instances of a HandleMetric
-// request read in place, or instances that rules evaluated in the adapter
-// built from access-log entries.
+// Instances is what Handle records: the instances of a HandleMetric request
+// read in place. (Instances that rules evaluate in the adapter go through
+// a Recording, direct.go.)
 type Instances interface {
 	NumInstances() int
 	// Instance reads instance i into in, reusing in's storage.
@@ -287,27 +287,6 @@ func (h *Handler) Handle(req *handlemetric.Request, now time.Time) Outcome {
 	return o
 }
 
-// HandleInstances records instances built in the adapter (no dedup_id, no
-// request to refuse): the same batches, caps, queues and drop accounting as
-// Handle. It never blocks on a sink.
-func (h *Handler) HandleInstances(src Instances, now time.Time) Outcome {
-	o := Outcome{Received: src.NumInstances()}
-	h.recordAll(src, now, &o)
-	return o
-}
-
-// InstanceViews is an Instances whose instances are already decoded (built
-// in the adapter): the handler reads them in place, without a copy. It may
-// reorder an instance's dimensions.
-type InstanceViews interface {
-	InstanceView(i int) *handlemetric.Instance
-}
-
-func isViews(src Instances) bool {
-	_, ok := src.(InstanceViews)
-	return ok
-}
-
 func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 	sc := h.scratch.Get().(*scratch)
 	defer h.scratch.Put(sc)
@@ -318,13 +297,7 @@ func (h *Handler) recordAll(src Instances, now time.Time, o *Outcome) {
 		sc.batches = append(sc.batches, b)
 	}
 
-	if v, ok := src.(InstanceViews); ok {
-		// Instances already decoded are read where they are.
-		for i := 0; i < src.NumInstances(); i++ {
-			h.record(v.InstanceView(i), sc, o)
-		}
-	}
-	for i := 0; i < src.NumInstances() && !isViews(src); i++ {
+	for i := 0; i < src.NumInstances(); i++ {
 		if err := src.Instance(i, &sc.inst); err != nil {
 			// A corrupt request is refused whole, before anything is recorded.
 			for qi, b := range sc.batches {
@@ -430,9 +403,8 @@ func (h *Handler) labelValues(m *metric, in *handlemetric.Instance, sc *scratch,
 	}
 	names := m.def.LabelNames
 	for k, d := range in.Dimensions {
-		// Dimensions that come in the metric's label order (instances built
-		// in the adapter are) need no map lookup; others (Mixer's, in no
-		// fixed order) fall back to it.
+		// Dimensions that come in the metric's label order need no map
+		// lookup; others (Mixer's, in no fixed order) fall back to it.
 		i := k
 		if k >= len(names) || names[k] != string(d.Key) {
 			var ok bool

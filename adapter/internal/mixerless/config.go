@@ -161,6 +161,10 @@ type instance struct {
 	name  []byte
 	value *expr.Program
 	dims  []dimension
+	// keys are the emitted dimensions' keys, in order; target is the
+	// instance's index in its local handler's instances.
+	keys   [][]byte
+	target int
 }
 
 type dimension struct {
@@ -181,6 +185,8 @@ type localHandler struct {
 	digest handler.Digest
 	index  int
 	params *config.Params
+	// instances are the instances of every action on the handler.
+	instances []*instance
 }
 
 // labels are the label names of the metrics an instance feeds in h, as
@@ -327,6 +333,10 @@ func Compile(store *crd.Store, o Options) (*Config, error) {
 					errs = append(errs, err)
 					continue
 				}
+				if act.local != nil {
+					in.target = len(act.local.instances)
+					act.local.instances = append(act.local.instances, in)
+				}
 				act.instances = append(act.instances, in)
 			}
 			cr.actions = append(cr.actions, act)
@@ -407,6 +417,9 @@ func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]b
 		}
 		emit := used == nil || used[k]
 		in.dims = append(in.dims, dimension{key: []byte(k), p: p, emit: emit, eval: emit || !ri.Dimensions[k].Infallible()})
+		if emit {
+			in.keys = append(in.keys, []byte(k))
+		}
 	}
 	return in, nil
 }

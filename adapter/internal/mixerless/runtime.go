@@ -286,39 +286,28 @@ type worker struct {
 	cfg     *Config
 	builder *attrmap.Builder
 	entry   logentry.Entry
-	local   []instanceList
+	local   []localRecording
 	remote  []*dispatch.Call
-	counts  [2][2]int // received, by protocol (http, tcp) and api (v2, v3)
+	// dims holds the emitted dimensions of the instance being recorded.
+	dims   []handlemetric.Value
+	counts [2][2]int // received, by protocol (http, tcp) and api (v2, v3)
 }
 
-// instanceList holds the instances built for one handler from one message.
-type instanceList struct {
-	items []handlemetric.Instance
-	n     int
-}
-
-func (l *instanceList) NumInstances() int { return l.n }
-
-// Instance copies instance i into in's own storage: the handler's scratch
-// must not alias this list, which the next message reuses.
-func (l *instanceList) Instance(i int, in *handlemetric.Instance) error {
-	it := &l.items[i]
-	in.Name, in.Value = it.Name, it.Value
-	in.Dimensions = append(in.Dimensions[:0], it.Dimensions...)
-	return nil
-}
-
-// InstanceView is instance i itself (handler.InstanceViews): no copy.
-func (l *instanceList) InstanceView(i int) *handlemetric.Instance { return &l.items[i] }
-
-func (l *instanceList) next() *handlemetric.Instance {
-	if l.n == len(l.items) {
-		l.items = append(l.items, handlemetric.Instance{})
-	}
-	it := &l.items[l.n]
-	l.n++
-	it.Dimensions = it.Dimensions[:0]
-	return it
+// localRecording is a meshmetrics handler's share of one message: its
+// handler, acquired from the cache on the message's first instance for it
+// and released at the end, and the recording of the instances into its
+// batches. Its instances' targets are resolved once per handler and kept
+// from message to message.
+type localRecording struct {
+	begun bool
+	h     *handler.Handler
+	rec   handler.Recording
+	// refused counts the instances built while the handler's config was
+	// refused.
+	refused  int
+	err      error
+	targetsH *handler.Handler
+	targets  []handler.Target
 }
 
 func (r *Runtime) worker(cfg *Config) *worker {
@@ -330,10 +319,68 @@ func (r *Runtime) worker(cfg *Config) *worker {
 	}
 	if w.cfg != cfg {
 		w.cfg, w.builder = cfg, cfg.mapper.NewBuilder()
-		w.local = make([]instanceList, len(cfg.local))
+		w.local = make([]localRecording, len(cfg.local))
 		w.remote = make([]*dispatch.Call, len(cfg.remote))
 	}
 	return w
+}
+
+// record evaluates instance in of local handler lh against rec and records
+// it into the handler's batches.
+func (r *Runtime) record(w *worker, lh *localHandler, in *instance, rec *expr.Record, now time.Time) error {
+	value, err := w.eval(in, rec)
+	if err != nil {
+		return err
+	}
+	lr := &w.local[lh.index]
+	if !lr.begun {
+		lr.begun = true
+		lr.h, lr.err = r.o.Cache.GetByDigest(lh.digest, lh.any)
+		if lr.err == nil {
+			if lr.targetsH != lr.h {
+				lr.resolve(lh)
+			}
+			lr.h.Begin(&lr.rec, now)
+		}
+	}
+	if lr.h == nil {
+		lr.refused++
+		return nil
+	}
+	lr.rec.Record(&lr.targets[in.target], value, w.dims)
+	return nil
+}
+
+// resolve resolves the instances of lh in the handler just acquired.
+func (lr *localRecording) resolve(lh *localHandler) {
+	lr.targetsH = lr.h
+	lr.targets = lr.targets[:0]
+	for _, in := range lh.instances {
+		lr.targets = append(lr.targets, lr.h.Resolve(in.name, in.keys))
+	}
+}
+
+// finish ends the message's recordings: the batches go to the sinks and
+// the handlers back to the cache. It runs deferred, so that a panic does
+// not keep a handler acquired.
+func (r *Runtime) finish(w *worker) {
+	for i := range w.local {
+		lr := &w.local[i]
+		if !lr.begun {
+			continue
+		}
+		lh := w.cfg.local[i]
+		if lr.h != nil {
+			o := lr.rec.End()
+			lr.h.Done()
+			r.account(lh, &o)
+		} else if lr.refused > 0 {
+			r.o.Metrics.Skipped.WithLabelValues(SkipBadHandlerConfig).Add(float64(lr.refused))
+			r.o.Limiter.Log(logrus.ErrorLevel, "als-handler:"+lh.key, logrus.Fields{"handler": lh.digest.String(), "handler_cr": lh.key, "source": lh.source},
+				"instances not dispatched: handler config refused: "+lr.err.Error())
+		}
+		lr.begun, lr.h, lr.err, lr.refused = false, nil, nil, 0
+	}
 }
 
 // Entries evaluates the rules against every entry of msg and dispatches the
@@ -360,6 +407,8 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	cfg := a.cfg
 	w := r.worker(cfg)
 	defer r.putWorker(w)
+	defer r.finish(w)
+	now := r.o.Now()
 	var malformed, matchErrors, instanceErrors, bags int
 	debug := r.o.Log.IsLevelEnabled(logrus.DebugLevel)
 	for i := 0; i < n; i++ {
@@ -395,8 +444,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 			for _, act := range ru.actions {
 				for _, in := range act.instances {
 					if act.local != nil {
-						if err := fill(w.local[act.local.index].next(), in, rec); err != nil {
-							w.local[act.local.index].n--
+						if err := r.record(w, act.local, in, rec, now); err != nil {
 							instanceErrors++
 							r.logInstanceError(in, err)
 						}
@@ -419,13 +467,6 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 		}
 	}
 	r.flushCounts(w, malformed, matchErrors, instanceErrors, bags)
-	now := r.o.Now()
-	for i, lh := range cfg.local {
-		if w.local[i].n > 0 {
-			r.dispatchLocal(lh, &w.local[i], now)
-			w.local[i].n = 0
-		}
-	}
 	for i, c := range w.remote {
 		if c != nil && len(c.Instances) > 0 {
 			r.forward(cfg, a.fwd[i], c)
@@ -495,42 +536,47 @@ func (c *Config) inScope(ru *rule, rec *expr.Record) bool {
 	return ru.namespace == ns
 }
 
-// fill builds one instance from the bag with the typed programs.
-func fill(out *handlemetric.Instance, in *instance, rec *expr.Record) error {
-	out.Name = in.name
-	out.Value = handlemetric.Value{}
+// eval evaluates an instance with the typed programs: its value, and into
+// w.dims its emitted dimensions, in the order of in.keys.
+func (w *worker) eval(in *instance, rec *expr.Record) (handlemetric.Value, error) {
+	var value handlemetric.Value
 	if in.value != nil {
-		v, err := in.value.Eval(rec)
-		if err != nil {
-			return fmt.Errorf("instance %s: value: %w", in.ri.Key(), err)
+		var err error
+		if value, err = evalValue(in.value, rec); err != nil {
+			return value, fmt.Errorf("instance %s: value: %w", in.ri.Key(), err)
 		}
-		out.Value = toValue(&v, in.value.Type())
 	}
+	w.dims = w.dims[:0]
 	for i := range in.dims {
 		d := &in.dims[i]
 		if !d.eval {
 			continue
 		}
-		if d.p.Type() == expr.String {
-			s, err := d.p.EvalString(rec)
-			if err != nil {
-				return fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
-			}
-			if d.emit {
-				out.Dimensions = append(out.Dimensions, handlemetric.Dimension{Key: d.key,
-					Value: handlemetric.Value{Kind: handlemetric.KindString, Bytes: bytesOf(s)}})
-			}
-			continue
-		}
-		v, err := d.p.Eval(rec)
+		v, err := evalValue(d.p, rec)
 		if err != nil {
-			return fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
+			return value, fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
 		}
 		if d.emit {
-			out.Dimensions = append(out.Dimensions, handlemetric.Dimension{Key: d.key, Value: toValue(&v, d.p.Type())})
+			w.dims = append(w.dims, v)
 		}
 	}
-	return nil
+	return value, nil
+}
+
+// evalValue evaluates p into the istio.policy.v1beta1.Value member Mixer's
+// encoder picks for its type, as the handler reads it from a request. The
+// types rules mostly use take the typed short cuts.
+func evalValue(p *expr.Program, rec *expr.Record) (handlemetric.Value, error) {
+	switch p.Type() {
+	case expr.String:
+		s, err := p.EvalString(rec)
+		return handlemetric.Value{Kind: handlemetric.KindString, Bytes: bytesOf(s)}, err
+	case expr.Int64:
+		i, err := p.EvalInt(rec)
+		return handlemetric.Value{Kind: handlemetric.KindInt64, Int: i}, err
+	}
+	v, err := p.Eval(rec)
+	return toValue(&v, p.Type()), err
 }
 
 func bytesOf(s string) []byte {
@@ -573,19 +619,9 @@ func toValue(v *expr.Value, t expr.ValueType) handlemetric.Value {
 	return handlemetric.Value{}
 }
 
-// dispatchLocal hands a handler's instances to its sinks, as HandleMetric
-// would, and accounts for the outcome.
-func (r *Runtime) dispatchLocal(lh *localHandler, list *instanceList, now time.Time) {
+// account counts what a handler did with a message's instances.
+func (r *Runtime) account(lh *localHandler, o *handler.Outcome) {
 	m := r.o.Metrics
-	h, err := r.o.Cache.GetByDigest(lh.digest, lh.any)
-	if err != nil {
-		m.Skipped.WithLabelValues(SkipBadHandlerConfig).Add(float64(list.n))
-		r.o.Limiter.Log(logrus.ErrorLevel, "als-handler:"+lh.key, logrus.Fields{"handler": lh.digest.String(), "handler_cr": lh.key, "source": lh.source},
-			"instances not dispatched: handler config refused: "+err.Error())
-		return
-	}
-	o := h.HandleInstances(list, now)
-	h.Done()
 	if o.Accepted > 0 {
 		m.InstancesDispatched.WithLabelValues(lh.key).Add(float64(o.Accepted))
 	}
