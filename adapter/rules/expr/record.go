@@ -156,13 +156,13 @@ func (r *Record) Value(slot int) (*Value, bool) {
 	return &r.vals[slot], true
 }
 
-// slot marks slot set and returns its value, cleared except for the
-// capacity of its map.
+// slot marks slot set and returns its value for the setter of the slot's
+// type to write its fields. The other fields are not cleared (a bag sets
+// a score of slots per entry): a slot is only ever read as its declared
+// type, through the fields of that type.
 func (r *Record) slot(slot int) *Value {
 	r.set[slot] = r.gen
-	v := &r.vals[slot]
-	*v = Value{Map: v.Map[:0]}
-	return v
+	return &r.vals[slot]
 }
 
 // SetString sets a string-like slot.
@@ -200,7 +200,11 @@ func (r *Record) SetIP(slot int, ip []byte) { r.slot(slot).IP = ip }
 
 // MapSlot sets a STRING_MAP slot to an empty map and returns it, so that
 // the caller appends entries to its storage (reused from entry to entry).
-func (r *Record) MapSlot(slot int) *[]KV { return &r.slot(slot).Map }
+func (r *Record) MapSlot(slot int) *[]KV {
+	v := r.slot(slot)
+	v.Map = v.Map[:0]
+	return &v.Map
+}
 
 // Get implements Bag for the interpreter. It boxes the value (and builds a
 // Go map for a STRING_MAP), so it is for tests, tools and the Mixer-exact

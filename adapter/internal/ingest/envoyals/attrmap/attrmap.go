@@ -498,8 +498,16 @@ func durationOf(t logentry.Time) time.Duration {
 func (b *Builder) service(e *logentry.Entry) {
 	s := &b.m.s
 	host := ""
-	if c := view(e.UpstreamCluster); strings.Count(c, "|") == 3 {
-		host = c[strings.LastIndexByte(c, '|')+1:]
+	if c := view(e.UpstreamCluster); c != "" {
+		bars, last := 0, -1
+		for i := 0; i < len(c); i++ {
+			if c[i] == '|' {
+				bars, last = bars+1, i
+			}
+		}
+		if bars == 3 {
+			host = c[last+1:]
+		}
 	}
 	if host == "" && e.Request.Present {
 		host = view(e.Request.Authority)
@@ -508,7 +516,7 @@ func (b *Builder) service(e *logentry.Entry) {
 		return
 	}
 	b.setString(s.serviceHost, host)
-	end := strings.IndexAny(host, ".:")
+	end := indexDotOrColon(host)
 	if end < 0 {
 		b.setString(s.serviceName, host)
 		return
@@ -518,10 +526,21 @@ func (b *Builder) service(e *logentry.Entry) {
 		return
 	}
 	rest := host[end+1:]
-	if nsEnd := strings.IndexAny(rest, ".:"); nsEnd >= 0 {
+	if nsEnd := indexDotOrColon(rest); nsEnd >= 0 {
 		rest = rest[:nsEnd]
 	}
 	if rest != "" {
 		b.setString(s.serviceNamespace, rest)
 	}
+}
+
+// indexDotOrColon is strings.IndexAny(s, ".:") without building the set
+// on every call.
+func indexDotOrColon(s string) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' || s[i] == ':' {
+			return i
+		}
+	}
+	return -1
 }

@@ -91,6 +91,14 @@ func next(b []byte, f *field) (int, error) {
 			return 2, nil
 		}
 	}
+	// A one-byte tag with a two-byte length: the entry, its
+	// common_properties, its TLS properties.
+	if len(b) >= 3 && b[0] < 0x80 && b[0]&7 == byte(protowire.BytesType) && b[0]>>3 != 0 && b[1] >= 0x80 && b[2] < 0x80 && b[2] != 0 {
+		if l := int(b[1]&0x7f) | int(b[2])<<7; l <= len(b)-3 {
+			f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), protowire.BytesType, 0, b[3:3+l]
+			return 3 + l, nil
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return 0, malformed("bad tag: %v", protowire.ParseError(n))
