@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -88,6 +89,7 @@ func New(o Options) (*Server, error) {
 		// Generated code marshals every message; HandleMetric requests are
 		// read in place. No reflection-based fallback.
 		grpc.ForceServerCodecV2(mixerpb.Codec{}),
+		experimental.BufferPool(newRecvPool()),
 		grpc.MaxRecvMsgSize(o.MaxRecvMsgSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Mixer dials a handler once and keeps the connection; ageing it
