@@ -74,6 +74,10 @@ type Injector struct {
 	done      chan struct{} // closed by Close, to cut latency short
 	closeOnce sync.Once
 	stats     Stats
+	// BeforeReset, when set, sees each request about to be reset, so that
+	// a fake records it before its client can see the reset. Set it
+	// before serving.
+	BeforeReset func(r *http.Request)
 }
 
 // New makes an injector whose random failures draw from seed.
@@ -213,7 +217,7 @@ func (in *Injector) Intercept(w http.ResponseWriter, r *http.Request) (*Fault, O
 	latency, wake := in.latency, in.wake
 	in.mu.Unlock()
 	if down {
-		in.reset(w)
+		in.reset(w, r)
 		return nil, Reset
 	}
 	if latency > 0 {
@@ -225,7 +229,7 @@ func (in *Injector) Intercept(w http.ResponseWriter, r *http.Request) (*Fault, O
 	case f == nil:
 		return nil, Proceed
 	case f.Reset:
-		in.reset(w)
+		in.reset(w, r)
 		return nil, Reset
 	}
 	return f, Faulted
@@ -241,7 +245,7 @@ func (in *Injector) wait(w http.ResponseWriter, r *http.Request, latency time.Du
 		select {
 		case <-t.C:
 			if in.IsDown() {
-				in.reset(w)
+				in.reset(w, r)
 				return Reset
 			}
 			return Proceed
@@ -256,21 +260,24 @@ func (in *Injector) wait(w http.ResponseWriter, r *http.Request, latency time.Du
 			wake = in.wake
 			in.mu.Unlock()
 			if down {
-				in.reset(w)
+				in.reset(w, r)
 				return Reset
 			}
 		case <-in.done:
-			in.reset(w)
+			in.reset(w, r)
 			return Reset
 		}
 	}
 }
 
 // reset closes the connection without a response.
-func (in *Injector) reset(w http.ResponseWriter) {
+func (in *Injector) reset(w http.ResponseWriter, r *http.Request) {
 	in.mu.Lock()
 	in.stats.Resets++
 	in.mu.Unlock()
+	if in.BeforeReset != nil {
+		in.BeforeReset(r)
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		panic(http.ErrAbortHandler)

@@ -1,6 +1,7 @@
 package librato_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -96,6 +98,68 @@ func TestPartialFlushesNeverReuseATime(t *testing.T) {
 	}
 	require.Equal(t, []int64{0, 1, 2, 3}, times, "later parts of a flushed period get later, distinct times")
 	require.Equal(t, 4.0, h.srv.Total("istio.requests"))
+}
+
+// TestPartialFlushesOfOneSecondNeverCollide: with a 1 s period, a Flush and
+// the Close in the same second, and a second Flush after the period's
+// single second was used, would stamp a series twice with one time; the
+// fake keeps one value per series and time, as Librato does, so a collision
+// would lose a value. Each value gets its own time instead, and the fake
+// saw no conflicting overwrite.
+func TestPartialFlushesOfOneSecondNeverCollide(t *testing.T) {
+	for _, api := range []config.LibratoParams_Api{config.LibratoParams_TAGGED, config.LibratoParams_LEGACY} {
+		t.Run(api.String(), func(t *testing.T) {
+			h := newHarness(t, harnessConfig{tick: time.Hour})
+			anyCfg := h.params(h.librato(func(l *config.LibratoParams) { l.Api = api }), requestsMetric, inflightMetric)
+			ins := func(n int64) []*metricpb.InstanceMsg {
+				return []*metricpb.InstanceMsg{
+					mt.Instance("requestcount.instance.istio-system", mt.Int(n), "path", mt.Str("/a"), "code", mt.Int(200)),
+					mt.Instance("inflight.instance.istio-system", mt.Int(n), "path", mt.Str("/a")),
+				}
+			}
+			h.handle(anyCfg, ins(1)...)
+			h.flush()
+			h.handle(anyCfg, ins(10)...)
+			h.flush() // the period's only second is used: a later time
+			h.handle(anyCfg, ins(100)...)
+			h.waitConsumed()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, h.set.Close(ctx)) // in the same second again
+			h.advance(time.Second)
+
+			st := h.srv.Stats()
+			require.Zero(t, st.Conflicts, "no value of a series replaced another")
+			if api == config.LibratoParams_TAGGED {
+				require.Equal(t, 111.0, h.srv.Total("istio.requests"), "every instance, in three values")
+				var times []int64
+				for _, p := range h.srv.Measurements() {
+					if p.Name == "istio.requests" {
+						times = append(times, p.Time-start.Unix())
+					}
+				}
+				require.Equal(t, []int64{0, 1, 2}, times)
+				var last float64
+				for _, p := range h.srv.Measurements() {
+					if p.Name == "istio.inflight" {
+						last = *p.Value
+					}
+				}
+				require.Equal(t, 100.0, last)
+				return
+			}
+			last, ok := h.srv.LegacyCounterLast("istio.requests", "replica-0:code.200:path._a")
+			require.True(t, ok)
+			require.Equal(t, 111.0, last, "the running total")
+			var times []int64
+			for _, p := range h.srv.LegacyPoints() {
+				if p.Name == "istio.requests" {
+					times = append(times, p.MeasureTime-start.Unix())
+				}
+			}
+			require.Equal(t, []int64{0, 1, 2}, times)
+		})
+	}
 }
 
 func TestLegacyAPI(t *testing.T) {

@@ -129,6 +129,7 @@ func (s *Sink) takeLocked(f *series.Family[*state], ser *series.Series[*state]) 
 // enqueue merges, encodes and queues the points of one close. Under flushMu.
 func (s *Sink) enqueue(points []point, stamp int64) {
 	points = merge(points)
+	s.timeOf(points, stamp)
 	if s.cfg.legacy {
 		s.accumulate(points, stamp)
 	}
@@ -148,6 +149,35 @@ func (s *Sink) enqueue(points []point, stamp int64) {
 	}
 	for _, r := range enc.encode(points) {
 		s.queue.Put(r)
+	}
+}
+
+// timeOf gives each point its time: the close's stamp, or, for a series
+// already sent at that time or later, one second after its latest value.
+// Librato keeps one value per series and time, so two values of one series
+// for one time would lose one of them. That happens when partial closes
+// (Flush, Close) outnumber the seconds left in a period: with a 1 s period,
+// a Flush and the Close of the same second. The remainder of a series is
+// then stamped a second later (in the next period if need be, whose own
+// values move on the same way), never merged into a value already sent:
+// a request sent earlier could still arrive later (two workers, retries)
+// and overwrite a merged value. Under flushMu.
+func (s *Sink) timeOf(points []point, stamp int64) {
+	for i := range points {
+		p := &points[i]
+		t := stamp
+		if last, ok := s.sentAt[p.id.key]; ok && last >= t {
+			t = last + 1
+		}
+		p.time = t
+		s.sentAt[p.id.key] = t
+	}
+	// Stamps only grow: a series last sent before this one needs no
+	// memory.
+	for k, last := range s.sentAt {
+		if last < stamp {
+			delete(s.sentAt, k)
+		}
 	}
 }
 

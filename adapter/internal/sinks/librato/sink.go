@@ -40,6 +40,10 @@ type Sink struct {
 	// (legacy counters must arrive in order) and totals stays consistent.
 	flushMu sync.Mutex
 	totals  map[string]*running // legacy counters by identity; under flushMu
+	// sentAt is the time of the latest value sent of each series sent at
+	// or after the current stamp (by identity; under flushMu): a series'
+	// times strictly increase (timeOf).
+	sentAt map[string]int64
 
 	// mu guards the period state and every registry call: OnRemove runs
 	// inside them and appends to orphans.
@@ -75,6 +79,7 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 		opts:    opts,
 		tok:     tok,
 		totals:  map[string]*running{},
+		sentAt:  map[string]int64{},
 		shipNow: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
