@@ -58,7 +58,13 @@ type Options struct {
 	WebConfigFile            string
 	DebugConfig              bool
 
-	MaxRecvMsgSize         int
+	MaxRecvMsgSize int
+	// gRPC admission, checked before a caller is trusted or its messages
+	// read: connections, unary calls and access-log streams open at once,
+	// and the bytes of messages being received or handled.
+	GRPCMaxConnections     int
+	GRPCMaxConcurrentCalls int
+	GRPCMaxBytesInFlight   int64
 	MaxInstancesPerRequest int
 	MaxConnectionAge       time.Duration
 	MaxConnectionAgeGrace  time.Duration
@@ -124,6 +130,8 @@ type ALSOptions struct {
 	ForwardQueue int
 	// MaxEntriesPerMessage caps the entries of one message.
 	MaxEntriesPerMessage int
+	// MaxStreams caps the access-log streams open at once (one per Envoy).
+	MaxStreams int
 }
 
 func (o *Options) setDefaults() error {
@@ -144,6 +152,12 @@ func (o *Options) setDefaults() error {
 		o.HTTPAddress = config.DefaultHTTPAddress
 	}
 	def(&o.MaxRecvMsgSize, config.DefaultMaxRecvMsgSize)
+	def(&o.GRPCMaxConnections, config.DefaultGRPCMaxConnections)
+	def(&o.GRPCMaxConcurrentCalls, config.DefaultGRPCMaxConcurrentCalls)
+	def(&o.ALS.MaxStreams, config.DefaultALSMaxStreams)
+	if o.GRPCMaxBytesInFlight == 0 {
+		o.GRPCMaxBytesInFlight = max(config.DefaultGRPCMaxBytesInFlight, 4*int64(o.MaxRecvMsgSize))
+	}
 	def(&o.HTTPMaxConnections, config.DefaultHTTPMaxConnections)
 	defD(&o.HTTPWriteTimeout, config.DefaultHTTPWriteTimeout)
 	defD(&o.HTTPIdleTimeout, config.DefaultHTTPIdleTimeout)
@@ -198,8 +212,10 @@ type Adapter struct {
 	cache    *handler.Cache
 	server   *grpcserver.Server
 	http     *http.Server
-	// httpMetrics count the HTTP server's refusals.
+	// httpMetrics count the HTTP server's refusals, grpcMetrics the gRPC
+	// server's.
 	httpMetrics *httpMetrics
+	grpcMetrics *grpcMetrics
 	spool       *export.Spool
 	rules       *mixerless.Runtime
 
@@ -307,8 +323,16 @@ func New(o Options) (_ *Adapter, err error) {
 		}
 		services = append(services, als)
 	}
+	a.grpcMetrics = newGRPCMetrics(a.registry, func() grpcserver.Admission { return a.server.Admission() })
 	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: services,
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
+		Limits: grpcserver.Limits{MaxCalls: o.GRPCMaxConcurrentCalls, MaxStreams: o.ALS.MaxStreams,
+			MaxBytesInFlight: o.GRPCMaxBytesInFlight},
+		OnRefused: func(reason string) {
+			a.grpcMetrics.refused.WithLabelValues(reason).Inc()
+			limiter.Log(logrus.WarnLevel, "grpc-refused|"+reason, logrus.Fields{"reason": reason},
+				"gRPC call refused before it was read: "+reason)
+		},
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
 		OnHandshakeError: func(reason string, peer net.Addr, err error) {
@@ -375,14 +399,16 @@ func (a *Adapter) Start() error {
 			return fmt.Errorf("--web.config.file: %w", err)
 		}
 	}
-	httpLis := newLimitListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused)
+	httpLis := newIdleEvictingListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused, a.httpMetrics.connectionsEvicted)
+	a.http.ConnState = httpLis.connState
+	grpcLis := newRefusingListener(a.grpcLis, a.opts.GRPCMaxConnections, a.grpcMetrics.connectionsRefused)
 	var ctx context.Context
 	ctx, a.stopCache = context.WithCancel(context.Background())
 	go a.cache.Run(ctx)
 	if a.rules != nil {
 		go a.rules.Watch(ctx, a.opts.ConfigReloadInterval)
 	}
-	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
+	go func() { a.serveErr <- a.server.Serve(grpcLis) }()
 	go func() {
 		if err := serveHTTP(a.http, httpLis, a.opts.WebConfigFile, a.opts.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.serveErr <- err

@@ -55,6 +55,16 @@ const (
 	// DefaultMaxRecvMsgSize is far above grpc-go's 4 MiB default: Mixer sends a
 	// whole Report batch in one call and puts no cap on its size.
 	DefaultMaxRecvMsgSize = 64 << 20
+	// gRPC admission, before a caller is trusted or its messages read
+	// (docs/RELIABILITY.md §3): connections open at once (past the cap a
+	// new one is closed at once); unary calls (HandleMetric, Validate,
+	// health) and long-lived streams (access logs, one per Envoy) open at
+	// once; bytes of messages being received or handled (a call reserves
+	// the largest message, --max-recv-msg-size, while it receives).
+	DefaultGRPCMaxConnections     = 2048
+	DefaultGRPCMaxConcurrentCalls = 1024
+	DefaultGRPCMaxBytesInFlight   = 256 << 20
+	DefaultALSMaxStreams          = 1024
 	// DefaultMaxInstancesPerRequest refuses requests that would hold the
 	// ingest path for too long.
 	DefaultMaxInstancesPerRequest = 200000

@@ -59,9 +59,44 @@ func New(o Options) *Service {
 }
 
 // Register adds HandleMetric and InfrastructureBackend to g.
-func (s *Service) Register(g *grpc.Server) {
+func (s *Service) Register(g grpc.ServiceRegistrar) {
 	g.RegisterService(&handleMetricDesc, s)
-	modelpb.RegisterInfrastructureBackendServer(g, infrastructure{s})
+	g.RegisterService(&infrastructureDesc, infrastructure{s})
+}
+
+// infrastructureDesc is InfrastructureBackend's service, described here
+// because gogo's generated registration takes a *grpc.Server, not the
+// registrar that wraps handlers for admission; names, paths and messages
+// are the generated ones.
+var infrastructureDesc = grpc.ServiceDesc{
+	ServiceName: "istio.mixer.adapter.model.v1beta1.InfrastructureBackend",
+	HandlerType: (*modelpb.InfrastructureBackendServer)(nil),
+	Methods: []grpc.MethodDesc{
+		unaryMethod("Validate", modelpb.InfrastructureBackendServer.Validate),
+		unaryMethod("CreateSession", modelpb.InfrastructureBackendServer.CreateSession),
+		unaryMethod("CloseSession", modelpb.InfrastructureBackendServer.CloseSession),
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "mixer/adapter/model/v1beta1/infrastructure_backend.proto",
+}
+
+// unaryMethod is a method of InfrastructureBackend, as generated code
+// describes it.
+func unaryMethod[Req any, Resp any](name string, call func(modelpb.InfrastructureBackendServer, context.Context, *Req) (Resp, error)) grpc.MethodDesc {
+	full := "/istio.mixer.adapter.model.v1beta1.InfrastructureBackend/" + name
+	return grpc.MethodDesc{MethodName: name, Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		in := new(Req)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		impl := srv.(modelpb.InfrastructureBackendServer)
+		if ic == nil {
+			return call(impl, ctx, in)
+		}
+		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: full}, func(ctx context.Context, req any) (any, error) {
+			return call(impl, ctx, req.(*Req))
+		})
+	}}
 }
 
 // HealthNames are the service names the gRPC health service reports.
