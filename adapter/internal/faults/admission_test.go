@@ -10,11 +10,15 @@ import (
 	"testing"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
+	"github.com/meshmetrics/meshmetrics/adapter/mixertest/accesslog"
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest/tlstest"
 	"github.com/meshmetrics/meshmetrics/config"
 )
@@ -125,4 +129,67 @@ func attack(t *testing.T, c *rawClient, calls int, md map[string]string, msg []b
 	}
 	wg.Wait()
 	return got
+}
+
+// TestAccessLogStreamsAreBoundedBeforeTrust: the same bounds for Envoy's
+// access-log streams (the Mixer-less mode), which live as long as Envoy
+// does. Past --als-max-streams, a new stream is refused before it is read
+// (ResourceExhausted, counted); a message larger than --max-recv-msg-size
+// ends its stream before its body is read; the streams still open keep
+// working, and a 60 MB message on each of them leaves the peak RSS within
+// 64 MiB of where it was.
+func TestAccessLogStreamsAreBoundedBeforeTrust(t *testing.T) {
+	const (
+		maxStreams = 8
+		extra      = 12
+	)
+	bin := buildAdapter(t)
+	p := run(t, bin, "--config-dir="+t.TempDir(), "--als-max-streams=8", "--max-recv-msg-size=4194304")
+	pid := p.cmd.Process.Pid
+	c := newRawClient(p.grpc, nil)
+	defer c.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	msg, err := proto.Marshal(accesslog.HTTPMessage(&alsv3.StreamAccessLogsMessage_Identifier{LogName: "als"}, accesslog.RealisticHTTPEntry(1)))
+	require.NoError(t, err)
+
+	var open []*rawStream
+	for range maxStreams {
+		s := c.stream(ctx, envoyals.MethodV3, nil)
+		require.NoError(t, s.send(msg))
+		open = append(open, s)
+	}
+	require.Eventually(t, func() bool { return value(p.metrics(t), "meshmetrics_grpc_open_streams", "", nil) == maxStreams },
+		10*time.Second, 10*time.Millisecond)
+	for range extra {
+		res := c.stream(ctx, envoyals.MethodV3, nil).end()
+		require.NoError(t, res.err)
+		require.Equal(t, codes.ResourceExhausted, res.code, res.msg)
+	}
+	require.Equal(t, float64(extra), value(p.metrics(t), "meshmetrics_grpc_refused_total", "", map[string]string{"reason": "too_many_streams"}))
+
+	// Half the open streams send a message far above the limit: gRPC
+	// refuses it from its length, before its body.
+	before := procStatus(t, pid, "VmHWM")
+	huge := make([]byte, 60<<20)
+	for _, s := range open[:maxStreams/2] {
+		_ = s.send(huge) // fails once the server has ended the stream
+		res := s.end()
+		require.NoError(t, res.err)
+		require.Equal(t, codes.ResourceExhausted, res.code, res.msg)
+	}
+	peak := procStatus(t, pid, "VmHWM")
+	// The others still work, and end cleanly.
+	for _, s := range open[maxStreams/2:] {
+		require.NoError(t, s.send(msg))
+		res := s.end()
+		require.NoError(t, res.err)
+		require.Equal(t, codes.OK, res.code, res.msg)
+	}
+	require.Eventually(t, func() bool { return value(p.metrics(t), "meshmetrics_grpc_open_streams", "", nil) == 0 },
+		10*time.Second, 10*time.Millisecond, "every stream's slot given back")
+	require.Zero(t, value(p.metrics(t), "meshmetrics_grpc_bytes_in_flight", "", nil))
+	t.Logf("figures %s: %d streams open, %d refused, %d ended by a 60 MiB message; peak RSS %d MiB before, %d MiB after",
+		t.Name(), maxStreams, extra, maxStreams/2, before>>20, peak>>20)
+	require.Less(t, peak-before, int64(64<<20))
 }

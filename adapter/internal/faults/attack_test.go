@@ -119,3 +119,71 @@ func openFiles(t testing.TB, pid int) int {
 	require.NoError(t, err)
 	return len(des)
 }
+
+// stream opens a long-lived gRPC stream to method with metadata md: its
+// messages are written with send (framed here), and done ends it and
+// returns its status. RoundTrip only returns with the server's answer: at
+// once when the stream is refused, when the stream ends otherwise.
+type rawStream struct {
+	w      *io.PipeWriter
+	result chan rawResult
+}
+
+type rawResult struct {
+	code codes.Code
+	msg  string
+	err  error
+}
+
+func (c *rawClient) stream(ctx context.Context, method string, md map[string]string) *rawStream {
+	r, w := io.Pipe()
+	s := &rawStream{w: w, result: make(chan rawResult, 1)}
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+method, r)
+		if err != nil {
+			s.result <- rawResult{err: err}
+			return
+		}
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		for k, v := range md {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.tr.RoundTrip(req)
+		if err != nil {
+			s.result <- rawResult{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = r.CloseWithError(io.ErrClosedPipe) // a refused stream takes no more
+		st, text := resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+		if st == "" {
+			st, text = resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+		}
+		n, err := strconv.Atoi(st)
+		if err != nil {
+			s.result <- rawResult{err: fmt.Errorf("grpc-status %q (HTTP %d)", st, resp.StatusCode)}
+			return
+		}
+		s.result <- rawResult{code: codes.Code(n), msg: text}
+	}()
+	return s
+}
+
+// send writes one message; an error means the server has ended the stream.
+func (s *rawStream) send(msg []byte) error {
+	var prefix [5]byte
+	binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+	if _, err := s.w.Write(prefix[:]); err != nil {
+		return err
+	}
+	_, err := s.w.Write(msg)
+	return err
+}
+
+// end closes the client's side and waits for the status.
+func (s *rawStream) end() rawResult {
+	_ = s.w.Close()
+	return <-s.result
+}
