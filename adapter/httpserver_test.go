@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,12 +67,20 @@ func TestHTTPConnectionsAreCapped(t *testing.T) {
 		return healthzOn(c)
 	}
 	require.True(t, healthz(), "a new connection is served: an idle one made room")
-	_ = held[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := held[0].Read(make([]byte, 1))
-	require.ErrorIs(t, err, io.EOF, "the connection idle longest was closed")
 	require.Eventually(t, func() bool {
-		return counter(t, h.a.Registry(), "meshmetrics_http_connections_evicted_total") >= 1
+		return counter(t, h.a.Registry(), "meshmetrics_http_connections_evicted_total") == 1
 	}, 5*time.Second, 10*time.Millisecond)
+	// The one idle longest: normally the first, but the server marks a
+	// connection idle on its own goroutine, which a loaded machine can
+	// delay past the next connection's request.
+	closed := 0
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	require.Equal(t, 1, closed, "one idle connection was closed to make room")
 	require.Zero(t, counter(t, h.a.Registry(), "meshmetrics_http_connections_refused_total"))
 	for _, c := range held {
 		c.Close()

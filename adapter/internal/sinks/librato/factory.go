@@ -45,6 +45,10 @@ type Options struct {
 	// Transport replaces the HTTP transport (tests, proxies).
 	Transport http.RoundTripper
 	UserAgent string
+
+	// times is the Factory's record of the times its sinks sent, by
+	// destination (set by NewFactoryWith).
+	times *sentTimes
 }
 
 func (o Options) withDefaults() Options {
@@ -73,7 +77,9 @@ func NewFactory(env sinks.Env) sinks.Factory { return NewFactoryWith(env, Option
 
 // NewFactoryWith is NewFactory with Options.
 func NewFactoryWith(env sinks.Env, o Options) *Factory {
-	return &Factory{env: envDefaults(env), opts: o.withDefaults()}
+	o = o.withDefaults()
+	o.times = &sentTimes{last: map[string]int64{}}
+	return &Factory{env: envDefaults(env), opts: o}
 }
 
 // envDefaults fills what a test or a partial wiring leaves out, so that a

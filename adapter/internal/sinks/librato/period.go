@@ -1,6 +1,7 @@
 package librato
 
 import (
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -171,6 +172,7 @@ func (s *Sink) timeOf(points []point, stamp int64) {
 		}
 		p.time = t
 		s.sentAt[p.id.key] = t
+		s.lastTime = max(s.lastTime, t)
 	}
 	// Stamps only grow: a series last sent before this one needs no
 	// memory.
@@ -179,6 +181,37 @@ func (s *Sink) timeOf(points []point, stamp int64) {
 			delete(s.sentAt, k)
 		}
 	}
+}
+
+// sentTimes records, by destination, the latest time a closed sink sent a
+// value for, so that the next sink of the destination in this process
+// starts after it. Safe for concurrent use; a nil *sentTimes records
+// nothing.
+type sentTimes struct {
+	mu   sync.Mutex
+	last map[string]int64
+}
+
+// after is the first time a new sink of key may use.
+func (t *sentTimes) after(key string) int64 {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if last, ok := t.last[key]; ok {
+		return last + 1
+	}
+	return 0
+}
+
+func (t *sentTimes) record(key string, last int64) {
+	if t == nil || last == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.last[key] = max(t.last[key], last)
 }
 
 // accumulate advances the cumulative value of each legacy counter by the

@@ -44,6 +44,8 @@ type Sink struct {
 	// or after the current stamp (by identity; under flushMu): a series'
 	// times strictly increase (timeOf).
 	sentAt map[string]int64
+	// lastTime is the latest time of any value sent; under flushMu.
+	lastTime int64
 
 	// mu guards the period state and every registry call: OnRemove runs
 	// inside them and appends to orphans.
@@ -118,7 +120,12 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 	env.Metrics.InitDropped(name, DropValueOutOfRange)
 	now := env.Now().Unix()
 	s.periodStart = floorTo(now, cfg.period)
-	s.stamp = s.periodStart
+	// The first period starts now, not at its start: a sink that sent to
+	// this destination before (the previous run, or a sink closed by a
+	// config change) may have sent values for this period, each for a
+	// time up to its close, and Librato keeps one value per series and
+	// time. Within the process the times sent are known (sentTimes).
+	s.stamp = max(now, opts.times.after(name))
 	go s.run()
 	env.Log.WithFields(logrus.Fields{"sink": name, "period": time.Duration(cfg.period) * time.Second}).Info("librato sink started")
 	return s, nil
@@ -223,6 +230,9 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closed = true
 		s.mu.Unlock()
 		s.rotate(s.env.Now(), true)
+		s.flushMu.Lock()
+		s.opts.times.record(s.name, s.lastTime)
+		s.flushMu.Unlock()
 		if err := s.queue.Close(ctx); err != nil {
 			s.closeErr = fmt.Errorf("librato sink %s: not everything was sent before the shutdown timeout: %w", s.name, err)
 		}
