@@ -62,6 +62,9 @@ func (o Options) withDefaults() Options {
 	if o.UserAgent == "" {
 		o.UserAgent = DefaultUserAgent
 	}
+	if o.times == nil {
+		o.times = newSentTimes()
+	}
 	return o
 }
 
@@ -77,9 +80,7 @@ func NewFactory(env sinks.Env) sinks.Factory { return NewFactoryWith(env, Option
 
 // NewFactoryWith is NewFactory with Options.
 func NewFactoryWith(env sinks.Env, o Options) *Factory {
-	o = o.withDefaults()
-	o.times = &sentTimes{last: map[string]int64{}}
-	return &Factory{env: envDefaults(env), opts: o}
+	return &Factory{env: envDefaults(env), opts: o.withDefaults()}
 }
 
 // envDefaults fills what a test or a partial wiring leaves out, so that a
