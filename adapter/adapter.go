@@ -270,22 +270,31 @@ func New(o Options) (_ *Adapter, err error) {
 			a.exposed = append(a.exposed, tw)
 		}
 	}
+	// Handler configs come with callers' calls: what is logged of them is
+	// cut, and rate-limited by what happened, not by config (a caller can
+	// send a new config with every call).
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
 		OnClose: func(d handler.Digest) {
 			a.metrics.HandlersClosed.Inc()
-			o.Log.WithField("handler", d.String()).Info("handler config closed (evicted or idle)")
+			limiter.Log(logrus.InfoLevel, "handler-closed", logrus.Fields{"handler": d.String()}, "handler config closed (evicted or idle)")
 		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
 				if err != nil {
-					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
-					o.Log.WithField("handler", d.String()).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
+					reason := configErrorReason(err)
+					a.metrics.ConfigErrors.WithLabelValues(reason).Inc()
+					limiter.Log(logrus.WarnLevel, "handler-refused|"+reason, logrus.Fields{"handler": d.String(), "reason": reason},
+						"handler config refused: "+logging.Truncate(o.Secrets.RedactString(err.Error()), logging.MaxMessage))
 					return
 				}
 				a.metrics.HandlersBuilt.Inc()
 				a.metrics.LastConfigSuccess.SetToCurrentTime()
-				o.Log.WithFields(logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": sinkNames}).
-					Info("handler config built")
+				names := make([]string, len(sinkNames))
+				for i, n := range sinkNames {
+					names[i] = logging.Truncate(n, logging.MaxCallerValue)
+				}
+				limiter.Log(logrus.InfoLevel, "handler-built", logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": names},
+					"handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig
 	if o.TLS.Enabled() {

@@ -349,7 +349,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	for i := 0; i < n; i++ {
 		if err := msg.EntryNeed(i, &w.entry, cfg.need); err != nil {
 			malformed++
-			r.o.Limiter.Log(logrus.WarnLevel, "als-malformed-entry", nil, "access-log entry skipped: "+err.Error())
+			r.o.Limiter.Log(logrus.WarnLevel, "als-malformed-entry", nil, "access-log entry skipped: "+logging.Truncate(err.Error(), logging.MaxMessage))
 			continue
 		}
 		p := 0

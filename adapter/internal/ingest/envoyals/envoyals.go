@@ -205,7 +205,8 @@ func (s *Service) process(mu *sync.Mutex, stopped *bool, raw *rawMessage, msg *l
 	}
 	if err := msg.Parse(raw.bytes()); err != nil {
 		s.o.OnMalformed()
-		s.o.Limiter.Log(logrus.WarnLevel, "als-malformed", logrus.Fields{"api": api.String()}, "access-log message skipped, stream kept: "+err.Error())
+		s.o.Limiter.Log(logrus.WarnLevel, "als-malformed", logrus.Fields{"api": api.String()},
+			"access-log message skipped, stream kept: "+logging.Truncate(err.Error(), logging.MaxMessage))
 		return true
 	}
 	s.o.Sink.Entries(msg, api)
