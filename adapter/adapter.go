@@ -73,8 +73,12 @@ type Options struct {
 
 	QueueCapacity      int
 	MaxSeries          int
-	HandlerCacheSize   int
-	HandlerIdleTimeout time.Duration
+	HandlerCacheSize int
+	// HandlerCacheMaxBytes bounds the estimated memory of the cached
+	// handlers (handler.EstimateBytes); a config estimated above it alone
+	// is refused.
+	HandlerCacheMaxBytes int64
+	HandlerIdleTimeout   time.Duration
 	// DedupTTL, when positive, drops a call whose dedup_id and content were
 	// both seen within this window (for clients that retry with a stable
 	// id). Zero, the default, counts every call: a real Mixer reuses ids
@@ -170,6 +174,9 @@ func (o *Options) setDefaults() error {
 	def(&o.QueueCapacity, config.DefaultQueueCapacity)
 	def(&o.MaxSeries, config.DefaultMaxSeries)
 	def(&o.HandlerCacheSize, config.DefaultHandlerCacheSize)
+	if o.HandlerCacheMaxBytes == 0 {
+		o.HandlerCacheMaxBytes = config.DefaultHandlerCacheMaxBytes
+	}
 	defD(&o.HandlerIdleTimeout, config.DefaultHandlerIdleTimeout)
 	if o.DedupTTL < 0 {
 		return fmt.Errorf("--dedup-ttl must not be negative (0 turns deduplication off), got %s", o.DedupTTL)
@@ -278,7 +285,7 @@ func New(o Options) (_ *Adapter, err error) {
 			a.metrics.HandlersClosed.Inc()
 			limiter.Log(logrus.InfoLevel, "handler-closed", logrus.Fields{"handler": d.String()}, "handler config closed (evicted or idle)")
 		}},
-		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
+		handler.CacheOptions{Size: o.HandlerCacheSize, MaxBytes: o.HandlerCacheMaxBytes, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
 				if err != nil {
 					reason := configErrorReason(err)
@@ -333,6 +340,10 @@ func New(o Options) (_ *Adapter, err error) {
 		services = append(services, als)
 	}
 	a.grpcMetrics = newGRPCMetrics(a.registry, func() grpcserver.Admission { return a.server.Admission() })
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshmetrics_handler_cache_bytes",
+		Help: "Estimated memory of the cached handlers (see docs/RELIABILITY.md); at most --handler-cache-max-bytes.",
+	}, func() float64 { return float64(a.cache.Bytes()) }))
 	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: services,
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
 		Limits: grpcserver.Limits{MaxCalls: o.GRPCMaxConcurrentCalls, MaxStreams: o.ALS.MaxStreams,
@@ -381,6 +392,8 @@ func newDedupWindow(ttl time.Duration) *dedup.Window {
 func configErrorReason(err error) string {
 	var fe config.FieldErrors
 	switch {
+	case errors.Is(err, handler.ErrTooLarge):
+		return "too_large"
 	case errors.As(err, &fe):
 		return "validation"
 	case errors.Is(err, config.ErrInvalid):

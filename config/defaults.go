@@ -78,6 +78,11 @@ const (
 	// DefaultMaxSeries caps the series one sink holds, across handlers.
 	DefaultMaxSeries        = 250000
 	DefaultHandlerCacheSize = 64
+	// DefaultHandlerCacheMaxBytes bounds the handlers' estimated memory
+	// (handler.EstimateBytes): a config of the largest size the caps allow
+	// (10,000 metrics of 256 labels) is estimated at about 0.5 GiB with
+	// one backend, so one such config fits.
+	DefaultHandlerCacheMaxBytes int64 = 1 << 30
 	// DefaultHandlerIdleTimeout: a handler config unused for this long is
 	// flushed and closed.
 	DefaultHandlerIdleTimeout = 10 * time.Minute

@@ -94,6 +94,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.IntVar(&o.QueueCapacity, "queue-capacity", config.DefaultQueueCapacity, "instances that may wait between HandleMetric and each sink; beyond, new ones are dropped and counted")
 	fs.IntVar(&o.MaxSeries, "max-series", config.DefaultMaxSeries, "series one sink may hold across all handler configs; beyond, new series are dropped and counted")
 	fs.IntVar(&o.HandlerCacheSize, "handler-cache-size", config.DefaultHandlerCacheSize, "distinct handler configs kept built")
+	fs.Int64Var(&o.HandlerCacheMaxBytes, "handler-cache-max-bytes", config.DefaultHandlerCacheMaxBytes, "estimated memory of the handler configs kept built (about 700 bytes per metric and 200 per label name per backend); the least recent are closed to stay below it, and a config estimated above it alone is refused")
 	fs.DurationVar(&o.HandlerIdleTimeout, "handler-idle-timeout", config.DefaultHandlerIdleTimeout, "a handler config unused this long is flushed and closed")
 	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "off (0) by default: every call counts, since a real Mixer reuses dedup_ids under load and never retries. When set, a call whose dedup_id and content both match a call seen within this window is not counted again (for clients that retry with a stable id)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", config.DefaultShutdownTimeout, "time to drain calls and flush sinks on SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
