@@ -326,6 +326,13 @@ func redact(v reflect.Value) {
 				}
 				continue
 			}
+			// URLs may carry credentials in their user info or query.
+			if t.Field(i).Name == "Url" && f.Kind() == reflect.String && f.CanSet() {
+				if f.String() != "" {
+					f.SetString(RedactURL(f.String()))
+				}
+				continue
+			}
 			if f.CanSet() || f.Kind() == reflect.Pointer || f.Kind() == reflect.Slice || f.Kind() == reflect.Interface {
 				redact(f)
 			}

@@ -138,13 +138,14 @@ func (f *Factory) Normalize(p *config.Params) config.FieldErrors {
 // Key implements sinks.Factory: "librato:<url>#<api>#<digest>", where the
 // digest covers the whole librato block, so that any change to it builds a
 // new sink (the old one flushes as its last handler goes). The URL is shown
-// without user info and the token only enters through the digest.
+// without user info and with credentials in its query redacted; the token
+// only enters through the digest.
 func (f *Factory) Key(p *config.Params) string {
 	if p.Librato == nil {
 		return ""
 	}
 	l := p.Librato
-	u := l.Url
+	u := config.RedactURL(l.Url)
 	if parsed, err := url.Parse(u); err == nil {
 		parsed.User = nil
 		u = parsed.String()

@@ -259,6 +259,7 @@ type Request struct {
 	Received time.Time
 	Method   string
 	Path     string
+	Query    string // the raw query string
 	Header   http.Header
 	RawBody  []byte // as sent, at most the body limit
 	Body     []byte // after Content-Encoding decoding; nil when not decoded
@@ -283,6 +284,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		Received: time.Now(),
 		Method:   r.Method,
 		Path:     r.URL.Path,
+		Query:    r.URL.RawQuery,
 		Header:   r.Header.Clone(),
 		Auth:     s.authenticate(r),
 	}
