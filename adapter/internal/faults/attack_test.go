@@ -187,3 +187,8 @@ func (s *rawStream) end() rawResult {
 	_ = s.w.Close()
 	return <-s.result
 }
+
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	return string(b), err
+}
