@@ -71,8 +71,8 @@ type Options struct {
 	KeepaliveTime          time.Duration
 	KeepaliveTimeout       time.Duration
 
-	QueueCapacity      int
-	MaxSeries          int
+	QueueCapacity    int
+	MaxSeries        int
 	HandlerCacheSize int
 	// HandlerCacheMaxBytes bounds the estimated memory of the cached
 	// handlers (handler.EstimateBytes); a config estimated above it alone

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -16,34 +15,31 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 )
 
 // The hostile client of the hardening scenarios: gRPC calls built by hand
-// over HTTP/2 (golang.org/x/net/http2), so that a test can send what no
+// over HTTP/2 (net/http's), so that a test can send what no
 // well-behaved client sends (a 60 MB message to a server that refuses the
 // caller, thousands of them at once) with one shared buffer for every
 // body, and the process measured is the adapter's alone.
 
 // rawClient sends hand-built gRPC calls to addr.
 type rawClient struct {
-	tr   *http2.Transport
+	tr   *http.Transport
 	base string
 }
 
-// newRawClient speaks h2c, or TLS when tlsCfg is set.
+// newRawClient speaks HTTP/2 in clear text (h2c), or over TLS when tlsCfg
+// is set.
 func newRawClient(addr string, tlsCfg *tls.Config) *rawClient {
-	tr := &http2.Transport{}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
 	base := "https://" + addr
 	if tlsCfg == nil {
-		tr.AllowHTTP = true
-		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}
+		tr.Protocols.SetUnencryptedHTTP2(true)
 		base = "http://" + addr
 	} else {
+		tr.Protocols.SetHTTP2(true)
 		tr.TLSClientConfig = tlsCfg
 	}
 	return &rawClient{tr: tr, base: base}

@@ -167,7 +167,7 @@ func New(opts ...Option) *Server {
 		pointAt:  map[string]int{},
 		legacyAt: map[string]int{},
 	}
-	s.Injector.BeforeReset = s.recordReset
+	s.BeforeReset = s.recordReset
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.ts.Listener = s.Listener(s.ts.Listener)
 	s.ts.Start()
