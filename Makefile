@@ -13,7 +13,7 @@ MODULE := github.com/meshmetrics/meshmetrics
 # Import-path mappings so that gogo-generated code uses gogo's well-known types.
 GOGO_M := Mgoogle/protobuf/any.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/duration.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/timestamp.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/descriptor.proto=github.com/gogo/protobuf/protoc-gen-gogo/descriptor,Mgoogle/rpc/status.proto=github.com/gogo/googleapis/google/rpc
 
-.PHONY: help run demo test test-unit test-race fuzz check-generated generate tools deps bench image lint fmt vet
+.PHONY: help run demo test test-tools test-unit test-race fuzz check-generated generate tools deps bench image image-push lint fmt vet
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ run: ## run the adapter on its embedded default (Prometheus exposition on :42422
 demo: ## start the adapter, drive it with mockmixer and the samples, print the series
 	./cmd/mockmixer/demo.sh
 
-test: deps check-generated vet lint test-race fuzz ## every test (installs protoc, prometheus and the pinned linter when absent)
+test: deps check-generated vet lint test-tools test-race fuzz ## every test (installs protoc, prometheus, etcd and the pinned linter when absent)
+
+test-tools: ## build the tools the deploy tests run (kube-apiserver, actionlint) into ~/.cache/meshmetrics-tools, once per version
+	$(GO) run ./deploy/internal/toolcache/buildtools
 
 test-race: ## go test -race ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -89,7 +92,8 @@ generate: tools ## regenerate protobuf code, descriptors and the adapter/templat
 	  mixer/template/metric/template_handler_service.proto
 	$(GO) run ./config/gencr -adapter-descriptor config/config.proto_descriptor \
 	  -template-descriptor adapter/mixerpb/metricpb/template_handler_service.descriptor_set \
-	  -out deploy/kubernetes
+	  -out deploy/helm/meshmetrics/files
+	$(GO) run ./deploy/render
 	cp deploy/kubernetes/adapter.yaml deploy/kubernetes/template-metric.yaml adapter/internal/mixerless/
 	$(GO) run ./config/gendoc -descriptor config/config.proto_descriptor -out docs/params.md
 	gofmt -w config/config.pb.go adapter/mixerpb/*/*.pb.go
@@ -107,7 +111,31 @@ check-generated: deps ## fail when generated files differ from what `make genera
 bench: ## run the benchmark harness (see docs/BENCHMARKS.md)
 	./docs/bench/run.sh
 
+# The image the chart deploys by default is the one the release workflow
+# (.github/workflows/release.yml) publishes: ghcr.io/meshmetrics/meshmetrics,
+# tagged with the release's version (the chart's appVersion).
 IMAGE ?= ghcr.io/meshmetrics/meshmetrics
 IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-image: ## build the container image IMAGE:IMAGE_VERSION from deploy/Dockerfile (needs a Docker engine with BuildKit)
-	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile --build-arg VERSION=$(IMAGE_VERSION) -t $(IMAGE):$(IMAGE_VERSION) .
+DOCKER ?= docker
+# The platform of a local build: the Docker engine's own.
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+# What image-push publishes (needs buildx, and QEMU or native builders for
+# the foreign architectures' base image; the Go build cross-compiles).
+PLATFORMS ?= linux/amd64,linux/arm64
+
+image: ## build IMAGE:IMAGE_VERSION for this machine from deploy/Dockerfile (buildx when present, else plain docker build)
+	@if $(DOCKER) buildx version >/dev/null 2>&1; then \
+	  echo "make image: docker buildx build (BuildKit), linux/$(IMAGE_ARCH)"; \
+	  set -x; $(DOCKER) buildx build --load --platform linux/$(IMAGE_ARCH) -f deploy/Dockerfile \
+	    --build-arg VERSION=$(IMAGE_VERSION) -t $(IMAGE):$(IMAGE_VERSION) . ; \
+	else \
+	  echo "make image: no buildx, classic docker build, linux/$(IMAGE_ARCH)"; \
+	  set -x; DOCKER_BUILDKIT=0 $(DOCKER) build -f deploy/Dockerfile \
+	    --build-arg VERSION=$(IMAGE_VERSION) --build-arg BUILDPLATFORM=linux/$(IMAGE_ARCH) \
+	    --build-arg TARGETOS=linux --build-arg TARGETARCH=$(IMAGE_ARCH) -t $(IMAGE):$(IMAGE_VERSION) . ; \
+	fi
+
+image-push: ## build IMAGE:IMAGE_VERSION for PLATFORMS and push it (needs buildx)
+	@$(DOCKER) buildx version >/dev/null 2>&1 || { echo "make image-push: a multi-platform image needs docker buildx"; exit 1; }
+	$(DOCKER) buildx build --push --platform $(PLATFORMS) -f deploy/Dockerfile \
+	  --build-arg VERSION=$(IMAGE_VERSION) -t $(IMAGE):$(IMAGE_VERSION) .

@@ -120,6 +120,10 @@ type Options struct {
 	ConfigReloadInterval time.Duration
 	// ALS configures the access-log path.
 	ALS ALSOptions
+
+	// Reload, when set, makes Run call Adapter.Reload for each value
+	// received (cmd/meshmetrics relays SIGHUP).
+	Reload <-chan os.Signal
 }
 
 // ALSOptions configure the access-log path of the Mixer-less mode.
@@ -225,6 +229,10 @@ type Adapter struct {
 	grpcMetrics *grpcMetrics
 	spool       *export.Spool
 	rules       *mixerless.Runtime
+	// tls and token are the server's files re-read by Reload (nil when
+	// not configured).
+	tls   *grpcserver.TLSConfig
+	token *grpcserver.TokenCheck
 
 	// exposed are the permanent sinks whose series /metrics serves.
 	exposed []textWriter
@@ -247,7 +255,11 @@ func New(o Options) (_ *Adapter, err error) {
 	registerBuildInfo(a.registry, o.Build)
 	// Every sink's drop counters exist at 0 from its start, so that alerts
 	// can be written in advance (the export helper adds a push sink's own).
-	a.sinks.OnSink = func(name string) { a.metrics.InitDropped(name, telemetry.SinkDropReasons()...) }
+	a.sinks.OnNewSink(func(name string) {
+		a.metrics.InitDropped(name, telemetry.SinkDropReasons()...)
+		a.metrics.InitSink(name, o.MaxSeries)
+	})
+	a.sinks.OnSinkClosed(a.metrics.SinkClosed)
 	limiter := logging.NewLimiter(o.Log, o.LogEvery)
 	if o.SpoolDir != "" {
 		if a.spool, err = openSpool(&o, a.metrics, limiter, a.registry); err != nil {
@@ -283,14 +295,16 @@ func New(o Options) (_ *Adapter, err error) {
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
 		OnClose: func(d handler.Digest) {
 			a.metrics.HandlersClosed.Inc()
-			limiter.Log(logrus.InfoLevel, "handler-closed", logrus.Fields{"handler": d.String()}, "handler config closed (evicted or idle)")
+			limiter.Log(logrus.InfoLevel, "handler-closed", a.handlerFields(d), "handler config closed (evicted or idle)")
 		}},
 		handler.CacheOptions{Size: o.HandlerCacheSize, MaxBytes: o.HandlerCacheMaxBytes, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
+				fields := a.handlerFields(d)
 				if err != nil {
 					reason := configErrorReason(err)
 					a.metrics.ConfigErrors.WithLabelValues(reason).Inc()
-					limiter.Log(logrus.WarnLevel, "handler-refused|"+reason, logrus.Fields{"handler": d.String(), "reason": reason},
+					fields["reason"] = reason
+					limiter.Log(logrus.WarnLevel, "handler-refused|"+reason, fields,
 						"handler config refused: "+logging.Truncate(o.Secrets.RedactString(err.Error()), logging.MaxMessage))
 					return
 				}
@@ -300,8 +314,8 @@ func New(o Options) (_ *Adapter, err error) {
 				for i, n := range sinkNames {
 					names[i] = logging.Truncate(n, logging.MaxCallerValue)
 				}
-				limiter.Log(logrus.InfoLevel, "handler-built", logrus.Fields{"handler": d.String(), "metrics": len(p.Metrics), "sinks": names},
-					"handler config built")
+				fields["metrics"], fields["sinks"] = len(p.Metrics), names
+				limiter.Log(logrus.InfoLevel, "handler-built", fields, "handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig
 	if o.TLS.Enabled() {
@@ -312,6 +326,7 @@ func New(o Options) (_ *Adapter, err error) {
 			limiter.Log(logrus.ErrorLevel, "tls-reload", nil, "TLS reload failed, keeping the previous certificates: "+err.Error())
 		}
 	}
+	a.tls = tlsCfg
 	refused := func(reason string) { a.metrics.AuthRefused.WithLabelValues(reason).Inc() }
 	var allow *grpcserver.SPIFFEAllowList
 	if len(o.AllowedSPIFFEIDs) > 0 {
@@ -325,6 +340,7 @@ func New(o Options) (_ *Adapter, err error) {
 			return nil, err
 		}
 		token.OnRefuse = refused
+		a.token = token
 		if tlsCfg == nil {
 			o.Log.Warn("--auth-token-file without TLS: the token travels in clear text (Mixer itself only sends it over TLS)")
 		}
@@ -389,17 +405,30 @@ func newDedupWindow(ttl time.Duration) *dedup.Window {
 	return dedup.New(dedup.Options{Window: config.DefaultDedupWindow})
 }
 
+// handlerFields name a handler config in logs: by its digest, which is all
+// a HandleMetric call tells (`meshmetrics validate --digests` maps digests
+// to handler CRs), and in the Mixer-less mode also by its CR and file.
+func (a *Adapter) handlerFields(d handler.Digest) logrus.Fields {
+	f := logrus.Fields{"handler": d.String()}
+	if a.rules != nil {
+		if key, source, ok := a.rules.HandlerOf(d); ok {
+			f["handler_cr"], f["source"] = key, source
+		}
+	}
+	return f
+}
+
 func configErrorReason(err error) string {
 	var fe config.FieldErrors
 	switch {
 	case errors.Is(err, handler.ErrTooLarge):
-		return "too_large"
+		return telemetry.ConfigErrorTooLarge
 	case errors.As(err, &fe):
-		return "validation"
+		return telemetry.ConfigErrorValidation
 	case errors.Is(err, config.ErrInvalid):
-		return "decode"
+		return telemetry.ConfigErrorDecode
 	}
-	return "sink"
+	return telemetry.ConfigErrorSink
 }
 
 // Start listens on the gRPC and HTTP addresses and serves in the background.
@@ -512,7 +541,66 @@ func (a *Adapter) Shutdown(ctx context.Context) error {
 	return a.shutdownErr
 }
 
-// Run starts the adapter and shuts it down when ctx ends (SIGTERM, SIGINT).
+// Reload re-reads now, whether or not they look changed, what the adapter
+// otherwise re-reads when it sees a change: the server's TLS certificates
+// and client CA, the token file, the credential files of live sinks, and
+// (in the Mixer-less mode) the config directory. It is what SIGHUP does.
+// What fails to load keeps the previous value in use, and the errors are
+// returned together (and logged); nothing else stops.
+func (a *Adapter) Reload(ctx context.Context) error {
+	log := a.opts.Log
+	var done []string
+	var errs []error
+	if a.tls != nil {
+		if err := a.tls.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("TLS certificates (the previous ones stay in use): %w", err))
+		} else {
+			done = append(done, "TLS certificates")
+		}
+	}
+	if a.token != nil {
+		if err := a.token.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("auth token (the previous one stays in use): %w", err))
+		} else {
+			done = append(done, "auth token")
+		}
+	}
+	n, err := a.sinks.Reload()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("sink credentials (the previous ones stay in use): %w", err))
+	} else if n > 0 {
+		done = append(done, fmt.Sprintf("credentials of %d sink%s", n, plural(n)))
+	}
+	if a.rules != nil && ctx.Err() == nil {
+		if err := a.rules.Reload(); err != nil { //nolint:contextcheck // a reload outlives no call: its forwarders are bounded by Close
+			errs = append(errs, fmt.Errorf("config directory %s (the last good config keeps running): %w", a.opts.ConfigDir, err))
+		} else {
+			done = append(done, "config directory "+a.opts.ConfigDir)
+		}
+	}
+	err = errors.Join(errs...)
+	fields := logrus.Fields{"reloaded": done}
+	if err != nil {
+		log.WithFields(fields).Error("reload incomplete: " + a.opts.Secrets.RedactString(err.Error()))
+		return err
+	}
+	if len(done) == 0 {
+		log.Info("reload: nothing to re-read (no TLS files, token file, sink credential files or config directory)")
+		return nil
+	}
+	log.WithFields(fields).Info("reloaded")
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// Run starts the adapter, reloads on each value of Options.Reload, and
+// shuts it down when ctx ends (SIGTERM, SIGINT).
 func Run(ctx context.Context, o Options) error {
 	a, err := New(o) //nolint:contextcheck // the rules runtime's forwarders live until Shutdown, not until a call ends
 	if err != nil {
@@ -522,9 +610,17 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-a.Errors():
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case serveErr = <-a.Errors():
+			break wait
+		case sig := <-o.Reload:
+			a.opts.Log.WithField("signal", sig.String()).Info("reloading")
+			_ = a.Reload(ctx) // it logs what it re-read and what failed
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), a.opts.ShutdownTimeout)
 	defer cancel()

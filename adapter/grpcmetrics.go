@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/grpcserver"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // grpcMetrics count what the gRPC server refuses before a caller is trusted
@@ -25,7 +26,7 @@ func newGRPCMetrics(reg prometheus.Registerer, admission func() grpcserver.Admis
 			Help: "gRPC calls and streams refused before their messages were read: unknown_method, too_many_calls (--grpc-max-concurrent-calls), too_many_streams (--als-max-streams), bytes_in_flight (--grpc-max-bytes-in-flight). Token and TLS refusals are in meshmetrics_auth_refused_total.",
 		}, []string{"reason"}),
 	}
-	for _, r := range grpcserver.RefusalReasons() {
+	for _, r := range telemetry.GRPCRefusedReasons() {
 		m.refused.WithLabelValues(r)
 	}
 	reg.MustRegister(m.connectionsRefused, m.refused,

@@ -38,7 +38,7 @@ func BenchmarkHotPath(b *testing.B) {
 			dims := []string{"dim0", "dim1", "dim2", "dim3", "dim4", "dim5"}
 			p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "loadtest.instance.istio-system",
 				Kind: config.Params_MetricInfo_COUNTER, Name: "load_requests", LabelNames: dims}},
-				Limits: &config.Limits{MaxSeriesPerMetric: 200000}} // above the 50k default
+				Limits: &config.Limits{MaxSeriesPerMetric: 200000}} // 100k series, under one metric
 			pb, err := p.Marshal()
 			require.NoError(b, err)
 			cfg := &types.Any{TypeUrl: config.TypeURL, Value: pb}

@@ -74,7 +74,8 @@ func TestWhichSinksAConfigFeeds(t *testing.T) {
 	}
 	_, _, err := resolve(t, &config.Params{Metrics: gauge, Prometheus: &config.PrometheusParams{DisableExposition: true}})
 	require.ErrorIs(t, err, config.ErrInvalid)
-	require.ErrorContains(t, err, "sends to no sink")
+	require.EqualError(t, err, "invalid handler config: prometheus.disable_exposition: the config sends to no sink: "+
+		"exposition is off and no other backend is configured (prometheus.remote_write.url, librato)")
 }
 
 func TestBackendsReportEveryFieldError(t *testing.T) {

@@ -3,16 +3,18 @@ package adapter
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
 // defaultSinks wires the built-in sinks: the Prometheus exposition (one,
-// permanent, served on /metrics), remote write and Librato (one per
+// permanent, served on /metrics), remote write, Librato and OTLP (one per
 // destination, built when a handler config names it).
 func defaultSinks(env sinks.Env, reg *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
 	expo := exposition.New(env)
@@ -26,7 +28,25 @@ func builtinFactories(env sinks.Env, expo *exposition.Sink) []sinks.Factory {
 		exposition.NewFactory(expo),
 		remotewrite.NewFactory(env),
 		librato.NewFactory(env),
+		otlp.NewFactory(env),
 	}
+}
+
+// CheckParams is NormalizeParams followed by the rules of every backend the
+// params send to (the exposition's and remote write's name rules, Librato's
+// tags and names, readable credential files), exactly as a handler build
+// checks them: a config it passes is one the adapter takes. It builds no
+// sink. `meshmetrics validate` runs it on every handler.
+func CheckParams(in *config.Params) (*config.Params, error) {
+	p, err := config.Normalize(in)
+	if err != nil {
+		return nil, err
+	}
+	env := sinks.Env{Secrets: &logging.Secrets{}}
+	if err := handler.Check(p, builtinFactories(env, nil)); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // NormalizeParams normalizes handler params as a handler build does: the

@@ -32,8 +32,21 @@ const (
 	DefaultRemoteWriteMinBackoff     = 30 * time.Millisecond
 	DefaultRemoteWriteMaxBackoff     = 5 * time.Second
 	DefaultRemoteWriteMaxRetryElapse = 5 * time.Minute
-	DefaultMaxSeriesPerMetric        = 50000
-	DefaultMaxLabelValueLength       = 1024
+	DefaultOtlpProtocol              = "http/protobuf"
+	DefaultOtlpServiceName           = "meshmetrics"
+	DefaultOtlpInterval              = 60 * time.Second
+	DefaultOtlpMaxDataPoints         = 2000
+	DefaultOtlpMaxRequestBytes       = 3 << 20
+	DefaultOtlpQueueSize             = 100000
+	DefaultOtlpTimeout               = 10 * time.Second
+	DefaultOtlpMinBackoff            = time.Second
+	DefaultOtlpMaxBackoff            = 30 * time.Second
+	DefaultOtlpMaxRetryElapsed       = 5 * time.Minute
+	// DefaultMaxSeriesPerMetric is no cap of its own: the sink's
+	// --max-series bounds every metric together (config.proto's Limits
+	// says why).
+	DefaultMaxSeriesPerMetric  = 0
+	DefaultMaxLabelValueLength = 1024
 
 	// Hard caps that keep one config from exhausting memory while it is
 	// built: beyond them a config is refused with a field error.
@@ -75,7 +88,9 @@ const (
 	// DefaultQueueCapacity is the number of instances that may wait between
 	// HandleMetric and each sink.
 	DefaultQueueCapacity = 1000000
-	// DefaultMaxSeries caps the series one sink holds, across handlers.
+	// DefaultMaxSeries caps the series one sink holds, across handlers:
+	// the bound of the adapter's memory (about 0.9 GB with Istio's 20
+	// labels, the chart's 1 GiB limit; config.proto's Limits says more).
 	DefaultMaxSeries        = 250000
 	DefaultHandlerCacheSize = 64
 	// DefaultHandlerCacheMaxBytes bounds the handlers' estimated memory

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -83,8 +84,7 @@ func handlerParams(t *testing.T, a *crd.Adapter, h *crd.Handler) *config.Params 
 // serviceAt finds the Service a handler's connection.address names.
 func serviceAt(t *testing.T, objs *objects, address string) (*corev1.Service, int32) {
 	t.Helper()
-	host, port := address, ""
-	host, port, err := net.SplitHostPort(host)
+	host, port, err := net.SplitHostPort(address)
 	require.NoError(t, err)
 	name, rest, _ := strings.Cut(host, ".")
 	namespace, suffix, _ := strings.Cut(rest, ".")
@@ -268,4 +268,31 @@ func TestTheTemplateCR(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"metric.HandleMetricService"}, services)
+}
+
+func TestMutualTLSFieldsInEitherSpelling(t *testing.T) {
+	// The samples spell connection.authentication.mutual in lowerCamelCase,
+	// as Istio's handler CRD schema requires (an API server with strict
+	// validation refuses ca_certificates; a lenient one prunes it). The
+	// rules engine, and so mockmixer and the deploy tests, read both, as
+	// Mixer does, to the same settings.
+	data, err := os.ReadFile("kubernetes/samples/analyticprom-prometheus-mtls.yaml")
+	require.NoError(t, err)
+	camel := string(data)
+	for _, f := range []string{"privateKey:", "clientCertificate:", "caCertificates:"} {
+		require.Contains(t, camel, f)
+	}
+	snake := strings.NewReplacer("privateKey:", "private_key:", "clientCertificate:", "client_certificate:", "caCertificates:", "ca_certificates:").Replace(camel)
+	mutual := func(doc string) crd.Mutual {
+		store, err := crd.LoadSources([]crd.Source{{Name: "sample", Data: []byte(doc)}})
+		require.NoError(t, err)
+		require.Len(t, store.Handlers(), 1)
+		a := store.Handlers()[0].Connection.Authentication
+		require.NotNil(t, a)
+		require.NotNil(t, a.Mutual)
+		return *a.Mutual
+	}
+	m := mutual(camel)
+	require.Equal(t, crd.Mutual{PrivateKey: "/etc/certs/key.pem", ClientCertificate: "/etc/certs/cert-chain.pem", CACertificates: "/etc/certs/root-cert.pem"}, m)
+	require.Equal(t, m, mutual(snake))
 }

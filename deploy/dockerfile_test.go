@@ -76,7 +76,7 @@ func shellWords(line string, vars map[string]string) ([]string, error) {
 		case quote != 0 && r == quote:
 			quote = 0
 		case r == '$' && quote != '\'':
-			name := ""
+			var name string
 			if i+1 < len(rs) && rs[i+1] == '{' {
 				end := strings.IndexRune(string(rs[i+2:]), '}')
 				if end < 0 {
@@ -132,10 +132,12 @@ func readDockerfile(t *testing.T) *dockerfile {
 			name, def, _ := strings.Cut(in.args, "=")
 			d.args[name] = def
 		case "FROM":
-			vars := map[string]string{"BUILDPLATFORM": "linux/" + runtime.GOARCH}
+			vars := map[string]string{}
 			for k, v := range d.args {
 				vars[k] = v
 			}
+			// Set by BuildKit (make image passes it to the classic builder).
+			vars["BUILDPLATFORM"] = "linux/" + runtime.GOARCH
 			words, err := shellWords(in.args, vars)
 			require.NoError(t, err, "FROM %s", in.args)
 			d.stages = append(d.stages, strings.Join(words, " "))

@@ -27,9 +27,18 @@ func main() { os.Exit(mainCode()) }
 // mainCode runs the adapter and returns the exit status, so that main's
 // deferred calls run before os.Exit.
 func mainCode() int {
+	if len(os.Args) > 1 && os.Args[1] == "validate" {
+		return validateCode(os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	// SIGHUP re-reads certificates, tokens and the config directory; it is
+	// caught from the start, so that one sent while the adapter starts does
+	// not end the process (Go's default for SIGHUP is to exit).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, hup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -105,18 +114,9 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.DurationVar(&o.ConfigReloadInterval, "config-reload-interval", 2*time.Second, "how often --config-dir is checked for changes; a change is applied only when the whole directory is valid")
 	fs.BoolVar(&o.ALS.MixerExact, "als-mixer-exact", false, "build attribute bags from access-log entries exactly as Istio 1.7.8's Mixer did (its response.time bug included), without the attributes meshmetrics adds")
 	fs.Func("als-header-attributes", "comma-separated header=attribute pairs: logged request headers that fill string attributes, e.g. x-source-workload=source.workload.name", func(v string) error {
-		o.ALS.HeaderAttributes = map[string]string{}
-		for _, pair := range strings.Split(v, ",") {
-			if pair = strings.TrimSpace(pair); pair == "" {
-				continue
-			}
-			h, attr, ok := strings.Cut(pair, "=")
-			if !ok || strings.TrimSpace(h) == "" || strings.TrimSpace(attr) == "" {
-				return fmt.Errorf("%q is not header=attribute", pair)
-			}
-			o.ALS.HeaderAttributes[strings.TrimSpace(h)] = strings.TrimSpace(attr)
-		}
-		return nil
+		m, err := headerAttributes(v)
+		o.ALS.HeaderAttributes = m
+		return err
 	})
 	fs.IntVar(&o.ALS.ForwardQueue, "als-forward-queue", 1000, "HandleMetric calls that may wait for each handler of another out-of-process adapter; beyond, calls are dropped and counted")
 	fs.IntVar(&o.ALS.MaxEntriesPerMessage, "als-max-entries-per-message", 10000, "an access-log message with more entries is skipped and counted")
@@ -215,6 +215,11 @@ in docs/params.md; the process is configured with these flags, each of which
 can also be set by the environment variable shown (except --version and
 --help, which are commands).
 
+"meshmetrics validate" checks a config offline (Mixer CRDs with -f, or a
+Mixer-less --config-dir) as the adapter would take it; "meshmetrics validate
+--help" says how. SIGHUP re-reads the TLS files, the token files and the
+config directory; SIGTERM drains and flushes, then exits.
+
 Flags:
 `, versionLine(buildInfo()))
 	var names []string
@@ -230,7 +235,7 @@ Flags:
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer, reload <-chan os.Signal) error {
 	s, err := parse(args, getenv, out)
 	if err != nil {
 		return err
@@ -246,6 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return err
 	}
 	s.opts.Log, s.opts.Secrets = log, secrets
+	s.opts.Reload = reload
 	log.WithFields(logrus.Fields{"version": bi.Version, "commit": bi.Revision, "go": bi.GoVersion}).Info("starting meshmetrics")
 	start := time.Now()
 	err = adapter.Run(ctx, s.opts)

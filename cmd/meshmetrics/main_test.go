@@ -113,7 +113,7 @@ func TestFlagErrorsUseTheUsersSpelling(t *testing.T) {
 
 func TestVersionSaysVersionCommitAndGo(t *testing.T) {
 	var out bytes.Buffer
-	require.NoError(t, run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out))
+	require.NoError(t, run(context.Background(), []string{"--version"}, func(string) string { return "" }, &out, nil))
 	b := buildInfo()
 	require.Equal(t, versionLine(b)+"\n", out.String())
 	require.Contains(t, out.String(), runtime.Version())

@@ -59,13 +59,13 @@ config=(-f deploy/kubernetes/adapter.yaml -f deploy/kubernetes/template-metric.y
 	-f "$SAMPLES/analyticcounter.yaml" -f "$SAMPLES/analyticprom-prometheus.yaml")
 
 step "mockmixer report: the bags of $BAGS, one report each"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" --attributes-file "$BAGS" | tee "$work/report.out"
+"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" --attributes-file "$BAGS" | tee "$work/report.out"
 
 step "mockmixer report: mixc-style flags, a matching request sent twice, then one that does not match"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" -r 2 \
+"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" -r 2 \
 	-s 'request.path=/v1/damage?analytic=cli,request.method=DELETE,destination.service.name=damage' -i response.code=204 |
 	tee -a "$work/report.out"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" \
+"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" \
 	-s 'request.path=/v1/damage,request.method=GET' -i response.code=200 | tee -a "$work/report.out"
 
 # What should be counted, worked out from the inputs rather than from mockmixer's output:

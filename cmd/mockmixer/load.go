@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest/loadgen"
 )
@@ -15,7 +16,9 @@ const loadSynopsis = `Drives an adapter with HandleMetric calls. Requests are en
 ring of distinct requests, each instance a COUNTER sample of value 1 with string dimensions
 spread over --series label sets), and sent as raw bytes with a fresh dedup_id each, so the
 client costs little per request. Prints a progress bar when stderr is a terminal, then a
-summary: requests, instances, rates, latency quantiles, errors by gRPC code.
+summary: requests, instances, rates, latency quantiles, errors by gRPC code, and what the
+adapter dropped or rejected during the run, read from its /metrics (--metrics-url). The
+exit status is 1 when a call failed or the adapter dropped instances (unless --allow-drops).
 
 By default the requests carry a meshmetrics config with one COUNTER, load_requests, over
 the instance; --handler takes the adapter_config (and address, authentication) of a handler
@@ -50,6 +53,8 @@ func runLoad(ctx context.Context, args []string, e env) int {
 	fs.BoolVar(&c.RacyDedup, "mixer-dedup-race", false, "reproduce Mixer 1.7's dedup_id race: workers calling at the same moment may share an id (off: every call gets its own); the summary counts the reused ids")
 	output := fs.String("output", "text", "summary format: text or json")
 	noProgress := fs.Bool("no-progress", false, "no progress bar even on a terminal")
+	var df dropFlags
+	df.register(fs)
 	if err := parse(fs, args); err != nil {
 		return usageCode(err, e, "load")
 	}
@@ -74,23 +79,35 @@ func runLoad(ctx context.Context, args []string, e env) int {
 	if e.stderrIsTTY && !*noProgress {
 		c.Progress = e.stderr
 	}
+	watch := startDropWatch(ctx, df, []string{c.Address})
 	s, err := loadgen.Run(ctx, c)
 	if err != nil {
 		return fail(err)
 	}
+	drops := watch.finish(ctx, 10*time.Second)
 	if *output == "json" {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(s); err != nil {
+		if err := enc.Encode(loadResult{Summary: s, Adapter: drops}); err != nil {
 			return fail(err)
 		}
 	} else {
 		printSummary(e.stdout, s)
+		if drops != nil {
+			fmt.Fprintf(e.stdout, "adapter       %s\n", drops)
+		}
 	}
-	if s.Errors > 0 {
+	if s.Errors > 0 || drops.failed(df.allowDrops) {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// loadResult is the JSON output: the load generator's summary and what the
+// adapter dropped during the run.
+type loadResult struct {
+	*loadgen.Summary
+	Adapter *adapterDrops `json:"adapter,omitempty"`
 }
 
 func printSummary(w io.Writer, s *loadgen.Summary) {

@@ -46,7 +46,8 @@ func sampleFlags() []string {
 
 func TestReportFromAttributesFile(t *testing.T) {
 	a := mixertest.StartAdapter(t, mixertest.AdapterOptions{})
-	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "--attributes-file", root("testdata", "attributes", "analytic.yaml"))...)
+	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a),
+		"--attributes-file", root("testdata", "attributes", "analytic.yaml"))...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "summary: 10 reports, 10 bags, 6 matched a rule, 6 calls (0 failed), 6 instances sent, 0 instance errors")
 	require.Contains(t, r.stdout, "bag 1: matched analyticprom.rule.istio-system; not matched none")
@@ -57,15 +58,16 @@ func TestReportFromAttributesFile(t *testing.T) {
 	require.NoError(t, a.Recorded(t).WaitSamples(t.Context(), 6))
 
 	// Batched: one report of 10 bags makes one call with 6 instances.
-	r = mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "--attributes-file", root("testdata", "attributes", "analytic.yaml"),
-		"--report_batch_size", "10", "-q")...)
+	r = mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a),
+		"--attributes-file", root("testdata", "attributes", "analytic.yaml"), "--report_batch_size", "10", "-q")...)
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "summary: 1 reports, 10 bags, 6 matched a rule, 1 calls (0 failed), 6 instances sent, 0 instance errors\n", r.stdout)
+	require.Equal(t, "summary: 1 reports, 10 bags, 6 matched a rule, 1 calls (0 failed), 6 instances sent, 0 instance errors\n"+
+		"adapter: no instance dropped or rejected by the adapter ("+metricsURL(a)+")\n", r.stdout)
 }
 
 func TestReportFromMixcFlags(t *testing.T) {
 	a := mixertest.StartAdapter(t, mixertest.AdapterOptions{})
-	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "-s", "request.path=/v1/damage?analytic=1,request.method=GET",
+	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a), "-s", "request.path=/v1/damage?analytic=1,request.method=GET",
 		"-a", "response.code=503", "--report_batch_size", "2", "-r", "3", "-q")...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "summary: 3 reports, 6 bags, 6 matched a rule, 3 calls (0 failed), 6 instances sent")
@@ -129,7 +131,7 @@ spec:
   match: '!startsWith(request.path, "/v1/damage?analytic=")'
   actions: [{handler: analyticprom-prometheus, instances: [analyticcounter]}]
 `)
-	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "-f", rule, "--address", a.GRPCAddr(), "-s", "request.path=/other", "-q")...)
+	r := mockmixer(t, append(append([]string{"report"}, sampleFlags()...), "-f", rule, "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a), "-s", "request.path=/other", "-q")...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stderr, "warning: rule notanalytic.rule.istio-system ("+rule+":1): match: ")
 	require.Contains(t, r.stderr, "a real Mixer rejects the ! operator (unknown function: NOT)")
@@ -233,7 +235,7 @@ func TestParseInstances(t *testing.T) {
 
 func TestLoad(t *testing.T) {
 	a := mixertest.StartAdapter(t, mixertest.AdapterOptions{})
-	r := mockmixer(t, "load", "--address", a.GRPCAddr(), "-c", "3", "-n", "30", "--instances", "5", "--series", "10", "--dimensions", "2", "--output", "json")
+	r := mockmixer(t, "load", "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a), "-c", "3", "-n", "30", "--instances", "5", "--series", "10", "--dimensions", "2", "--output", "json")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	var s loadgen.Summary
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &s))
@@ -243,14 +245,15 @@ func TestLoad(t *testing.T) {
 	require.NoError(t, a.Recorded(t).WaitSamples(t.Context(), 150))
 	require.Len(t, a.Recorded(t).Series(), 10)
 
-	r = mockmixer(t, "load", "--address", a.GRPCAddr(), "-n", "4", "--instances", "1", "--series", "1")
+	r = mockmixer(t, "load", "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a), "-n", "4", "--instances", "1", "--series", "1")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "requests      4 (1 instances of 6 dimensions each, 1 series")
 	require.Contains(t, r.stdout, "errors        none")
+	require.Contains(t, r.stdout, "adapter       no instance dropped or rejected by the adapter ("+metricsURL(a)+")")
 
 	// The handler of a config gives address and adapter_config.
 	r = mockmixer(t, append(append([]string{"load"}, sampleFlags()...), "--handler", "analyticprom-prometheus", "--address", a.GRPCAddr(),
-		"-n", "2", "--instances", "1", "--series", "1", "--instance", "analyticcounter.instance.istio-system", "--output", "json")...)
+		"--metrics-url", metricsURL(a), "-n", "2", "--instances", "1", "--series", "1", "--instance", "analyticcounter.instance.istio-system", "--output", "json")...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 
 	r = mockmixer(t, "load", "--address", "127.0.0.1:1", "-n", "2", "--instances", "1", "--series", "1")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -101,8 +102,10 @@ func runReport(ctx context.Context, args []string, e env) int {
 	batch := fs.Int("report_batch_size", 1, "bags per report: copies of the flags' bag, or consecutive bags of the files")
 	repeat := fs.Int("repeat", 1, "send everything this many times")
 	fs.IntVar(repeat, "r", 1, "same as --repeat")
-	quiet := fs.Bool("quiet", false, "print only the summary line")
+	quiet := fs.Bool("quiet", false, "print only the summary line, what failed (each reason once, with a count) and the adapter's drops")
 	fs.BoolVar(quiet, "q", false, "same as --quiet")
+	var df dropFlags
+	df.register(fs)
 	if err := parse(fs, args); err != nil {
 		return usageCode(err, e, "report")
 	}
@@ -130,7 +133,8 @@ func runReport(ctx context.Context, args []string, e env) int {
 	if *quiet {
 		out = io.Discard
 	}
-	var sum summary
+	watch := startDropWatch(ctx, df, handlerAddresses(d))
+	sum := summary{failures: map[string]int{}}
 	for range *repeat {
 		for _, bags := range reports {
 			if ctx.Err() != nil {
@@ -139,11 +143,35 @@ func runReport(ctx context.Context, args []string, e env) int {
 			sendReport(ctx, d, bags, cf.timeout, out, &sum)
 		}
 	}
+	if *quiet {
+		// What failed stays visible: each reason once, with its count.
+		for _, f := range sum.failureLines() {
+			fmt.Fprintln(e.stdout, f)
+		}
+	}
 	fmt.Fprintln(e.stdout, sum.String())
-	if sum.failed > 0 || sum.instanceErrors > 0 || ctx.Err() != nil {
+	drops := watch.finish(ctx, 10*time.Second)
+	if drops != nil {
+		fmt.Fprintln(e.stdout, "adapter: "+drops.String())
+	}
+	if sum.failed > 0 || sum.instanceErrors > 0 || ctx.Err() != nil || drops.failed(df.allowDrops) {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// handlerAddresses are the addresses of the handlers the config's rules
+// call.
+func handlerAddresses(d *dispatch.Dispatcher) []string {
+	var out []string
+	for _, r := range d.Rules() {
+		for _, a := range r.Actions {
+			if h := d.Handler(a.Handler.Key()); h != nil && !slices.Contains(out, h.Address) {
+				out = append(out, h.Address)
+			}
+		}
+	}
+	return out
 }
 
 // reportBags groups the bags into reports.
@@ -181,9 +209,33 @@ func reportBags(attrs bag.Flags, files []string, batch int, m expr.Manifest) ([]
 	return out, nil
 }
 
-// summary counts what a run did, for its last line (which demo.sh reads).
+// summary counts what a run did, for its summary line.
 type summary struct {
 	reports, bags, matched, calls, failed, instances, instanceErrors int
+	// failures counts each distinct failure line, for -q.
+	failures     map[string]int
+	failureOrder []string
+}
+
+// fail records a failure line.
+func (s *summary) fail(line string) {
+	if s.failures[line] == 0 {
+		s.failureOrder = append(s.failureOrder, line)
+	}
+	s.failures[line]++
+}
+
+// failureLines are the distinct failures in the order first seen, each
+// with its count when it repeated.
+func (s summary) failureLines() []string {
+	out := make([]string, len(s.failureOrder))
+	for i, l := range s.failureOrder {
+		out[i] = l
+		if n := s.failures[l]; n > 1 {
+			out[i] += fmt.Sprintf(" (%d times)", n)
+		}
+	}
+	return out
 }
 
 func (s summary) String() string {
@@ -211,7 +263,9 @@ func sendReport(ctx context.Context, d *dispatch.Dispatcher, bags []expr.Bag, ti
 	}
 	for _, err := range rep.Errors {
 		sum.instanceErrors++
-		fmt.Fprintf(out, "  instance dropped (Mixer fails the Report with it): %v\n", err)
+		line := fmt.Sprintf("instance dropped (Mixer fails the Report with it): %v", err)
+		sum.fail(line)
+		fmt.Fprintln(out, "  "+line)
 	}
 	if len(rep.Calls) == 0 {
 		fmt.Fprintln(out, "  no instance for any handler: nothing sent")
@@ -236,7 +290,9 @@ func sendReport(ctx context.Context, d *dispatch.Dispatcher, bags []expr.Bag, ti
 		if res.Err != nil {
 			sum.failed++
 			st, _ := status.FromError(res.Err)
-			fmt.Fprintf(out, "  <- %s: %s (%s)%s\n", st.Code(), st.Message(), res.Elapsed.Round(time.Microsecond), unreachableHint(res.Err, h.Address))
+			hint := unreachableHint(res.Err, h.Address)
+			sum.fail(fmt.Sprintf("HandleMetric -> handler %s at %s failed: %s: %s%s", h.Key(), h.Address, st.Code(), st.Message(), hint))
+			fmt.Fprintf(out, "  <- %s: %s (%s)%s\n", st.Code(), st.Message(), res.Elapsed.Round(time.Microsecond), hint)
 			continue
 		}
 		fmt.Fprintf(out, "  <- OK: ReportResult (%s)\n", res.Elapsed.Round(time.Microsecond))

@@ -22,7 +22,7 @@ const adapterDescription = "meshmetrics turns Mixer metric instances into Promet
 func main() {
 	adapterDesc := flag.String("adapter-descriptor", "config/config.proto_descriptor", "FileDescriptorSet of the adapter params")
 	templateDesc := flag.String("template-descriptor", "", "FileDescriptorSet of the metric template service")
-	out := flag.String("out", "deploy/kubernetes", "output directory")
+	out := flag.String("out", "deploy/helm/meshmetrics/files", "output directory (the chart's files/; go run ./deploy/render renders deploy/kubernetes from it)")
 	flag.Parse()
 	if err := run(*adapterDesc, *templateDesc, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "gencr:", err)

@@ -23,6 +23,8 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp/otlptest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
@@ -39,6 +41,8 @@ const (
 	rwURLPassword   = "rw-url-pw-88aa31"       // the remote-write URL's user info
 	rwBearer        = "rw-bearer-tok-d00d77"   // remote_write.bearer_token_file
 	rwHeaderKey     = "rw-hdr-key-77b0c3"      // a remote_write header that looks like a credential
+	otlpFileToken   = "otlp-file-tok-a1b2c3"   // otlp.header_files (authorization: Bearer ...)
+	otlpHeaderKey   = "otlp-hdr-key-d4e5f6"    // an otlp header that looks like a credential
 	inboundToken    = "inbound-tok-1234abcd"   // --auth-token-file
 	inboundRotated  = "inbound-tok-rotated-99" // the same file after a rotation
 	libQueryKey     = "lib-query-key-61d0ab"   // ?api_key= in a Librato URL (a proxy's)
@@ -47,7 +51,7 @@ const (
 )
 
 var allSecrets = []string{libParamToken, libFileToken, libEnvToken, rwPassword, rwURLPassword, rwBearer, rwHeaderKey,
-	inboundToken, inboundRotated, libQueryKey, rwQueryToken}
+	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated, libQueryKey, rwQueryToken}
 
 // TestSecretsNeverShow drives every path that handles a credential, the
 // failing ones included (a backend refusing it, a config refused with one
@@ -68,6 +72,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			inboundFile := write("inbound", inboundToken)
 			libFile := write("librato", libFileToken)
 			bearerFile := write("bearer", rwBearer)
+			otlpFile := write("otlp", otlpFileToken)
 			spoolDir := filepath.Join(dir, "spool")
 
 			fake := func(token string) *libratotest.Server {
@@ -89,6 +94,12 @@ func TestSecretsNeverShow(t *testing.T) {
 			rwBearerSrv := receiver(rwtest.WithBearerToken(rwBearer))
 			rwQuery := receiver(rwtest.WithBearerToken(rwBearer))
 			rwRefusing := receiver(rwtest.WithBearerToken("another-token"))
+			otlpReceiver := func(bearer string) *otlptest.Server {
+				s := otlptest.New(otlptest.WithRequiredHeader("authorization", "Bearer "+bearer), otlptest.WithRequiredHeader("x-api-key", otlpHeaderKey))
+				t.Cleanup(s.Close)
+				return s
+			}
+			otlpGood, otlpRefusing := otlpReceiver(otlpFileToken), otlpReceiver("another-token")
 
 			var logs syncBuffer
 			log, secrets, err := logging.New(logging.Options{Format: format, Level: "debug", Output: &logs})
@@ -100,7 +111,7 @@ func TestSecretsNeverShow(t *testing.T) {
 				Sinks: func(env sinks.Env, _ *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
 					lf := librato.NewFactoryWith(env, librato.Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 					rf := remotewrite.NewFactory(env)
-					return nil, []sinks.Factory{keyRecorder{lf, keys}, keyRecorder{rf, keys}}, nil
+					return nil, []sinks.Factory{keyRecorder{lf, keys}, keyRecorder{rf, keys}, keyRecorder{otlp.NewFactory(env), keys}}, nil
 				},
 			})
 			require.NoError(t, err)
@@ -127,7 +138,20 @@ func TestSecretsNeverShow(t *testing.T) {
 				return &config.Params{Metrics: []*config.Params_MetricInfo{requestsMetric},
 					Prometheus: &config.PrometheusParams{DisableExposition: true, RemoteWrite: r}}
 			}
+			otel := func(srv *otlptest.Server, protocol string, edit func(*config.OtlpParams)) *config.Params {
+				o := &config.OtlpParams{Endpoint: srv.URL(), Protocol: protocol, Insecure: true, Interval: time.Hour,
+					Temporality: config.OtlpParams_DELTA, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+					MaxRetryElapsed: 200 * time.Millisecond, Headers: map[string]string{"X-Api-Key": otlpHeaderKey},
+					HeaderFiles: []*config.OtlpParams_HeaderFile{{Name: "authorization", Path: otlpFile, Prefix: "Bearer "}}}
+				if protocol == otlp.ProtocolGRPC {
+					o.Endpoint = srv.Addr()
+				}
+				edit(o)
+				return &config.Params{Metrics: []*config.Params_MetricInfo{requestsMetric}, Otlp: o}
+			}
 			good := []*config.Params{
+				otel(otlpGood, otlp.ProtocolGRPC, func(*config.OtlpParams) {}),
+				otel(otlpGood, otlp.ProtocolHTTP, func(*config.OtlpParams) {}),
 				lib(libParam.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
 				lib(libFileSrv.URL(), func(l *config.LibratoParams) { l.TokenPath = libFile }),
 				lib(libEnv.URL(), func(l *config.LibratoParams) { l.TokenEnv = libTokenEnvName }),
@@ -145,6 +169,8 @@ func TestSecretsNeverShow(t *testing.T) {
 			failing := []*config.Params{
 				lib(libRefusing.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
 				rw(rwRefusing.URL(), func(r *config.RemoteWrite) { r.BearerTokenFile = bearerFile }),
+				otel(otlpRefusing, otlp.ProtocolGRPC, func(*config.OtlpParams) {}),
+				otel(otlpRefusing, otlp.ProtocolHTTP, func(*config.OtlpParams) {}),
 			}
 			// Down: net/http's errors name the URL, query included.
 			spooled := lib(libDown.URL()+"?api_key="+libQueryKey, func(l *config.LibratoParams) { l.Token = libParamToken })
@@ -156,6 +182,9 @@ func TestSecretsNeverShow(t *testing.T) {
 				rw(rwBasic.URL(), func(r *config.RemoteWrite) {
 					r.BasicAuth = &config.BasicAuth{Username: "bob", Password: rwPassword}
 					r.ExternalLabels = map[string]string{"bad-label": "x"}
+				}),
+				otel(otlpGood, otlp.ProtocolHTTP, func(o *config.OtlpParams) {
+					o.ResourceAttributes = map[string]string{otlp.ServiceInstanceID: "x"}
 				}),
 			}
 
@@ -197,8 +226,10 @@ func TestSecretsNeverShow(t *testing.T) {
 
 			// The paths ran: sends succeeded and failed, configs and callers
 			// were refused.
-			require.Equal(t, []float64{6, 3, 3}, []float64{libParam.Total(libratoName), libFileSrv.Total(libratoName), libEnv.Total(libratoName)},
-				"3 instances a call; the first config got one more call, with the rotated token")
+			require.Equal(t, []float64{3, 3, 3}, []float64{libParam.Total(libratoName), libFileSrv.Total(libratoName), libEnv.Total(libratoName)},
+				"3 instances a call")
+			require.Equal(t, 9.0, otlpGood.Total(otlpName), "3 instances a call; the gRPC config got one more call, with the rotated token")
+			require.Positive(t, otlpRefusing.Stats().ByStatus[http.StatusUnauthorized], "refused over gRPC and HTTP")
 			require.Equal(t, []float64{3, 3, 3, 3}, []float64{rwBasic.Total(rwName), rwURL.Total(rwName), rwBearerSrv.Total(rwName), rwQuery.Total(rwName)})
 			require.Equal(t, 3.0, libQuery.Total(libratoName), "posted to /v1/measurements, the query kept apart")
 			last, ok := libQuery.LastRequest()
@@ -207,7 +238,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			require.Equal(t, "api_key="+libQueryKey, last.Query, "the URL's query string reached the server as one")
 			require.Positive(t, libRefusing.StatusCount(http.StatusUnauthorized))
 			require.Positive(t, rwRefusing.Stats().ByStatus[http.StatusUnauthorized])
-			require.GreaterOrEqual(t, len(grpcErrors), 5, "2 configs and 3 callers refused")
+			require.GreaterOrEqual(t, len(grpcErrors), 6, "3 configs and 3 callers refused")
 
 			texts := map[string]string{
 				"gRPC errors":   strings.Join(grpcErrors, "\n"),

@@ -138,6 +138,14 @@ func (h *Handler) Sinks() []string {
 	return out
 }
 
+// Check runs on normalized params what building a handler checks besides
+// config.Normalize: each backend's block and rules (sinks.Resolve, then
+// every used backend's Check), without building a sink.
+func Check(p *config.Params, factories []sinks.Factory) error {
+	_, err := resolve(p, factories)
+	return err
+}
+
 // MetricsOf resolves the metrics of normalized params, in their order.
 func MetricsOf(p *config.Params) []*sinks.Metric {
 	expiry, check := time.Duration(0), time.Duration(0)

@@ -176,6 +176,7 @@ type dimension struct {
 // them, served by the handler cache like a HandleMetric call's.
 type localHandler struct {
 	key    string
+	source string // file:line of the handler CR
 	any    handlemetric.Any
 	digest handler.Digest
 	index  int
@@ -368,7 +369,7 @@ func newLocal(a *crd.ResolvedAction, validate func(handlemetric.Any) error) (*lo
 	if err != nil {
 		return nil, fmt.Errorf("handler %s (%s): %w", h.Key(), h.Source(), err)
 	}
-	return &localHandler{key: h.Key(), any: adapterConfig, digest: handler.DigestOf(adapterConfig), params: p}, nil
+	return &localHandler{key: h.Key(), source: h.Source(), any: adapterConfig, digest: handler.DigestOf(adapterConfig), params: p}, nil
 }
 
 func compileInstance(ri *crd.ResolvedInstance, l *expr.Layout, used map[string]bool, order []string) (*instance, error) {

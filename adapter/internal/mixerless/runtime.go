@@ -208,6 +208,22 @@ func (r *Runtime) Watch(ctx context.Context, every time.Duration) {
 	}
 }
 
+// HandlerOf names the handler CR of the current config whose params have
+// digest d, and where it is (file:line): the adapter's handler logs, which
+// know a config by its digest, name it with this.
+func (r *Runtime) HandlerOf(d handler.Digest) (key, source string, ok bool) {
+	a := r.current.Load()
+	if a == nil {
+		return "", "", false
+	}
+	for _, lh := range a.cfg.local {
+		if lh.digest == d {
+			return lh.key, lh.source, true
+		}
+	}
+	return "", "", false
+}
+
 // Status is one line for /readyz: the config in use and the last failure.
 func (r *Runtime) Status() (ok bool, detail string) {
 	r.mu.Lock()
@@ -564,7 +580,8 @@ func (r *Runtime) dispatchLocal(lh *localHandler, list *instanceList, now time.T
 	h, err := r.o.Cache.GetByDigest(lh.digest, lh.any)
 	if err != nil {
 		m.Skipped.WithLabelValues(SkipBadHandlerConfig).Add(float64(list.n))
-		r.o.Limiter.Log(logrus.ErrorLevel, "als-handler:"+lh.key, logrus.Fields{"handler": lh.key}, "handler config refused: "+err.Error())
+		r.o.Limiter.Log(logrus.ErrorLevel, "als-handler:"+lh.key, logrus.Fields{"handler": lh.digest.String(), "handler_cr": lh.key, "source": lh.source},
+			"instances not dispatched: handler config refused: "+err.Error())
 		return
 	}
 	o := h.HandleInstances(list, now)

@@ -132,6 +132,26 @@ func (f *File) Load() (string, error) {
 	return f.value, nil
 }
 
+// Reload re-reads the file now, whatever its stamp says and however
+// recently it was looked at (SIGHUP: a file replaced with the same size and
+// modification time, or a check interval not yet over). A failure keeps the
+// last good value, which is returned with the error.
+func (f *File) Reload() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checked = time.Now()
+	v, st, err := read(f.path)
+	if err != nil {
+		return f.value, f.opts.named(err)
+	}
+	changed := v != f.value
+	f.set(v, st)
+	if changed && f.opts.OnChange != nil {
+		f.opts.OnChange(v)
+	}
+	return f.value, nil
+}
+
 // read reads and trims a file. The stamp is taken before the read, so a
 // change racing with it is seen again next time, not missed.
 func read(path string) (string, stamp, error) {

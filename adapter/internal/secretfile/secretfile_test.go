@@ -69,3 +69,37 @@ func TestChecksAreSpacedOut(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("two-longer"), 0o600))
 	require.Equal(t, "one", f.Value(), "not looked at again within CheckEvery")
 }
+
+// TestReloadReadsAFileItsStampCallsUnchanged: a file rewritten with the same
+// size and modification time within the check interval is not seen by Value
+// (a stat says nothing changed), but Reload (SIGHUP) reads it anyway; a
+// failed Reload keeps the last good value.
+func TestReloadReadsAFileItsStampCallsUnchanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(path, []byte("token-aaaa"), 0o600))
+	stamp := time.Now().Add(-time.Hour).Truncate(time.Second)
+	require.NoError(t, os.Chtimes(path, stamp, stamp))
+	secrets := &logging.Secrets{}
+	var changes []string
+	f, err := secretfile.Open(path, secretfile.Options{What: "auth token file", Secrets: secrets, CheckEvery: time.Hour,
+		OnChange: func(v string) { changes = append(changes, v) }})
+	require.NoError(t, err)
+
+	require.NoError(t, os.WriteFile(path, []byte("token-bbbb"), 0o600))
+	require.NoError(t, os.Chtimes(path, stamp, stamp))
+	require.Equal(t, "token-aaaa", f.Value(), "the check interval is not over and the stamp is unchanged")
+
+	v, err := f.Reload()
+	require.NoError(t, err)
+	require.Equal(t, "token-bbbb", v)
+	require.Equal(t, "token-bbbb", f.Value())
+	require.Equal(t, []string{"token-bbbb"}, changes)
+	require.Equal(t, logging.Redacted, secrets.RedactString("token-bbbb"))
+
+	require.NoError(t, os.Remove(path))
+	v, err = f.Reload()
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.ErrorContains(t, err, "auth token file: file "+path)
+	require.Equal(t, "token-bbbb", v, "the last good value is kept")
+	require.Equal(t, "token-bbbb", f.Value())
+}

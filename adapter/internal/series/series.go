@@ -39,13 +39,16 @@ type Family[S any] struct {
 	key    string
 	scale  float64
 
-	refs        int
-	superseded  atomic.Bool
-	series      map[string]*Series[S]
-	maxSeries   int
-	expiry      time.Duration
-	expiryCheck time.Duration
-	nextCheck   int64
+	refs       int
+	superseded atomic.Bool
+	series     map[string]*Series[S]
+	maxSeries  int
+	// atFamilyLimit, atSinkLimit: a drop of that reason was reported since
+	// the family last lost series (Drops.Limited names only the first).
+	atFamilyLimit, atSinkLimit bool
+	expiry                     time.Duration
+	expiryCheck                time.Duration
+	nextCheck                  int64
 }
 
 // Superseded implements sinks.Binding.
@@ -82,6 +85,22 @@ type Drops struct {
 	SinkLimit int
 	// Superseded: the metric was redefined after the sample was accepted.
 	Superseded int
+	// Limited names the metrics that hit a cap for the first time since
+	// they (or, for the sink's cap, any metric) last lost series: what a
+	// sink logs (Report), so that each metric's loss is said once, not per
+	// sample.
+	Limited []Limited
+}
+
+// Limited is a metric's first drop at a cap.
+type Limited struct {
+	// Metric is the family's name in the sink.
+	Metric string
+	// SinkLimit: the sink's --max-series; else the metric's
+	// max_series_per_metric.
+	SinkLimit bool
+	// Limit is the cap that was reached.
+	Limit int
 }
 
 // Total is the number of dropped samples.
@@ -226,9 +245,17 @@ func (r *Registry[S]) Apply(b *sinks.Batch, update func(f *Family[S], s *Series[
 			switch {
 			case f.maxSeries > 0 && len(f.series) >= f.maxSeries:
 				d.FamilyLimit++
+				if !f.atFamilyLimit {
+					f.atFamilyLimit = true
+					d.Limited = append(d.Limited, Limited{Metric: f.Name, Limit: f.maxSeries})
+				}
 				continue
 			case r.opts.MaxSeries > 0 && r.total >= r.opts.MaxSeries:
 				d.SinkLimit++
+				if !f.atSinkLimit {
+					f.atSinkLimit = true
+					d.Limited = append(d.Limited, Limited{Metric: f.Name, SinkLimit: true, Limit: r.opts.MaxSeries})
+				}
 				continue
 			}
 			k := string(key)
@@ -266,6 +293,7 @@ func (r *Registry[S]) Expire(now time.Time) int {
 		}
 		f.nextCheck = n + int64(f.expiryCheck)
 		cutoff := n - int64(f.expiry)
+		before := len(f.series)
 		for k, s := range f.series {
 			if s.LastSeen < cutoff {
 				if r.opts.OnRemove != nil {
@@ -275,6 +303,14 @@ func (r *Registry[S]) Expire(now time.Time) int {
 				r.total--
 				removed++
 			}
+		}
+		if len(f.series) < before {
+			f.atFamilyLimit = false // room again: a new drop is news
+		}
+	}
+	if removed > 0 {
+		for _, f := range r.families {
+			f.atSinkLimit = false
 		}
 	}
 	return removed

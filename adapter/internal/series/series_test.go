@@ -75,10 +75,33 @@ func TestCaps(t *testing.T) {
 	fa := r.Bind("a", m, 1)
 	fb := r.Bind("b", counter("b", "x"), 1)
 	d := r.Apply(batch(time.Unix(1, 0), fa, []string{"1"}, 1.0, []string{"2"}, 1.0, []string{"3"}, 1.0, []string{"1"}, 1.0), add)
-	require.Equal(t, series.Drops{FamilyLimit: 1}, d, "the third series of a exceeds its cap; existing series still count")
+	require.Equal(t, series.Drops{FamilyLimit: 1, Limited: []series.Limited{{Metric: "a", Limit: 2}}}, d,
+		"the third series of a exceeds its cap; existing series still count")
 	d = r.Apply(batch(time.Unix(1, 0), fb, []string{"1"}, 1.0, []string{"2"}, 1.0), add)
-	require.Equal(t, series.Drops{SinkLimit: 1}, d)
+	require.Equal(t, series.Drops{SinkLimit: 1, Limited: []series.Limited{{Metric: "b", SinkLimit: true, Limit: 3}}}, d)
 	require.Equal(t, map[string]float64{"a|1": 2, "a|2": 1, "b|1": 1}, values(r))
+
+	// The caps are named once per metric, not per dropped sample.
+	d = r.Apply(batch(time.Unix(2, 0), fa, []string{"4"}, 1.0, []string{"5"}, 1.0), add)
+	require.Equal(t, series.Drops{FamilyLimit: 2}, d)
+	d = r.Apply(batch(time.Unix(2, 0), fb, []string{"3"}, 1.0), add)
+	require.Equal(t, series.Drops{SinkLimit: 1}, d)
+}
+
+// TestCapsAreNamedAgainAfterSeriesExpire: once a metric lost series to
+// expiry, its next drop at a cap is news and named again.
+func TestCapsAreNamedAgainAfterSeriesExpire(t *testing.T) {
+	r := newRegistry(0, nil)
+	m := counter("a", "x")
+	m.MaxSeries, m.Expiry = 1, 10*time.Second
+	fa := r.Bind("a", m, 1)
+	d := r.Apply(batch(time.Unix(0, 0), fa, []string{"1"}, 1.0, []string{"2"}, 1.0), add)
+	require.Equal(t, []series.Limited{{Metric: "a", Limit: 1}}, d.Limited)
+	d = r.Apply(batch(time.Unix(1, 0), fa, []string{"2"}, 1.0), add)
+	require.Empty(t, d.Limited)
+	require.Equal(t, 1, r.Expire(time.Unix(20, 0)))
+	d = r.Apply(batch(time.Unix(21, 0), fa, []string{"3"}, 1.0, []string{"4"}, 1.0), add)
+	require.Equal(t, series.Drops{FamilyLimit: 1, Limited: []series.Limited{{Metric: "a", Limit: 1}}}, d)
 }
 
 func TestSameDefinitionSharesSeriesAcrossConfigs(t *testing.T) {

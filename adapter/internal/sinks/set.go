@@ -3,6 +3,7 @@ package sinks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -18,9 +19,8 @@ import (
 type Set struct {
 	capacity     int
 	closeTimeout time.Duration
-	// OnSink, when set (before the Set is used), is told the name of every
-	// sink added: the adapter makes its drop counters exist at 0.
-	OnSink func(name string)
+	onNew        func(name string)
+	onClosed     func(name string)
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -45,14 +45,35 @@ func NewSet(capacity int, closeTimeout time.Duration) *Set {
 	return &Set{capacity: capacity, closeTimeout: closeTimeout, entries: map[string]*entry{}, byQueue: map[*Queue]*entry{}}
 }
 
+// OnNewSink sets a function called with the name of each sink added or
+// built, before the sink gets anything to drop (the adapter makes its drop
+// counters exist at 0).
+func (s *Set) OnNewSink(fn func(name string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNew = fn
+}
+
+// OnSinkClosed sets a function called with the name of each sink closed
+// after its last handler released it, unless a sink of the same name has
+// been added since (the adapter removes its series gauges). It runs under
+// the Set's lock: keep it short.
+func (s *Set) OnSinkClosed(fn func(name string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onClosed = fn
+}
+
 // AddPermanent adds a sink that stays until the Set closes.
 func (s *Set) AddPermanent(key string, sk Sink) *Queue {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.onNew != nil {
+		s.onNew(sk.Name())
+	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), permanent: true}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
-	s.added(sk)
 	return e.q
 }
 
@@ -72,17 +93,13 @@ func (s *Set) Acquire(key string, build func() (Sink, error)) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.onNew != nil {
+		s.onNew(sk.Name())
+	}
 	e := &entry{key: key, q: NewQueue(sk, s.capacity), refs: 1}
 	s.entries[key] = e
 	s.byQueue[e.q] = e
-	s.added(sk)
 	return e.q, nil
-}
-
-func (s *Set) added(sk Sink) {
-	if s.OnSink != nil {
-		s.OnSink(sk.Name())
-	}
 }
 
 // Release drops a reference taken by Acquire. The last one closes the sink
@@ -106,6 +123,19 @@ func (s *Set) Release(q *Queue) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.closeTimeout)
 		defer cancel()
 		_ = q.Close(ctx) // the sink logs and counts its own losses
+		// Under the lock, so that a new sink of the same destination,
+		// acquired meanwhile, keeps what onNew made for it.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.onClosed == nil {
+			return
+		}
+		for _, other := range s.entries {
+			if other.q.Name() == q.Name() {
+				return
+			}
+		}
+		s.onClosed(q.Name())
 	}()
 }
 
@@ -157,6 +187,25 @@ func (s *Set) Flush(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Reload has every live sink that holds credentials from files re-read
+// them now (sinks.Reloader). It returns how many sinks reloaded and the
+// errors of those that failed, each named by its sink.
+func (s *Set) Reload() (int, error) {
+	var errs []error
+	n := 0
+	for _, q := range s.queues() {
+		r, ok := q.Sink().(Reloader)
+		if !ok {
+			continue
+		}
+		n++
+		if err := r.Reload(); err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: %w", q.Name(), err))
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // Stats lists the queues, sorted by sink name.

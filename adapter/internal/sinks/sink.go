@@ -104,6 +104,14 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// Reloader is a sink that holds credentials read from files (a token, a
+// password): Reload re-reads them now, whether or not they look changed
+// (SIGHUP), keeping the last good value when a file cannot be read. The
+// error names the file, never its content.
+type Reloader interface {
+	Reload() error
+}
+
 // Factory builds the sinks of one backend kind from handler params. The
 // backend owns its block of the params: its defaults, its rules and its
 // destination key. A new backend is its own package plus one line in
@@ -177,7 +185,10 @@ func Resolve(p *config.Params, factories []Factory) ([]Use, error) {
 		}
 	}
 	if len(uses) == 0 {
-		return nil, fmt.Errorf("%w: the config sends to no sink", config.ErrInvalid)
+		// Only a backend turned off in its own block gives no key: the
+		// exposition (prometheus.disable_exposition).
+		return nil, config.FieldErrors{{Field: "prometheus.disable_exposition",
+			Message: "the config sends to no sink: exposition is off and no other backend is configured (prometheus.remote_write.url, librato)"}}
 	}
 	return uses, nil
 }

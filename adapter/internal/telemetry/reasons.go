@@ -14,6 +14,61 @@ const (
 	ReasonDuplicate       = "duplicate_request"
 )
 
+// RejectionReasons are the reasons of meshmetrics_instances_rejected_total.
+func RejectionReasons() []string {
+	return []string{ReasonUnknownInstance, ReasonMissingValue, ReasonNotNumeric, ReasonNonFinite, ReasonNegativeCounter,
+		ReasonSuperseded, ReasonBadConfig, ReasonMalformed, ReasonTooLarge, ReasonDuplicate}
+}
+
+// Config error reasons (meshmetrics_config_errors_total).
+const (
+	ConfigErrorDecode     = "decode"
+	ConfigErrorValidation = "validation"
+	ConfigErrorSink       = "sink"
+	// ConfigErrorTooLarge: estimated above --handler-cache-max-bytes alone.
+	ConfigErrorTooLarge = "too_large"
+)
+
+// ConfigErrorReasons are the reasons of meshmetrics_config_errors_total.
+func ConfigErrorReasons() []string {
+	return []string{ConfigErrorDecode, ConfigErrorValidation, ConfigErrorSink, ConfigErrorTooLarge}
+}
+
+// Reasons of meshmetrics_grpc_refused_total: a call or stream refused
+// before its messages were read (adapter/internal/ingest/grpcserver's
+// admission).
+const (
+	GRPCUnknownMethod  = "unknown_method"
+	GRPCTooManyCalls   = "too_many_calls"
+	GRPCTooManyStreams = "too_many_streams"
+	GRPCBytesInFlight  = "bytes_in_flight"
+)
+
+// GRPCRefusedReasons are the reasons of meshmetrics_grpc_refused_total.
+func GRPCRefusedReasons() []string {
+	return []string{GRPCUnknownMethod, GRPCTooManyCalls, GRPCTooManyStreams, GRPCBytesInFlight}
+}
+
+// Reasons of meshmetrics_auth_refused_total: a caller refused by the token
+// check, or a TLS handshake refused (adapter/internal/ingest/grpcserver).
+const (
+	AuthMissingToken        = "missing_token"
+	AuthWrongToken          = "wrong_token"
+	AuthNoClientCertificate = "no_client_certificate"
+	AuthUnknownAuthority    = "unknown_authority"
+	AuthBadCertificate      = "bad_certificate"
+	AuthSPIFFEID            = "spiffe_id"
+	AuthNotTLS              = "not_tls"
+	AuthHandshakeFailed     = "handshake_failed"
+	AuthConnectionClosed    = "connection_closed"
+)
+
+// AuthRefusedReasons are the reasons of meshmetrics_auth_refused_total.
+func AuthRefusedReasons() []string {
+	return []string{AuthMissingToken, AuthWrongToken, AuthNoClientCertificate, AuthUnknownAuthority, AuthBadCertificate,
+		AuthSPIFFEID, AuthNotTLS, AuthHandshakeFailed, AuthConnectionClosed}
+}
+
 // Drop reasons: an instance accepted and then not delivered. DropReasons
 // describes each; it is the one list, which docs/RELIABILITY.md tables
 // (TestReliabilityDocTablesEveryDropReason) and push sinks pre-create.
@@ -26,6 +81,9 @@ const (
 	DropSendQueueFull   = "send_queue_full"
 	DropRetriesExceeded = "retries_exhausted"
 	DropBackendRejected = "backend_rejected"
+	// DropPartialRejected: an OTLP receiver took a request but rejected
+	// some of its data points (partial success).
+	DropPartialRejected = "partial_rejected"
 	DropShutdown        = "shutdown_timeout"
 	// With --spool-dir (adapter/internal/export's spool).
 	DropSpoolFull      = "spool_full"
@@ -53,6 +111,7 @@ func DropReasons() []DropReason {
 		{DropSendQueueFull, "export: queue", "the send queue overflowed; oldest dropped"},
 		{DropRetriesExceeded, "export: retry", "retried for `max_retry_elapsed` without success"},
 		{DropBackendRejected, "export: retry", "a final refusal (4xx but 429; Librato's rate-limit 403 is retried)"},
+		{DropPartialRejected, "OTLP sink", "an OTLP receiver took a request but reported `rejected_data_points` (partial success); instances in proportion to the points rejected"},
 		{DropShutdown, "export: queue, sinks", "not sent within `--shutdown-timeout`, or arrived at a closed sink"},
 		{DropSpoolFull, "export: spool", "evicted, oldest first, to stay within `--spool-max-bytes`"},
 		{DropSpoolCorrupt, "export: spool", "a spool file failed its length or checksum test (instances as far as its header tells)"},

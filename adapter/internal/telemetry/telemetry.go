@@ -36,6 +36,9 @@ type Metrics struct {
 	SinkSends         *prometheus.CounterVec
 	SinkSendLatency   *prometheus.HistogramVec
 	SinkSeries        *prometheus.GaugeVec
+	// SinkSeriesLimit is the cap of SinkSeries (--max-series), so that
+	// "series held vs the cap" is one division in an alert.
+	SinkSeriesLimit   *prometheus.GaugeVec
 	LastConfigSuccess prometheus.Gauge
 	// LibratoSanitized counts what the Librato sink had to alter to meet the
 	// API's name and tag rules (reasons in adapter/internal/sinks/librato).
@@ -103,6 +106,10 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			Name: "meshmetrics_sink_series",
 			Help: "Series held by each sink.",
 		}, []string{"sink"}),
+		SinkSeriesLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshmetrics_sink_series_limit",
+			Help: "Series each sink may hold (--max-series); beyond, instances of new series are dropped (reason sink_series_limit).",
+		}, []string{"sink"}),
 		LastConfigSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshmetrics_last_config_success_timestamp_seconds",
 			Help: "When a handler config was last built successfully.",
@@ -126,7 +133,7 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 	}
 	reg.MustRegister(m.InstancesReceived, m.InstancesAccepted, m.InstancesRejected, m.InstancesDropped, m.Requests,
 		m.HandleLatency, m.ConfigErrors, m.HandlersBuilt, m.HandlersClosed, m.SinkSends, m.SinkSendLatency,
-		m.SinkSeries, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused, m.LabelsTruncated, m.DedupIDsReused)
+		m.SinkSeries, m.SinkSeriesLimit, m.LastConfigSuccess, m.LibratoSanitized, m.AuthRefused, m.LabelsTruncated, m.DedupIDsReused)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshmetrics_handler_cache_size",
 		Help: "Handlers built from distinct handler configs and currently cached.",
@@ -137,6 +144,17 @@ func New(reg prometheus.Registerer, handlerCacheSize func() int, queues QueueSou
 			[]string{"sink"}, nil),
 	})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every reason exists at 0 from the start: rate() and increase() miss the
+	// first event of a series that appears with it, and alerts need them.
+	for _, r := range RejectionReasons() {
+		m.InstancesRejected.WithLabelValues(r)
+	}
+	for _, r := range ConfigErrorReasons() {
+		m.ConfigErrors.WithLabelValues(r)
+	}
+	for _, r := range AuthRefusedReasons() {
+		m.AuthRefused.WithLabelValues(r)
+	}
 	return m
 }
 
@@ -145,6 +163,19 @@ func (m *Metrics) Dropped(sink, reason string, n int) {
 	if n > 0 {
 		m.InstancesDropped.WithLabelValues(sink, reason).Add(float64(n))
 	}
+}
+
+// InitSink makes a new sink's series gauges exist: the series it holds, at
+// 0 until it reports, and its cap.
+func (m *Metrics) InitSink(sink string, maxSeries int) {
+	m.SinkSeries.WithLabelValues(sink)
+	m.SinkSeriesLimit.WithLabelValues(sink).Set(float64(maxSeries))
+}
+
+// SinkClosed removes a closed sink's series gauges.
+func (m *Metrics) SinkClosed(sink string) {
+	m.SinkSeries.DeleteLabelValues(sink)
+	m.SinkSeriesLimit.DeleteLabelValues(sink)
 }
 
 // InitDropped makes the drop counters of sink exist, at 0, for reasons:

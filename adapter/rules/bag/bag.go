@@ -271,37 +271,10 @@ func sortedNames(b expr.MapBag) []string {
 
 // suggest names a declared attribute close to a misspelt one.
 func suggest(name string, m expr.Manifest) string {
-	best, bestD := "", 3
-	for known := range m {
-		if d := distance(name, known); d < bestD || (d == bestD && best != "" && known < best) {
-			best, bestD = known, d
-		}
+	if best := expr.Closest(name, m); best != "" {
+		return fmt.Sprintf(" (did you mean %s?)", best)
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %s?)", best)
-}
-
-// distance is the Levenshtein distance, capped in effect by the caller's threshold.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
+	return ""
 }
 
 // Error is a problem with an attributes file, at a line.

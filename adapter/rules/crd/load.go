@@ -26,10 +26,19 @@ type Store struct {
 	handlers  map[string]*Handler
 	instances map[string]*Instance
 	rules     map[string]*Rule
+	// specs are the documents' specs as read, by key, for LineOf.
+	specs map[string]specNode
+}
+
+// specNode is a spec and what turns its node lines into file lines.
+type specNode struct {
+	node   *yaml.Node
+	offset int
 }
 
 func newStore() *Store {
 	return &Store{
+		specs:     map[string]specNode{},
 		manifests: map[string]*AttributeManifest{},
 		templates: map[string]*Template{},
 		adapters:  map[string]*Adapter{},
@@ -238,6 +247,7 @@ func (s *Store) document(d *decoder, doc *yaml.Node) {
 		return
 	}
 	s.add(res)
+	s.specs[meta.Key()] = specNode{node: spec, offset: d.offset}
 }
 
 func (d *decoder) metadata(root, n *yaml.Node, meta *Meta) bool {
@@ -275,6 +285,41 @@ func (d *decoder) metadata(root, n *yaml.Node, meta *Meta) bool {
 }
 
 func (m *Meta) meta() *Meta { return m }
+
+// LineOf is the file line of a field of m's spec, named by its path of
+// keys (either spelling, snake_case or lowerCamelCase) and list indexes:
+// LineOf(m, "params", "metrics", "0", "label_names", "2"). It falls back to
+// the deepest field found, and to the document's first line.
+func (s *Store) LineOf(m *Meta, path ...string) int {
+	sp, ok := s.specs[m.Key()]
+	if !ok {
+		return m.Line
+	}
+	n, line := sp.node, m.Line
+	for _, key := range path {
+		if n == nil {
+			break
+		}
+		n = resolve(n)
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if k := n.Content[i].Value; k == key || jsonName(k) == jsonName(key) {
+					next, line = n.Content[i+1], sp.offset+n.Content[i].Line
+					break
+				}
+			}
+		case yaml.SequenceNode:
+			if i, err := strconv.Atoi(key); err == nil && i >= 0 && i < len(n.Content) {
+				next = n.Content[i]
+				line = sp.offset + next.Line
+			}
+		}
+		n = next
+	}
+	return line
+}
 
 func (s *Store) add(res interface{ meta() *Meta }) {
 	key := res.meta().Key()

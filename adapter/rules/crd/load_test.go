@@ -252,3 +252,27 @@ spec: {attributes: {x.y: {valueType: STRING}}}
 	require.ErrorAs(t, err, &le)
 	require.Equal(t, "<memory>", le.File)
 }
+
+// TestLineOfFindsAFieldOfTheSpec: a field named in either spelling, list
+// items by index, the deepest field found when the path goes further.
+func TestLineOfFindsAFieldOfTheSpec(t *testing.T) {
+	s, err := Load("../../../testdata/prometheus/istio-handler.yaml")
+	require.NoError(t, err)
+	h := s.Handlers()[0]
+	require.Equal(t, 5, h.Line)
+	tests := []struct {
+		path []string
+		line int
+	}{
+		{nil, 5},
+		{[]string{"params"}, 14},
+		{[]string{"params", "metrics_expiration_policy", "metrics_expiry_duration"}, 16},
+		{[]string{"params", "metrics", "0", "kind"}, 20},
+		{[]string{"params", "metrics", "0", "labelNames", "2"}, 24},
+		{[]string{"params", "metrics", "1", "nosuch"}, 42},
+		{[]string{"params", "metrics", "99"}, 17},
+	}
+	for _, tc := range tests {
+		require.Equal(t, tc.line, s.LineOf(&h.Meta, tc.path...), "%v", tc.path)
+	}
+}

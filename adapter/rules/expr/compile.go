@@ -392,6 +392,9 @@ func (c *compiler) check(n *node) error {
 	case attrNode:
 		t, ok := c.manifest[n.name]
 		if !ok || t == Unspecified {
+			if best := Closest(n.name, c.manifest); best != "" {
+				return c.errorf(n.pos, "unknown attribute '%s' (did you mean %s?)", n.name, best)
+			}
 			return c.errorf(n.pos, "unknown attribute '%s'", n.name)
 		}
 		n.typ = t

@@ -175,6 +175,8 @@ func TestCompileErrors(t *testing.T) {
 		{`request.size == "a"`, `expression "request.size == \"a\"": type mismatch: INT64 == STRING (position 14)`},
 		{`nosuch.attr`, `expression "nosuch.attr": unknown attribute 'nosuch.attr' (position 1)`},
 		{`request.size == nosuch`, `expression "request.size == nosuch": unknown attribute 'nosuch' (position 17)`},
+		{`request.pth == "/"`, `expression "request.pth == \"/\"": unknown attribute 'request.pth' (did you mean request.path?) (position 1)`},
+		{`request.sise | 0`, `expression "request.sise | 0": unknown attribute 'request.sise' (did you mean request.size?) (position 1)`},
 		{`request.size | "x"`, `expression "request.size | \"x\"": type mismatch: INT64 | STRING (position 14)`},
 		{`request.size | 0.5`, `expression "request.size | 0.5": type mismatch: INT64 | DOUBLE (position 14)`},
 		{`request.path == "1s"`, `expression "request.path == \"1s\"": type mismatch: STRING == DURATION (position 14)`},

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // Admission: what a caller can make the server hold is bounded before the
@@ -87,17 +88,11 @@ const DefaultAdmissionWait = 5 * time.Second
 // meshmetrics_grpc_refused_total counts them (token and TLS refusals are
 // meshmetrics_auth_refused_total's).
 const (
-	RefusedUnknownMethod = "unknown_method"
-	RefusedTooManyCalls  = "too_many_calls"
-	RefusedTooManyStream = "too_many_streams"
-	RefusedBytesInFlight = "bytes_in_flight"
+	RefusedUnknownMethod = telemetry.GRPCUnknownMethod
+	RefusedTooManyCalls  = telemetry.GRPCTooManyCalls
+	RefusedTooManyStream = telemetry.GRPCTooManyStreams
+	RefusedBytesInFlight = telemetry.GRPCBytesInFlight
 )
-
-// RefusalReasons lists the reasons of meshmetrics_grpc_refused_total, so
-// that their counters exist at 0.
-func RefusalReasons() []string {
-	return []string{RefusedUnknownMethod, RefusedTooManyCalls, RefusedTooManyStream, RefusedBytesInFlight}
-}
 
 // methodKind tells how a method is admitted.
 type methodKind uint8

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // SPIFFEAllowList refuses TLS clients whose certificate carries none of the
@@ -99,6 +100,13 @@ func NewTokenCheck(path, header string, secrets *logging.Secrets, limiter *loggi
 	return &TokenCheck{file: f, header: strings.ToLower(header), OnRefuse: func(string) {}}, nil
 }
 
+// Reload re-reads the token file now (SIGHUP), keeping the last good token
+// when it fails.
+func (t *TokenCheck) Reload() error {
+	_, err := t.file.Reload()
+	return err
+}
+
 // Token is the current token.
 func (t *TokenCheck) Token() string { return t.file.Value() }
 
@@ -109,7 +117,7 @@ func (t *TokenCheck) current() []byte { return []byte(t.file.Value()) }
 func (t *TokenCheck) check(md metadata.MD) error {
 	values := md.Get(t.header)
 	if len(values) == 0 {
-		t.OnRefuse("missing_token")
+		t.OnRefuse(telemetry.AuthMissingToken)
 		return status.Errorf(codes.Unauthenticated, "no %s header: this adapter requires Mixer's tls authentication token", t.header)
 	}
 	want := t.current()
@@ -122,6 +130,6 @@ func (t *TokenCheck) check(md metadata.MD) error {
 			return nil
 		}
 	}
-	t.OnRefuse("wrong_token")
+	t.OnRefuse(telemetry.AuthWrongToken)
 	return status.Errorf(codes.Unauthenticated, "the %s header does not carry the expected token", t.header)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+
+	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
 // The environment variables of the out-of-process adapter walkthrough, which
@@ -124,6 +126,21 @@ func (c *TLSConfig) current() (*tls.Certificate, *x509.CertPool) {
 	return c.cert, c.clientCA
 }
 
+// Reload re-reads the files now, whether or not they look changed (SIGHUP).
+// A file that fails to load keeps the previous certificates in use; the
+// error is returned.
+func (c *TLSConfig) Reload() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checked = time.Now()
+	prevCert, prevCA, prevStamps := c.cert, c.clientCA, c.stamps
+	if err := c.load(); err != nil {
+		c.cert, c.clientCA, c.stamps = prevCert, prevCA, prevStamps
+		return err
+	}
+	return nil
+}
+
 // ServerConfig is the tls.Config for the gRPC server.
 func (c *TLSConfig) ServerConfig() *tls.Config {
 	return &tls.Config{
@@ -143,15 +160,15 @@ func (c *TLSConfig) ServerConfig() *tls.Config {
 // Reasons a TLS handshake fails, as meshmetrics_auth_refused_total counts
 // them.
 const (
-	RefusedNoClientCertificate = "no_client_certificate"
-	RefusedUnknownAuthority    = "unknown_authority"
-	RefusedBadCertificate      = "bad_certificate"
-	RefusedSPIFFEID            = "spiffe_id"
-	RefusedNotTLS              = "not_tls"
-	RefusedHandshake           = "handshake_failed"
+	RefusedNoClientCertificate = telemetry.AuthNoClientCertificate
+	RefusedUnknownAuthority    = telemetry.AuthUnknownAuthority
+	RefusedBadCertificate      = telemetry.AuthBadCertificate
+	RefusedSPIFFEID            = telemetry.AuthSPIFFEID
+	RefusedNotTLS              = telemetry.AuthNotTLS
+	RefusedHandshake           = telemetry.AuthHandshakeFailed
 	// RefusedConnectionClosed: the peer closed the connection during the
 	// handshake (a TCP probe, a port scan). Counted, not worth a warning.
-	RefusedConnectionClosed = "connection_closed"
+	RefusedConnectionClosed = telemetry.AuthConnectionClosed
 )
 
 // observedCreds reports every failed server handshake: refused clients are

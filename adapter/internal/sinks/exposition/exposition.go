@@ -21,7 +21,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/cumulative"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/promnaming"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -193,17 +192,8 @@ func (e *Sink) Consume(b *sinks.Batch) {
 		}
 		st.Record(f.Metric.Kind, f.Metric.Buckets, v)
 	})
-	e.countDrops(d)
+	series.Report(e.env, Key, d)
 	e.setSeriesGauge()
-}
-
-func (e *Sink) countDrops(d series.Drops) {
-	if e.env.Metrics == nil || d.Total() == 0 {
-		return
-	}
-	e.env.Metrics.Dropped(Key, telemetry.DropSeriesLimit, d.FamilyLimit)
-	e.env.Metrics.Dropped(Key, telemetry.DropSinkSeriesLimit, d.SinkLimit)
-	e.env.Metrics.Dropped(Key, telemetry.DropSuperseded, d.Superseded)
 }
 
 func (e *Sink) setSeriesGauge() {

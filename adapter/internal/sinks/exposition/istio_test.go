@@ -1,6 +1,7 @@
 package exposition_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -10,8 +11,11 @@ import (
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 
 	"github.com/gogo/protobuf/jsonpb"
+	"github.com/gogo/protobuf/types"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 	"github.com/meshmetrics/meshmetrics/config"
@@ -103,4 +107,40 @@ func TestIstioPrometheusHandlerConfigWorksUnchanged(t *testing.T) {
 	}
 	require.NotContains(t, out, "not_a_label")
 	require.NotContains(t, out, "istio_tcp_received_bytes_total", "no instance, no series")
+}
+
+// TestIstioConfigIsBoundedByTheSinkCap: Istio's handler config sets no
+// limits, and with no per-metric cap by default the sink's --max-series is
+// what stops its series, counted as sink_series_limit (series's
+// TestIstioConfigKeepsAMidSizeMeshAtTheDefaults shows 100k series kept at
+// the defaults).
+func TestIstioConfigIsBoundedByTheSinkCap(t *testing.T) {
+	f := newFixture(t, 1000)
+	cfg := params(t, istioParams(t))
+	sendIstioSeries(t, f, cfg, 0, 1500)
+	require.NoError(t, f.sinks.Flush(context.Background()))
+	require.Zero(t, dropped(f, "series_limit"))
+	require.Equal(t, 500.0, dropped(f, "sink_series_limit"))
+	require.Equal(t, 1000.0, testutil.ToFloat64(f.metrics.SinkSeries.WithLabelValues(exposition.Key)))
+}
+
+// sendIstioSeries sends one requestcount instance for each of the label
+// sets from to to (each a distinct source workload), in requests of 5000.
+func sendIstioSeries(t *testing.T, f *fixture, cfg *types.Any, from, to int) {
+	t.Helper()
+	for start := from; start < to; start += 5000 {
+		var instances []*metricpb.InstanceMsg
+		for i := start; i < min(start+5000, to); i++ {
+			var dims []any
+			for _, l := range istioHTTPLabels {
+				v := "x"
+				if l == "source_workload" {
+					v = fmt.Sprintf("w%d", i)
+				}
+				dims = append(dims, l, mt.Str(v))
+			}
+			instances = append(instances, mt.Instance("requestcount.instance.istio-system", mt.Int(1), dims...))
+		}
+		require.NoError(t, f.handle(t, cfg, instances...))
+	}
 }

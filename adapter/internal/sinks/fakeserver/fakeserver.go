@@ -7,6 +7,7 @@
 package fakeserver
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -270,6 +271,16 @@ func (in *Injector) wait(w http.ResponseWriter, r *http.Request, latency time.Du
 	}
 }
 
+type connKey struct{}
+
+// ConnContext is an http.Server's ConnContext for fakes that serve HTTP/2
+// (gRPC): a request on an HTTP/2 connection cannot be hijacked, so a reset
+// closes the connection found in its context, as a crashed server would,
+// instead of resetting one stream.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
 // reset closes the connection without a response.
 func (in *Injector) reset(w http.ResponseWriter, r *http.Request) {
 	in.mu.Lock()
@@ -280,6 +291,9 @@ func (in *Injector) reset(w http.ResponseWriter, r *http.Request) {
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			abort(c)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	conn, _, err := hj.Hijack()

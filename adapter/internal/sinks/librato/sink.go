@@ -140,6 +140,9 @@ func floorTo(t, period int64) int64 {
 // Name implements sinks.Sink; it is the Factory's key, which holds no secret.
 func (s *Sink) Name() string { return s.name }
 
+// Reload implements sinks.Reloader: the token file is re-read now.
+func (s *Sink) Reload() error { return s.tok.reload() }
+
 // Bind implements sinks.Sink. The registry is keyed by the Librato name, so
 // two definitions that map to one name supersede each other instead of
 // mixing in one Librato metric.
@@ -198,9 +201,7 @@ func (s *Sink) Consume(b *sinks.Batch) {
 		default:
 		}
 	}
-	s.env.Metrics.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
-	s.env.Metrics.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
-	s.env.Metrics.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
+	series.Report(s.env, s.name, d)
 }
 
 // Flush implements sinks.Sink: the open period's aggregate so far is sent

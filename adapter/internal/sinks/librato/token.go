@@ -84,6 +84,18 @@ func (t *tokenSource) Token() (string, error) {
 	return v, nil
 }
 
+// reload re-reads the token file now (SIGHUP); a token from the params or
+// the environment has nothing to re-read.
+func (t *tokenSource) reload() error {
+	if t.file == nil {
+		return nil
+	}
+	if _, err := t.file.Reload(); err != nil {
+		return fmt.Errorf("%w: %w", errNoToken, err)
+	}
+	return nil
+}
+
 // current is Token for a request: a reload failure is logged
 // (rate-limited) and the last good token used.
 func (t *tokenSource) current() string {

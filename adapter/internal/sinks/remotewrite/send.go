@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,6 +109,19 @@ func newAuth(rw *config.RemoteWrite, env sinks.Env) (*auth, error) {
 		}
 	}
 	return a, nil
+}
+
+// reload re-reads the credential files now (SIGHUP).
+func (a *auth) reload() error {
+	var errs []error
+	for _, f := range []*secretfile.File{a.passwordFile, a.bearerFile} {
+		if f != nil {
+			if _, err := f.Reload(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (a *auth) apply(req *http.Request) {

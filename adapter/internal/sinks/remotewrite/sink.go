@@ -16,7 +16,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/cumulative"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/promnaming"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/prompb"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -126,6 +125,10 @@ func sortLabels(ls []prompb.Label) {
 // Name implements sinks.Sink.
 func (s *Sink) Name() string { return s.name }
 
+// Reload implements sinks.Reloader: the password or bearer token file is
+// re-read now.
+func (s *Sink) Reload() error { return s.auth.reload() }
+
 // Bind implements sinks.Sink.
 func (s *Sink) Bind(m *sinks.Metric) (sinks.Binding, error) {
 	names, err := promnaming.Resolve(m)
@@ -177,10 +180,8 @@ func (s *Sink) Consume(b *sinks.Batch) {
 		}
 		st.Record(st.info.kind, st.info.bounds, v)
 	})
+	series.Report(s.env, s.name, d)
 	if m := s.env.Metrics; m != nil {
-		m.Dropped(s.name, telemetry.DropSeriesLimit, d.FamilyLimit)
-		m.Dropped(s.name, telemetry.DropSinkSeriesLimit, d.SinkLimit)
-		m.Dropped(s.name, telemetry.DropSuperseded, d.Superseded)
 		m.SinkSeries.WithLabelValues(s.name).Set(float64(s.reg.Len()))
 	}
 }
