@@ -333,7 +333,7 @@ func redact(v reflect.Value) {
 				continue
 			}
 			// URLs may carry credentials in their user info or query.
-			if t.Field(i).Name == "Url" && f.Kind() == reflect.String && f.CanSet() {
+			if name := t.Field(i).Name; (name == "Url" || name == "Endpoint") && f.Kind() == reflect.String && f.CanSet() {
 				if f.String() != "" {
 					f.SetString(RedactURL(f.String()))
 				}

@@ -18,6 +18,11 @@ const RedactedURLValue = "xxxxx"
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
+		// A gRPC target (host:port) is not a URL, and carries no
+		// credential unless it has user info or a query.
+		if !strings.ContainsAny(raw, "/@?#") {
+			return raw
+		}
 		return "invalid-url"
 	}
 	return redactedURL(u).String()

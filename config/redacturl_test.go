@@ -20,7 +20,10 @@ func TestRedactURL(t *testing.T) {
 		{"https://h/w?sig=1&password=2&Auth=3", "https://h/w?Auth=xxxxx&password=xxxxx&sig=xxxxx"},
 		{"https://h/w?db=prod", "https://h/w?db=prod"},
 		{"https://h/w?%zz", "https://h/w?xxxxx"},
-		{"::not a url", "invalid-url"},
+		{"::not a url", "::not a url"},
+		{"otel-collector:4317", "otel-collector:4317"},
+		{"127.0.0.1:4317", "127.0.0.1:4317"},
+		{"::/?api_key=K", "invalid-url"},
 	}
 	for _, tc := range tests {
 		require.Equal(t, tc.want, config.RedactURL(tc.in), tc.in)

@@ -47,11 +47,12 @@ const (
 	inboundRotated  = "inbound-tok-rotated-99" // the same file after a rotation
 	libQueryKey     = "lib-query-key-61d0ab"   // ?api_key= in a Librato URL (a proxy's)
 	rwQueryToken    = "rw-query-tok-2e77c9"    // ?access_token= in a remote-write URL
+	otlpQueryToken  = "otlp-query-tok-4c1d5e"  // ?access_token= in an OTLP endpoint URL
 	libTokenEnvName = "MESHMETRICS_FAULTS_TEST_LIBRATO_TOKEN"
 )
 
 var allSecrets = []string{libParamToken, libFileToken, libEnvToken, rwPassword, rwURLPassword, rwBearer, rwHeaderKey,
-	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated, libQueryKey, rwQueryToken}
+	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated, libQueryKey, rwQueryToken, otlpQueryToken}
 
 // TestSecretsNeverShow drives every path that handles a credential, the
 // failing ones included (a backend refusing it, a config refused with one
@@ -99,7 +100,7 @@ func TestSecretsNeverShow(t *testing.T) {
 				t.Cleanup(s.Close)
 				return s
 			}
-			otlpGood, otlpRefusing := otlpReceiver(otlpFileToken), otlpReceiver("another-token")
+			otlpGood, otlpRefusing, otlpQuery := otlpReceiver(otlpFileToken), otlpReceiver("another-token"), otlpReceiver(otlpFileToken)
 
 			var logs syncBuffer
 			log, secrets, err := logging.New(logging.Options{Format: format, Level: "debug", Output: &logs})
@@ -165,6 +166,7 @@ func TestSecretsNeverShow(t *testing.T) {
 				// and the query stays a query when the API path is joined.
 				lib(libQuery.URL()+"/?api_key="+libQueryKey, func(l *config.LibratoParams) { l.Token = libParamToken }),
 				rw(rwQuery.URL()+"?access_token="+rwQueryToken, func(r *config.RemoteWrite) { r.BearerTokenFile = bearerFile }),
+				otel(otlpQuery, otlp.ProtocolHTTP, func(o *config.OtlpParams) { o.Endpoint += "?access_token=" + otlpQueryToken }),
 			}
 			failing := []*config.Params{
 				lib(libRefusing.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
@@ -232,6 +234,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			require.Positive(t, otlpRefusing.Stats().ByStatus[http.StatusUnauthorized], "refused over gRPC and HTTP")
 			require.Equal(t, []float64{3, 3, 3, 3}, []float64{rwBasic.Total(rwName), rwURL.Total(rwName), rwBearerSrv.Total(rwName), rwQuery.Total(rwName)})
 			require.Equal(t, 3.0, libQuery.Total(libratoName), "posted to /v1/measurements, the query kept apart")
+			require.Equal(t, 3.0, otlpQuery.Total(otlpName), "an OTLP endpoint with a query string")
 			last, ok := libQuery.LastRequest()
 			require.True(t, ok)
 			require.Equal(t, librato.MeasurementsPath, last.Path)
