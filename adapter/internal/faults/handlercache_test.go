@@ -1,6 +1,7 @@
 package faults_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 
+	"github.com/gogo/protobuf/types"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
@@ -39,13 +41,16 @@ func TestHandlerCacheIsBoundedByBytes(t *testing.T) {
 	for j := range names {
 		names[j] = fmt.Sprintf("label_%d", j)
 	}
+	ms := make([]*config.Params_MetricInfo, metrics)
+	for i := range ms {
+		ms[i] = &config.Params_MetricInfo{InstanceName: fmt.Sprintf("m%d.instance.istio-system", i), Kind: config.Params_MetricInfo_COUNTER,
+			Name: fmt.Sprintf("c0_m%d", i), LabelNames: names}
+	}
+	first := anyOf(t, &config.Params{Metrics: ms})
 	for c := range configs {
-		ms := make([]*config.Params_MetricInfo, metrics)
-		for i := range ms {
-			ms[i] = &config.Params_MetricInfo{InstanceName: fmt.Sprintf("m%d.instance.istio-system", i), Kind: config.Params_MetricInfo_COUNTER,
-				Name: fmt.Sprintf("c%d_m%d", c, i), LabelNames: names}
-		}
-		cfg := anyOf(t, &config.Params{Metrics: ms})
+		// Another config: the metric names c<c>_m<i>, of the same length,
+		// so the encoded bytes only change in place.
+		cfg := &types.Any{TypeUrl: first.TypeUrl, Value: bytes.ReplaceAll(first.Value, []byte("c0_m"), []byte(fmt.Sprintf("c%d_m", c)))}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		_, err := client.HandleMetric(ctx, &metricpb.HandleMetricRequest{AdapterConfig: cfg,
 			Instances: []*metricpb.InstanceMsg{{Name: "m0.instance.istio-system", Value: mt.Int(1)}}})
@@ -68,10 +73,8 @@ func TestHandlerCacheIsBoundedByBytes(t *testing.T) {
 
 	// A config too large for the bound on its own is refused, not built.
 	small := run(t, bin, "--handler-cache-max-bytes=67108864")
-	ms := make([]*config.Params_MetricInfo, metrics)
-	for i := range ms {
-		ms[i] = &config.Params_MetricInfo{InstanceName: fmt.Sprintf("m%d.instance.istio-system", i), Kind: config.Params_MetricInfo_COUNTER,
-			Name: fmt.Sprintf("m%d", i), LabelNames: names[:64]}
+	for _, m := range ms {
+		m.LabelNames = names[:64]
 	}
 	_, err := metricpb.NewHandleMetricServiceClient(dial(t, small.grpc)).HandleMetric(context.Background(), &metricpb.HandleMetricRequest{
 		AdapterConfig: anyOf(t, &config.Params{Metrics: ms}), Instances: []*metricpb.InstanceMsg{{Name: "m0.instance.istio-system", Value: mt.Int(1)}}})
