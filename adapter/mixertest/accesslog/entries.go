@@ -130,7 +130,7 @@ const EntriesFormat = `entries:                      # or a bare list of entries
   sent_bytes: 1024
   received_bytes: 128
   upstream_cluster: outbound|3306||mysql.db.svc.cluster.local
-defaults: {destination: 10.1.2.3:9080}   # optional: keys every entry starts from`
+defaults: {destination: 10.1.2.3:9080}   # optional: keys every entry starts from (HTTP ones only HTTP entries)`
 
 // ParseEntries reads an entries file (YAML or JSON, EntriesFormat): a list
 // of entries, or a mapping with `entries` and optional `defaults`. A field
@@ -187,8 +187,12 @@ func ParseEntries(name string, data []byte, now time.Time) ([]Entry, error) {
 	return out, errors.Join(errs...)
 }
 
-// field is one key of an entry with its value node.
-type field struct{ key, value *yaml.Node }
+// field is one key of an entry with its value node; fromDefaults when the
+// defaults gave it.
+type field struct {
+	key, value   *yaml.Node
+	fromDefaults bool
+}
 
 var (
 	commonKeys = []string{"protocol", "repeat", "start_time", "duration", "time_to_first_upstream_rx_byte", "source", "destination",
@@ -215,7 +219,7 @@ func parseEntry(n, defaults *yaml.Node, now time.Time) ([]Entry, error) {
 			if _, seen := fields[k.Value]; !seen {
 				order = append(order, k.Value)
 			}
-			fields[k.Value] = field{k, m.Content[i+1]}
+			fields[k.Value] = field{k, m.Content[i+1], m == defaults}
 		}
 	}
 	protocol := "http"
@@ -242,6 +246,8 @@ func parseEntry(n, defaults *yaml.Node, now time.Time) ([]Entry, error) {
 		switch {
 		case slices.Contains(commonKeys, key):
 			err = setCommon(common, key, f.value, &repeat)
+		case f.fromDefaults && (slices.Contains(httpKeys, key) && protocol != "http" || slices.Contains(tcpKeys, key) && protocol != "tcp"):
+			// A default of the other protocol's entries.
 		case slices.Contains(httpKeys, key):
 			if protocol != "http" {
 				err = fmt.Errorf("a %s entry has no %s (an HTTP field)", protocol, key)

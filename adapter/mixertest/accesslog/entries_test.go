@@ -20,6 +20,7 @@ func TestParseEntries(t *testing.T) {
 defaults:
   destination: 10.1.2.3:9080
   upstream_cluster: inbound|9080|http|reviews.default.svc.cluster.local
+  path: /default
 entries:
 - method: post
   path: /v1/damage?analytic=1
@@ -58,7 +59,7 @@ entries:
 
 	h := entries[0].HTTP
 	require.NotNil(t, h)
-	require.Equal(t, 6, entries[0].Line)
+	require.Equal(t, 7, entries[0].Line)
 	require.Equal(t, "e.yaml", entries[0].File)
 	c := h.GetCommonProperties()
 	require.Equal(t, "10.1.2.3", c.GetDownstreamLocalAddress().GetSocketAddress().GetAddress())
@@ -106,7 +107,7 @@ entries:
 	d := entries[1].HTTP
 	require.Equal(t, corev3.RequestMethod_GET, d.GetRequest().GetRequestMethod())
 	require.Equal(t, "http", d.GetRequest().GetScheme())
-	require.Equal(t, "/", d.GetRequest().GetPath())
+	require.Equal(t, "/default", d.GetRequest().GetPath(), "from the defaults")
 	require.Equal(t, uint32(200), d.GetResponse().GetResponseCode().GetValue())
 	require.Equal(t, now, d.GetCommonProperties().GetStartTime().AsTime())
 	require.NotNil(t, d.GetCommonProperties().GetResponseFlags(), "no flag set: context.proxy_error_code is -")
@@ -121,6 +122,7 @@ entries:
 		require.Equal(t, "10.1.2.3", e.TCP.GetCommonProperties().GetDownstreamLocalAddress().GetSocketAddress().GetAddress())
 	}
 	require.NotSame(t, entries[2].TCP, entries[3].TCP, "repeated entries are copies")
+	require.Nil(t, entries[2].HTTP, "the defaults' HTTP fields (path) do not apply to TCP entries")
 
 	require.Equal(t, "HTTP POST reviews:9080/v1/damage?analytic=1 -> 503, 2 request headers, [fd00::1]:40000 -> 10.1.2.3:9080, "+
 		"cluster inbound|9080|http|reviews.default.svc.cluster.local, 12ms, flags DC,UAEX,UO, downstream_peer productpage-v1, upstream_peer reviews-v2",
@@ -134,6 +136,9 @@ func TestParseEntriesBareList(t *testing.T) {
 	require.Len(t, entries, 2)
 	require.Equal(t, "/a", entries[0].HTTP.GetRequest().GetPath())
 	require.Equal(t, uint64(1), entries[1].TCP.GetConnectionProperties().GetSentBytes())
+	entries, err = accesslog.ParseEntries("e.json", []byte(`[{}]`), now)
+	require.NoError(t, err)
+	require.Equal(t, "/", entries[0].HTTP.GetRequest().GetPath(), "the default path")
 }
 
 func TestParseEntriesErrors(t *testing.T) {
