@@ -12,6 +12,7 @@ import (
 
 	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest/accesslog"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/conn"
@@ -129,16 +130,13 @@ func (e *Envoy) Send(entries ...accesslog.Entry) error {
 		return err
 	}
 	for _, m := range accesslog.Messages(accesslog.Identifier(e.o.NodeID, "", e.o.LogName), entries, e.o.EntriesPerMessage) {
+		var send proto.Message = m
 		if e.o.V2 {
-			v2, err := accesslog.V2(m)
-			if err != nil {
+			if send, err = accesslog.V2(m); err != nil {
 				return err
 			}
-			err = st.Send(v2)
-		} else {
-			err = st.Send(m)
 		}
-		if err != nil {
+		if err := st.Send(send); err != nil {
 			if errors.Is(err, io.EOF) { // the stream ended: Close says why
 				break
 			}

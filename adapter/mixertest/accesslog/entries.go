@@ -596,7 +596,7 @@ func Describe(e Entry) string {
 	for _, k := range []string{"downstream_peer", "upstream_peer"} {
 		if a := c.GetFilterStateObjects()[k]; a != nil {
 			var s structpb.Struct
-			if a.UnmarshalTo(&s) == nil {
+			if a.UnmarshalTo(&s) == nil && s.GetFields()["WORKLOAD_NAME"].GetStringValue() != "" {
 				fmt.Fprintf(&b, ", %s %s", k, s.GetFields()["WORKLOAD_NAME"].GetStringValue())
 			}
 		}

@@ -19,7 +19,10 @@ import (
 
 // LoadOptions configure Load.
 type LoadOptions struct {
-	Conn *grpc.ClientConn
+	// Conn carries every stream; with Conns, stream i uses Conns[i % len]
+	// instead (each Envoy has its own connection).
+	Conn  *grpc.ClientConn
+	Conns []*grpc.ClientConn
 	// Method is MethodV3 (default) or MethodV2.
 	Method string
 	// Messages are sent round-robin, each stream starting at its own offset.
@@ -112,6 +115,12 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	if len(o.Messages) == 0 {
 		return LoadResult{}, errors.New("accesslog: no messages to send")
 	}
+	if len(o.Conns) == 0 {
+		if o.Conn == nil {
+			return LoadResult{}, errors.New("accesslog: no connection")
+		}
+		o.Conns = []*grpc.ClientConn{o.Conn}
+	}
 	if o.EntryCounts != nil && len(o.EntryCounts) != len(o.Messages) {
 		return LoadResult{}, errors.New("accesslog: EntryCounts must give one count per message")
 	}
@@ -138,11 +147,18 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 		interval = time.Duration(float64(time.Second) * float64(o.Streams) / o.Rate)
 	}
 	var claimed, sent atomic.Int64
+	// claim takes a message of the count, unclaim gives it back.
 	claim := func() bool {
 		if o.MaxMessages > 0 && claimed.Add(1) > o.MaxMessages {
+			claimed.Add(-1)
 			return false
 		}
 		return true
+	}
+	unclaim := func() {
+		if o.MaxMessages > 0 {
+			claimed.Add(-1)
+		}
 	}
 	workers := make([]*loadWorker, o.Streams)
 	start := time.Now()
@@ -157,10 +173,16 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 			backoff := 50 * time.Millisecond
 			i := s
 			for run.Err() == nil && w.consecutiveOpenErrs < maxOpenFailures {
+				// The stream's first message is claimed before the stream is
+				// opened, so that no stream opens for nothing.
+				if !claim() {
+					return
+				}
 				// The stream lives past the run's end, to be closed cleanly:
 				// only the caller's ctx aborts it.
-				st, err := Open(ctx, o.Conn, o.Method)
+				st, err := Open(ctx, o.Conns[s%len(o.Conns)], o.Method)
 				if err != nil {
+					unclaim()
 					w.fail(err)
 					w.consecutiveOpenErrs++
 					select {
@@ -175,7 +197,11 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 				var msgs, entries int64
 				var sendErr error
 				for o.MessagesPerStream <= 0 || msgs < o.MessagesPerStream {
-					if run.Err() != nil || !claim() {
+					if msgs > 0 && !claim() {
+						break
+					}
+					if run.Err() != nil {
+						unclaim()
 						break
 					}
 					if interval > 0 {
@@ -187,6 +213,7 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 						}
 						next = next.Add(interval)
 						if run.Err() != nil {
+							unclaim()
 							break
 						}
 					}
