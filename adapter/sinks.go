@@ -7,12 +7,13 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
 // defaultSinks wires the built-in sinks: the Prometheus exposition (one,
-// permanent, served on /metrics), remote write and Librato (one per
+// permanent, served on /metrics), remote write, Librato and OTLP (one per
 // destination, built when a handler config names it).
 func defaultSinks(env sinks.Env, reg *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
 	expo := exposition.New(env)
@@ -26,6 +27,7 @@ func builtinFactories(env sinks.Env, expo *exposition.Sink) []sinks.Factory {
 		exposition.NewFactory(expo),
 		remotewrite.NewFactory(env),
 		librato.NewFactory(env),
+		otlp.NewFactory(env),
 	}
 }
 

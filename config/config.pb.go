@@ -126,15 +126,70 @@ func (LibratoParams_Api) EnumDescriptor() ([]byte, []int) {
 	return fileDescriptor_3eaf2c85e69e9ea4, []int{1, 0}
 }
 
+type OtlpParams_Compression int32
+
+const (
+	OtlpParams_GZIP OtlpParams_Compression = 0
+	OtlpParams_NONE OtlpParams_Compression = 1
+)
+
+var OtlpParams_Compression_name = map[int32]string{
+	0: "GZIP",
+	1: "NONE",
+}
+
+var OtlpParams_Compression_value = map[string]int32{
+	"GZIP": 0,
+	"NONE": 1,
+}
+
+func (x OtlpParams_Compression) String() string {
+	return proto.EnumName(OtlpParams_Compression_name, int32(x))
+}
+
+func (OtlpParams_Compression) EnumDescriptor() ([]byte, []int) {
+	return fileDescriptor_3eaf2c85e69e9ea4, []int{5, 0}
+}
+
+type OtlpParams_Temporality int32
+
+const (
+	// Each export carries every series' total since its start time, which
+	// is when the series was created in this process (again after expiry).
+	OtlpParams_CUMULATIVE OtlpParams_Temporality = 0
+	// Each export carries what changed since the series' previous point:
+	// every replica sends only its own increments, each once.
+	OtlpParams_DELTA OtlpParams_Temporality = 1
+)
+
+var OtlpParams_Temporality_name = map[int32]string{
+	0: "CUMULATIVE",
+	1: "DELTA",
+}
+
+var OtlpParams_Temporality_value = map[string]int32{
+	"CUMULATIVE": 0,
+	"DELTA":      1,
+}
+
+func (x OtlpParams_Temporality) String() string {
+	return proto.EnumName(OtlpParams_Temporality_name, int32(x))
+}
+
+func (OtlpParams_Temporality) EnumDescriptor() ([]byte, []int) {
+	return fileDescriptor_3eaf2c85e69e9ea4, []int{5, 1}
+}
+
 // Params configures one meshmetrics handler: which instances become which
 // metrics, and where they are sent.
 //
 // Sinks: Prometheus exposition on the adapter's /metrics is on when the
 // `prometheus` block is present (unless `prometheus.disable_exposition`), or
-// when neither a `prometheus` nor a `librato` block is given. Remote write is on
-// when `prometheus.remote_write.url` is set. Librato/AppOptics push is on when
-// the `librato` block, or the old adapter's `librato_email`/`librato_token`, is
-// present.
+// when no backend block (`prometheus`, `librato`, `otlp`) is given. Remote
+// write is on when `prometheus.remote_write.url` is set. Librato/AppOptics push
+// is on when the `librato` block, or the old adapter's
+// `librato_email`/`librato_token`, is present. OTLP push is on when the `otlp`
+// block is present.
 type Params struct {
 	// Deprecated: the account email of the seed librato adapter, kept at field
 	// 1 so handlers written for it keep working. The seed never used it, and
@@ -160,6 +215,10 @@ type Params struct {
 	// Limits that protect the adapter from a config or a traffic pattern that
 	// would exhaust its memory.
 	Limits *Limits `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
+	// OpenTelemetry (OTLP) push: an OpenTelemetry Collector, SolarWinds
+	// Observability, Prometheus 3's OTLP receiver, any OTLP metrics receiver
+	// (docs/otlp.md).
+	Otlp *OtlpParams `protobuf:"bytes,8,opt,name=otlp,proto3" json:"otlp,omitempty"`
 }
 
 func (m *Params) Reset()         { *m = Params{} }
@@ -760,6 +819,152 @@ func (m *BasicAuth) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_BasicAuth proto.InternalMessageInfo
 
+// OtlpParams configures the OTLP sink: every series is exported as an OTLP
+// data point once per interval (counters as monotonic sums, gauges as gauges,
+// distributions as explicit-bucket histograms), with this replica's name as
+// the `service.instance.id` resource attribute so that replicas never write
+// the same series.
+type OtlpParams struct {
+	// Where to send. Protocol `grpc`: `host:port` (`otel-collector:4317`), or
+	// `https://host:port` (`http://host:port` with `insecure`). Protocol
+	// `http/protobuf`: the URL of the metrics endpoint
+	// (`https://otlp.example.com/v1/metrics`); a URL without a path gets
+	// `/v1/metrics`. Required.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// `grpc` (MetricsService/Export) or `http/protobuf` (a POST of the
+	// protobuf request). Default `http/protobuf`, as in the OTLP exporter
+	// specification.
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Request headers (gRPC metadata). Values of headers whose name suggests a
+	// credential (authorization, *token*, *key*, ...) are kept out of logs and
+	// sink names; prefer header_files for them.
+	Headers map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
+	// Headers whose value is read from a file (a mounted Secret), re-read when
+	// the file changes.
+	HeaderFiles []*OtlpParams_HeaderFile `protobuf:"bytes,4,rep,name=header_files,json=headerFiles,proto3" json:"header_files,omitempty"`
+	// Send without TLS (an `http://` URL, or plaintext gRPC). A plaintext
+	// endpoint is refused unless this is set.
+	Insecure bool `protobuf:"varint,5,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// CA bundle that verifies the receiver's certificate. Default: the
+	// system's roots.
+	CaFile string `protobuf:"bytes,6,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// Client certificate and key (PEM) for mutual TLS: both or neither. Read
+	// again when they change.
+	CertFile string `protobuf:"bytes,7,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	// Private key (PEM) of cert_file.
+	KeyFile string `protobuf:"bytes,8,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// Skip verification of the receiver's certificate (testing only).
+	InsecureSkipVerify bool `protobuf:"varint,9,opt,name=insecure_skip_verify,json=insecureSkipVerify,proto3" json:"insecure_skip_verify,omitempty"`
+	// Compression of request bodies (HTTP) or messages (gRPC). Default GZIP.
+	Compression OtlpParams_Compression `protobuf:"varint,10,opt,name=compression,proto3,enum=adapter.meshmetrics.config.OtlpParams_Compression" json:"compression,omitempty"`
+	// How often every series is exported. Default 60s.
+	Interval time.Duration `protobuf:"bytes,11,opt,name=interval,proto3,stdduration" json:"interval"`
+	// Aggregation temporality of counters and distributions. Default
+	// CUMULATIVE.
+	Temporality OtlpParams_Temporality `protobuf:"varint,12,opt,name=temporality,proto3,enum=adapter.meshmetrics.config.OtlpParams_Temporality" json:"temporality,omitempty"`
+	// Resource attributes of every export. `service.name` defaults to
+	// `meshmetrics`; `service.instance.id` is always the replica name
+	// (--replica) and cannot be set here.
+	ResourceAttributes map[string]string `protobuf:"bytes,13,rep,name=resource_attributes,json=resourceAttributes,proto3" json:"resource_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
+	// Data points per request. Default 2000.
+	MaxDataPointsPerRequest int32 `protobuf:"varint,14,opt,name=max_data_points_per_request,json=maxDataPointsPerRequest,proto3" json:"max_data_points_per_request,omitempty"`
+	// Size cap of one request's protobuf message before compression, in
+	// bytes: an export is split into requests under it. Default 3 MiB, below
+	// the 4 MiB a gRPC receiver accepts by default.
+	MaxRequestBytes int32 `protobuf:"varint,15,opt,name=max_request_bytes,json=maxRequestBytes,proto3" json:"max_request_bytes,omitempty"`
+	// Data points waiting to be sent; when full, the oldest requests are
+	// dropped and counted. Default 100000. With --spool-dir the backlog is on
+	// disk and bounded by --spool-max-bytes instead.
+	QueueSize int32 `protobuf:"varint,16,opt,name=queue_size,json=queueSize,proto3" json:"queue_size,omitempty"`
+	// Timeout of one attempt. Default 10s.
+	Timeout time.Duration `protobuf:"bytes,17,opt,name=timeout,proto3,stdduration" json:"timeout"`
+	// Retry backoff bounds (a RetryInfo or Retry-After replaces them). Defaults
+	// 1s and 30s.
+	MinBackoff time.Duration `protobuf:"bytes,18,opt,name=min_backoff,json=minBackoff,proto3,stdduration" json:"min_backoff"`
+	// Upper bound of the retry backoff, and of the wait before a lost gRPC
+	// connection is dialled again.
+	MaxBackoff time.Duration `protobuf:"bytes,19,opt,name=max_backoff,json=maxBackoff,proto3,stdduration" json:"max_backoff"`
+	// Give up on a request after retrying for this long. Default 5m. With
+	// --spool-dir the request goes back to the front of the spool instead.
+	MaxRetryElapsed time.Duration `protobuf:"bytes,20,opt,name=max_retry_elapsed,json=maxRetryElapsed,proto3,stdduration" json:"max_retry_elapsed"`
+}
+
+func (m *OtlpParams) Reset()         { *m = OtlpParams{} }
+func (m *OtlpParams) String() string { return proto.CompactTextString(m) }
+func (*OtlpParams) ProtoMessage()    {}
+func (*OtlpParams) Descriptor() ([]byte, []int) {
+	return fileDescriptor_3eaf2c85e69e9ea4, []int{5}
+}
+func (m *OtlpParams) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *OtlpParams) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_OtlpParams.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *OtlpParams) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_OtlpParams.Merge(m, src)
+}
+func (m *OtlpParams) XXX_Size() int {
+	return m.Size()
+}
+func (m *OtlpParams) XXX_DiscardUnknown() {
+	xxx_messageInfo_OtlpParams.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_OtlpParams proto.InternalMessageInfo
+
+type OtlpParams_HeaderFile struct {
+	// Header name, e.g. `authorization`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// File holding the value; surrounding whitespace is ignored.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Written before the file's content: `Bearer ` for SolarWinds
+	// Observability's `authorization: Bearer <token>`.
+	Prefix string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+}
+
+func (m *OtlpParams_HeaderFile) Reset()         { *m = OtlpParams_HeaderFile{} }
+func (m *OtlpParams_HeaderFile) String() string { return proto.CompactTextString(m) }
+func (*OtlpParams_HeaderFile) ProtoMessage()    {}
+func (*OtlpParams_HeaderFile) Descriptor() ([]byte, []int) {
+	return fileDescriptor_3eaf2c85e69e9ea4, []int{5, 1}
+}
+func (m *OtlpParams_HeaderFile) XXX_Unmarshal(b []byte) error {
+	return m.Unmarshal(b)
+}
+func (m *OtlpParams_HeaderFile) XXX_Marshal(b []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		return xxx_messageInfo_OtlpParams_HeaderFile.Marshal(b, m, deterministic)
+	} else {
+		b = b[:cap(b)]
+		n, err := m.MarshalToSizedBuffer(b)
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
+}
+func (m *OtlpParams_HeaderFile) XXX_Merge(src proto.Message) {
+	xxx_messageInfo_OtlpParams_HeaderFile.Merge(m, src)
+}
+func (m *OtlpParams_HeaderFile) XXX_Size() int {
+	return m.Size()
+}
+func (m *OtlpParams_HeaderFile) XXX_DiscardUnknown() {
+	xxx_messageInfo_OtlpParams_HeaderFile.DiscardUnknown(m)
+}
+
+var xxx_messageInfo_OtlpParams_HeaderFile proto.InternalMessageInfo
+
 // Limits bound what one handler can make the adapter hold.
 type Limits struct {
 	// Series per metric; instances that would create more are dropped and
@@ -774,7 +979,7 @@ func (m *Limits) Reset()         { *m = Limits{} }
 func (m *Limits) String() string { return proto.CompactTextString(m) }
 func (*Limits) ProtoMessage()    {}
 func (*Limits) Descriptor() ([]byte, []int) {
-	return fileDescriptor_3eaf2c85e69e9ea4, []int{5}
+	return fileDescriptor_3eaf2c85e69e9ea4, []int{6}
 }
 func (m *Limits) XXX_Unmarshal(b []byte) error {
 	return m.Unmarshal(b)
@@ -807,6 +1012,8 @@ func init() {
 	proto.RegisterEnum("adapter.meshmetrics.config.DurationUnit", DurationUnit_name, DurationUnit_value)
 	proto.RegisterEnum("adapter.meshmetrics.config.Params_MetricInfo_Kind", Params_MetricInfo_Kind_name, Params_MetricInfo_Kind_value)
 	proto.RegisterEnum("adapter.meshmetrics.config.LibratoParams_Api", LibratoParams_Api_name, LibratoParams_Api_value)
+	proto.RegisterEnum("adapter.meshmetrics.config.OtlpParams_Compression", OtlpParams_Compression_name, OtlpParams_Compression_value)
+	proto.RegisterEnum("adapter.meshmetrics.config.OtlpParams_Temporality", OtlpParams_Temporality_name, OtlpParams_Temporality_value)
 	proto.RegisterType((*Params)(nil), "adapter.meshmetrics.config.Params")
 	proto.RegisterType((*Params_MetricInfo)(nil), "adapter.meshmetrics.config.Params.MetricInfo")
 	proto.RegisterType((*Params_MetricInfo_BucketsDefinition)(nil), "adapter.meshmetrics.config.Params.MetricInfo.BucketsDefinition")
@@ -821,122 +1028,148 @@ func init() {
 	proto.RegisterMapType((map[string]string)(nil), "adapter.meshmetrics.config.RemoteWrite.ExternalLabelsEntry")
 	proto.RegisterMapType((map[string]string)(nil), "adapter.meshmetrics.config.RemoteWrite.HeadersEntry")
 	proto.RegisterType((*BasicAuth)(nil), "adapter.meshmetrics.config.BasicAuth")
+	proto.RegisterType((*OtlpParams)(nil), "adapter.meshmetrics.config.OtlpParams")
+	proto.RegisterMapType((map[string]string)(nil), "adapter.meshmetrics.config.OtlpParams.HeadersEntry")
+	proto.RegisterMapType((map[string]string)(nil), "adapter.meshmetrics.config.OtlpParams.ResourceAttributesEntry")
+	proto.RegisterType((*OtlpParams_HeaderFile)(nil), "adapter.meshmetrics.config.OtlpParams.HeaderFile")
 	proto.RegisterType((*Limits)(nil), "adapter.meshmetrics.config.Limits")
 }
 
 func init() { proto.RegisterFile("config.proto", fileDescriptor_3eaf2c85e69e9ea4) }
 
 var fileDescriptor_3eaf2c85e69e9ea4 = []byte{
-	// 1735 bytes of a gzipped FileDescriptorProto
-	0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0xac, 0x57, 0x4f, 0x6f, 0x1b, 0xc7,
-	0x15, 0x17, 0x45, 0xf1, 0xdf, 0x23, 0x25, 0xd1, 0x63, 0x27, 0x5e, 0x33, 0x31, 0x6d, 0x30, 0x28,
-	0xac, 0x04, 0x31, 0xd5, 0xca, 0x05, 0x5a, 0x28, 0x28, 0x0c, 0x4a, 0xa2, 0x24, 0xd6, 0xb2, 0x24,
-	0x8c, 0xa4, 0x14, 0x69, 0x0f, 0x8b, 0xe1, 0xee, 0x23, 0x39, 0xd0, 0xfe, 0xcb, 0xec, 0xac, 0x4c,
-	0xa6, 0x40, 0xbf, 0x40, 0x51, 0xa0, 0xc7, 0xde, 0x7a, 0xed, 0x57, 0xe8, 0x37, 0xf0, 0x31, 0xc7,
-	0x9e, 0x52, 0xd7, 0x3e, 0xf5, 0xda, 0x4f, 0x50, 0xcc, 0xcc, 0x2e, 0x45, 0x35, 0x8a, 0x40, 0xd5,
-	0xb9, 0xcd, 0xfb, 0xf7, 0x7b, 0x6f, 0x66, 0xde, 0xbc, 0xf7, 0x06, 0x6a, 0x4e, 0x18, 0x0c, 0xf8,
-	0xb0, 0x1d, 0x89, 0x50, 0x86, 0xa4, 0xc1, 0x5c, 0x16, 0x49, 0x14, 0x6d, 0x1f, 0xe3, 0x91, 0x8f,
-	0x52, 0x70, 0x27, 0x6e, 0x1b, 0x8d, 0xc6, 0xbd, 0x61, 0x38, 0x0c, 0xb5, 0xda, 0xba, 0x5a, 0x19,
-	0x8b, 0x46, 0x73, 0x18, 0x86, 0x43, 0x0f, 0xd7, 0x35, 0xd5, 0x4f, 0x06, 0xeb, 0x6e, 0x22, 0x98,
-	0xe4, 0x61, 0x60, 0xe4, 0xad, 0xbf, 0xaf, 0x40, 0xf1, 0x98, 0x09, 0xe6, 0xc7, 0xe4, 0x09, 0x2c,
-	0x7b, 0xbc, 0x2f, 0x98, 0x0c, 0x6d, 0xf4, 0x19, 0xf7, 0xac, 0xdc, 0xe3, 0xdc, 0x5a, 0x65, 0x6b,
-	0xd1, 0xca, 0xd1, 0x5a, 0x2a, 0xe8, 0x2a, 0xfe, 0xac, 0xa2, 0x0c, 0xcf, 0x31, 0xb0, 0x16, 0xbf,
-	0xa7, 0x78, 0xaa, 0xf8, 0x64, 0x0f, 0x4a, 0x69, 0x90, 0x56, 0xfe, 0x71, 0x7e, 0xad, 0xba, 0xf1,
-	0xb4, 0xfd, 0xc3, 0x1b, 0x68, 0x9b, 0x30, 0xda, 0x2f, 0x35, 0xb7, 0x17, 0x0c, 0x42, 0x9a, 0x59,
-	0x93, 0x0b, 0x78, 0x90, 0x2e, 0x6d, 0x1c, 0x47, 0xdc, 0xec, 0xc0, 0x8e, 0x42, 0x8f, 0x3b, 0x13,
-	0x6b, 0xe9, 0x71, 0x6e, 0xad, 0xba, 0xb1, 0x39, 0x37, 0x74, 0xdc, 0x9d, 0x42, 0x1c, 0x6b, 0x04,
-	0x7a, 0xdf, 0xbf, 0x5e, 0x40, 0xb6, 0xa1, 0x94, 0x6e, 0xc8, 0x2a, 0x68, 0x2f, 0x9f, 0xde, 0xe4,
-	0xe5, 0xc0, 0xa8, 0x1a, 0x67, 0x34, 0xb3, 0x24, 0x07, 0x00, 0x91, 0x08, 0x7d, 0x94, 0x23, 0x4c,
-	0x62, 0xab, 0xa8, 0x71, 0x3e, 0xbf, 0x31, 0xda, 0xa9, 0x76, 0x0a, 0x35, 0x63, 0x4f, 0x36, 0xa1,
-	0xe8, 0x71, 0x9f, 0xcb, 0xd8, 0x2a, 0x69, 0xa4, 0xd6, 0xcd, 0x11, 0x29, 0x4d, 0x9a, 0x5a, 0x34,
-	0xfe, 0x5d, 0x06, 0xb8, 0x3c, 0x5e, 0xf2, 0x31, 0x54, 0x02, 0xe6, 0x63, 0x1c, 0x31, 0x07, 0x35,
-	0x5a, 0x85, 0x5e, 0x32, 0x08, 0x81, 0x25, 0x45, 0x98, 0x2c, 0xa0, 0x7a, 0x4d, 0x3e, 0x81, 0x65,
-	0x1e, 0xc4, 0x92, 0x05, 0x0e, 0xda, 0x5a, 0xa8, 0x6f, 0x9e, 0xd6, 0x32, 0xe6, 0xa1, 0x52, 0x7a,
-	0x0c, 0x55, 0x17, 0x63, 0x47, 0xf0, 0x48, 0x9d, 0xa4, 0x95, 0xd7, 0x2a, 0xb3, 0x2c, 0xb2, 0x0b,
-	0x4b, 0xe7, 0x3c, 0x70, 0xf5, 0xcd, 0xad, 0x6c, 0x6c, 0xdc, 0x2a, 0x29, 0xda, 0x2f, 0x78, 0xe0,
-	0x52, 0x6d, 0x4f, 0xbe, 0x82, 0x52, 0x3f, 0x71, 0xce, 0x51, 0xc6, 0xe9, 0xf5, 0x3c, 0xbf, 0x1d,
-	0xd4, 0x96, 0x31, 0xde, 0xc1, 0x01, 0x0f, 0xb8, 0x8a, 0x8c, 0x66, 0x78, 0xe4, 0x11, 0x54, 0x3d,
-	0xd6, 0x47, 0x4f, 0x6f, 0x53, 0xdd, 0x5a, 0x7e, 0xad, 0x42, 0x41, 0xb3, 0xd4, 0x26, 0x63, 0xf2,
-	0x12, 0x96, 0xb3, 0xa7, 0x64, 0x27, 0x01, 0x97, 0x56, 0x59, 0x6f, 0x66, 0xed, 0xa6, 0x08, 0x76,
-	0x52, 0x83, 0xb3, 0x80, 0x4b, 0x5a, 0x73, 0x67, 0xa8, 0xc6, 0x1f, 0x0b, 0x70, 0xe7, 0x7b, 0xe1,
-	0x90, 0x10, 0x56, 0x3c, 0x1e, 0x20, 0x13, 0x76, 0xb6, 0xcf, 0x9c, 0xde, 0xe7, 0xee, 0x7b, 0xee,
-	0xb3, 0x7d, 0xa0, 0x51, 0xf7, 0x17, 0xe8, 0xb2, 0xc1, 0x4f, 0x35, 0xc8, 0x1f, 0xe0, 0x2e, 0x8e,
-	0xa3, 0x30, 0xc0, 0x40, 0x72, 0xe6, 0x4d, 0xbd, 0x2e, 0x6a, 0xaf, 0x2f, 0xde, 0xd7, 0x6b, 0xf7,
-	0x12, 0x7a, 0x7f, 0x81, 0x92, 0x19, 0x4f, 0x99, 0xff, 0x04, 0xea, 0x38, 0x8e, 0x3c, 0xee, 0x70,
-	0x39, 0x75, 0x9e, 0xd7, 0xce, 0xf7, 0x7f, 0x04, 0xe7, 0x1a, 0x77, 0x7f, 0x81, 0xae, 0x66, 0x3e,
-	0x52, 0xad, 0x86, 0x0b, 0x45, 0x73, 0x22, 0xe4, 0x73, 0x20, 0x41, 0xe2, 0xdb, 0xda, 0x0a, 0xaf,
-	0x9c, 0x7a, 0x81, 0xd6, 0x83, 0xc4, 0xdf, 0xd5, 0x82, 0x2c, 0xdc, 0x7b, 0x50, 0x78, 0xc5, 0x5d,
-	0x39, 0xd2, 0x07, 0x94, 0xa3, 0x86, 0x20, 0x1f, 0x42, 0x31, 0x1c, 0x0c, 0x62, 0x94, 0x3a, 0xf4,
-	0x1c, 0x4d, 0xa9, 0xc6, 0x05, 0x54, 0x67, 0x4e, 0xe0, 0x96, 0xae, 0x3e, 0x81, 0xe5, 0xa1, 0x08,
-	0x5f, 0xc9, 0x91, 0x3d, 0x60, 0x8e, 0x0c, 0x45, 0xea, 0xb2, 0x66, 0x98, 0xbb, 0x9a, 0xa7, 0xe2,
-	0x89, 0x1d, 0xe6, 0x61, 0xea, 0xd8, 0x10, 0x8d, 0x16, 0x94, 0xb3, 0xcd, 0xab, 0xd8, 0xfa, 0x61,
-	0x12, 0xb8, 0xca, 0x51, 0x5e, 0xc5, 0x66, 0xa8, 0xad, 0x1a, 0x80, 0x3b, 0x3d, 0xab, 0x56, 0x07,
-	0x96, 0xd4, 0x33, 0x23, 0xab, 0x50, 0x3d, 0x3b, 0x3c, 0x39, 0xee, 0x6e, 0xf7, 0x76, 0x7b, 0xdd,
-	0x9d, 0xfa, 0x02, 0xa9, 0x40, 0x61, 0xaf, 0x73, 0xb6, 0xd7, 0xad, 0xe7, 0x48, 0x15, 0x4a, 0xdb,
-	0x47, 0x67, 0x87, 0xa7, 0x5d, 0x5a, 0x5f, 0x24, 0x75, 0xa8, 0xed, 0xf4, 0x4e, 0x4e, 0x69, 0x6f,
-	0xeb, 0xec, 0xb4, 0x77, 0x74, 0x58, 0xcf, 0x37, 0xde, 0xe4, 0xe0, 0xfe, 0x0f, 0xd4, 0x5b, 0xf2,
-	0x3b, 0xb8, 0x7f, 0xa5, 0x9c, 0x4f, 0xec, 0xec, 0x2d, 0xa4, 0xf9, 0xfd, 0xa0, 0x6d, 0xda, 0x56,
-	0x3b, 0x6b, 0x5b, 0xd3, 0xa7, 0xb3, 0x55, 0x7e, 0xfd, 0xdd, 0xa3, 0x85, 0xbf, 0xfc, 0xf3, 0x51,
-	0x8e, 0x7e, 0x30, 0x5b, 0xb5, 0x27, 0x99, 0x02, 0x19, 0x41, 0x33, 0x05, 0x75, 0x46, 0xe8, 0x9c,
-	0xdb, 0x3c, 0x90, 0x28, 0x2e, 0x98, 0x77, 0xe9, 0x63, 0x71, 0x7e, 0x1f, 0x1f, 0x19, 0xa8, 0x6d,
-	0x85, 0xd4, 0x4b, 0x81, 0x32, 0xb5, 0xd6, 0x5f, 0x8b, 0xb0, 0x7c, 0xa5, 0xe6, 0x93, 0x3a, 0xe4,
-	0x13, 0x91, 0x36, 0x4e, 0xaa, 0x96, 0xe4, 0x39, 0xe4, 0x59, 0xc4, 0xb5, 0xcb, 0x95, 0x9b, 0xdb,
-	0xdf, 0x15, 0xa4, 0x76, 0x27, 0xe2, 0x54, 0x59, 0xaa, 0x2b, 0x35, 0xdd, 0xd8, 0xd4, 0x51, 0x43,
-	0x90, 0x27, 0x50, 0x30, 0xad, 0x77, 0x49, 0xb7, 0xde, 0x3b, 0xff, 0xf9, 0xee, 0xd1, 0x72, 0x8c,
-	0x8e, 0x40, 0xb9, 0xd9, 0x92, 0x22, 0xc1, 0x16, 0x35, 0x72, 0xf2, 0x10, 0x40, 0x2f, 0xec, 0x88,
-	0xc9, 0x91, 0xae, 0x92, 0x15, 0x5a, 0xd1, 0x9c, 0x63, 0x26, 0x47, 0xe4, 0x23, 0x30, 0x84, 0x8d,
-	0xc1, 0x85, 0x6e, 0x4d, 0x15, 0x5a, 0xd6, 0x8c, 0x6e, 0x70, 0x41, 0xbe, 0x80, 0x62, 0x84, 0x82,
-	0x87, 0x6e, 0xda, 0x6a, 0xe6, 0x3a, 0xb1, 0xd4, 0x84, 0xec, 0xc1, 0x92, 0x64, 0xc3, 0xd8, 0x2a,
-	0xeb, 0xc6, 0xff, 0x6c, 0xfe, 0x9d, 0x9f, 0xb2, 0x61, 0xdc, 0x0d, 0xa4, 0x98, 0x50, 0x0d, 0xa0,
-	0x32, 0x36, 0x0e, 0x13, 0xe1, 0xa0, 0x55, 0xd1, 0xf1, 0xa5, 0x94, 0xaa, 0xd0, 0x02, 0x55, 0x56,
-	0x33, 0x5b, 0xb2, 0xa1, 0x05, 0x5a, 0x08, 0x29, 0xeb, 0x94, 0x0d, 0xc9, 0x73, 0xf8, 0xd8, 0x67,
-	0x63, 0xdb, 0x47, 0x16, 0x27, 0x02, 0x7d, 0x0c, 0x64, 0x6c, 0x47, 0x28, 0x6c, 0x81, 0x5f, 0x27,
-	0x18, 0x4b, 0xab, 0xaa, 0x5f, 0xda, 0x03, 0x9f, 0x8d, 0x5f, 0xce, 0xa8, 0x1c, 0xa3, 0xa0, 0x46,
-	0x81, 0x7c, 0x06, 0x77, 0x14, 0x40, 0xaa, 0x6f, 0xf7, 0x27, 0x12, 0x63, 0xab, 0xa6, 0xad, 0x56,
-	0x7d, 0x36, 0x4e, 0xd5, 0xb6, 0x14, 0x5b, 0x9d, 0xf3, 0xd7, 0x09, 0x26, 0x68, 0xc7, 0xfc, 0x1b,
-	0xb4, 0x96, 0xb5, 0x52, 0x45, 0x73, 0x4e, 0xf8, 0x37, 0x48, 0x0e, 0x60, 0x35, 0x83, 0x91, 0xdc,
-	0xc7, 0x30, 0x91, 0xd6, 0xca, 0xfc, 0x67, 0xba, 0x92, 0xda, 0x9e, 0x1a, 0x53, 0x72, 0x94, 0x05,
-	0x26, 0xc5, 0xc4, 0x46, 0x8f, 0x45, 0x31, 0xba, 0xd6, 0xea, 0xfc, 0x78, 0x26, 0x7a, 0x29, 0x26,
-	0x5d, 0x63, 0xdb, 0xf8, 0x05, 0x54, 0xa6, 0xc7, 0xae, 0x92, 0xf8, 0x1c, 0x27, 0x59, 0x12, 0x9f,
-	0xe3, 0x44, 0xe5, 0xe0, 0x05, 0xf3, 0x92, 0xac, 0xdd, 0x1b, 0x62, 0x73, 0xf1, 0x97, 0xb9, 0xd6,
-	0x43, 0xc8, 0x77, 0x22, 0x4e, 0x00, 0x8a, 0xa7, 0x9d, 0xbd, 0x3d, 0x5d, 0x22, 0x00, 0x8a, 0x07,
-	0xdd, 0xbd, 0xce, 0xf6, 0x57, 0xf5, 0x5c, 0xeb, 0x4f, 0x39, 0xa8, 0xff, 0xef, 0x34, 0x43, 0x9e,
-	0x02, 0x71, 0x79, 0xcc, 0xfa, 0x1e, 0xaa, 0xd7, 0x1f, 0xc6, 0x7c, 0xfa, 0xf0, 0xcb, 0xf4, 0x4e,
-	0x2a, 0xe9, 0x4e, 0x05, 0xe4, 0xd7, 0x50, 0x13, 0xe8, 0x87, 0x12, 0xed, 0x57, 0x82, 0x4b, 0x4c,
-	0x5f, 0xef, 0x93, 0x9b, 0x12, 0x8a, 0x6a, 0xfd, 0xdf, 0x28, 0x75, 0x5a, 0x15, 0x97, 0x44, 0xeb,
-	0x4d, 0x09, 0xaa, 0x33, 0xc2, 0x6b, 0xdf, 0x6b, 0x39, 0x2b, 0x18, 0xb7, 0xa9, 0x13, 0x53, 0x23,
-	0xb2, 0x0e, 0xf7, 0xd4, 0xdd, 0xc4, 0xcc, 0x8f, 0x3c, 0x34, 0x09, 0x17, 0x63, 0xe0, 0xea, 0xe7,
-	0x5b, 0xa0, 0xea, 0xde, 0x4e, 0x8c, 0xe8, 0x18, 0xc5, 0x09, 0x06, 0x2e, 0x69, 0x40, 0xd9, 0x61,
-	0x11, 0x73, 0xb8, 0x34, 0xa3, 0x6c, 0x81, 0x4e, 0x69, 0xf2, 0x2b, 0x28, 0x65, 0xe9, 0x52, 0x98,
-	0x3f, 0x98, 0xcc, 0x86, 0xec, 0x40, 0xd5, 0xe7, 0x81, 0xdd, 0x67, 0xce, 0x79, 0x38, 0x18, 0xa4,
-	0xa3, 0xe7, 0x5c, 0x10, 0xe0, 0xf3, 0x60, 0xcb, 0x98, 0x69, 0x14, 0x36, 0x9e, 0xa2, 0x94, 0x6e,
-	0x83, 0xc2, 0xc6, 0x19, 0xca, 0xb5, 0x39, 0x5b, 0xfe, 0xff, 0x73, 0x96, 0xec, 0x00, 0xf4, 0x59,
-	0xcc, 0x1d, 0x9b, 0x25, 0x72, 0xa4, 0x6b, 0x43, 0x75, 0xe3, 0x27, 0x37, 0x65, 0xc5, 0x96, 0xd2,
-	0xee, 0x24, 0x72, 0x44, 0x2b, 0xfd, 0x6c, 0xa9, 0xde, 0x78, 0x1f, 0x99, 0x40, 0x61, 0xbe, 0x32,
-	0xf6, 0x80, 0x7b, 0x98, 0xd6, 0x92, 0x55, 0x23, 0xd0, 0x5f, 0x99, 0x5d, 0xee, 0x21, 0x39, 0x84,
-	0xd2, 0x08, 0x99, 0x8b, 0x22, 0xb6, 0xaa, 0xba, 0xaa, 0xfd, 0x7c, 0xce, 0x24, 0x6c, 0xef, 0x1b,
-	0x33, 0x53, 0xd6, 0x32, 0x10, 0x72, 0x1f, 0x4a, 0x0e, 0x33, 0x1e, 0x6b, 0xa6, 0xb4, 0x39, 0x4c,
-	0x3b, 0x72, 0x61, 0x15, 0xc7, 0x12, 0x45, 0xc0, 0x3c, 0x5b, 0x8f, 0x9c, 0xb1, 0xb5, 0xac, 0x1d,
-	0x7e, 0x31, 0xaf, 0xc3, 0x6e, 0x6a, 0x7e, 0xa0, 0xad, 0x8d, 0xdf, 0x15, 0xbc, 0xc2, 0x54, 0x13,
-	0x45, 0x56, 0x40, 0xb5, 0x13, 0x5d, 0x91, 0x2a, 0xb4, 0x96, 0x32, 0xb5, 0x16, 0xf9, 0x29, 0xdc,
-	0xe3, 0x41, 0x8c, 0x4e, 0x22, 0xd0, 0x8e, 0xcf, 0x79, 0x64, 0x5f, 0xa0, 0xe0, 0x83, 0x89, 0xae,
-	0x36, 0x65, 0x4a, 0x32, 0xd9, 0xc9, 0x39, 0x8f, 0xbe, 0xd4, 0x92, 0xc6, 0x26, 0xd4, 0x66, 0xb7,
-	0x7b, 0x9b, 0x72, 0xd2, 0xe8, 0xc0, 0xdd, 0x6b, 0x22, 0xbf, 0x55, 0x45, 0xfa, 0x3d, 0x54, 0xa6,
-	0x17, 0xad, 0xde, 0x56, 0x12, 0x2b, 0xb8, 0xe9, 0x3f, 0x66, 0x4a, 0x93, 0xa7, 0x50, 0x8e, 0x58,
-	0x1c, 0xbf, 0x0a, 0x85, 0x9b, 0x7e, 0x60, 0xaf, 0xe9, 0xa2, 0x53, 0x15, 0x75, 0x5a, 0xd9, 0xda,
-	0x5c, 0x99, 0xe9, 0xc7, 0xb5, 0x8c, 0xa9, 0x2e, 0xae, 0x15, 0xa9, 0x39, 0x52, 0x7d, 0xb5, 0xc8,
-	0xcf, 0xe0, 0x03, 0x5d, 0x06, 0x50, 0xf0, 0xb4, 0x0a, 0x98, 0xdb, 0x4a, 0xe7, 0x3b, 0xa2, 0xea,
-	0x80, 0x96, 0x1d, 0xa3, 0x30, 0x63, 0x12, 0x79, 0x06, 0x1f, 0x2a, 0x13, 0xf3, 0xed, 0xd0, 0x1b,
-	0xb2, 0x3d, 0x0c, 0x86, 0xe9, 0x74, 0x59, 0xa0, 0x77, 0x7d, 0x36, 0xd6, 0xa7, 0xf2, 0xa5, 0x92,
-	0x1d, 0x68, 0xd1, 0x67, 0x21, 0xd4, 0x66, 0x7f, 0x15, 0xe4, 0x21, 0x3c, 0xd8, 0x39, 0xa3, 0x1d,
-	0x35, 0x84, 0xd9, 0x67, 0x87, 0xbd, 0x53, 0xfb, 0xea, 0xfc, 0x56, 0x85, 0xd2, 0x49, 0x77, 0xfb,
-	0xe8, 0x70, 0xe7, 0xa4, 0x9e, 0x53, 0x43, 0xdb, 0xcb, 0xde, 0xc1, 0x41, 0x2f, 0xe3, 0x2c, 0x1a,
-	0xce, 0x36, 0x3d, 0xca, 0x38, 0x79, 0x35, 0x01, 0x1e, 0x76, 0x0e, 0xa7, 0x8c, 0xa5, 0xad, 0x17,
-	0xaf, 0xff, 0xd5, 0x5c, 0xf8, 0xdb, 0xdb, 0x66, 0xee, 0xf5, 0xdb, 0x66, 0xee, 0xdb, 0xb7, 0xcd,
-	0xdc, 0x9b, 0xb7, 0xcd, 0xdc, 0x9f, 0xdf, 0x35, 0x17, 0xbe, 0x7d, 0xd7, 0x5c, 0xf8, 0xc7, 0xbb,
-	0xe6, 0xc2, 0x6f, 0x3f, 0x1d, 0x72, 0x39, 0x4a, 0xfa, 0x6d, 0x27, 0xf4, 0xd7, 0x67, 0xd2, 0xf4,
-	0xca, 0xda, 0xa4, 0x6c, 0xbf, 0xa8, 0x5f, 0xfc, 0xb3, 0xff, 0x06, 0x00, 0x00, 0xff, 0xff, 0x53,
-	0x8a, 0xcd, 0x1a, 0xe6, 0x10, 0x00, 0x00,
+	// 2090 bytes of a gzipped FileDescriptorProto
+	0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0xff, 0xac, 0x58, 0xcd, 0x6f, 0x1b, 0xc7,
+	0x15, 0x17, 0x45, 0x8a, 0x1f, 0x8f, 0x94, 0x44, 0x8f, 0x9d, 0x68, 0x4d, 0xc7, 0xb2, 0xcb, 0xa0,
+	0xb5, 0x12, 0xc4, 0x74, 0x23, 0x17, 0x68, 0xa1, 0xb4, 0x35, 0x28, 0x89, 0x92, 0x59, 0x53, 0x94,
+	0x30, 0xa2, 0x5c, 0x24, 0x3d, 0x2c, 0x86, 0xcb, 0x21, 0x39, 0xe0, 0x7e, 0x65, 0x76, 0x56, 0x26,
+	0x53, 0xa0, 0xff, 0x40, 0x51, 0xa0, 0xc7, 0xde, 0x7a, 0x6d, 0xff, 0x13, 0x1f, 0x73, 0xec, 0x29,
+	0x75, 0xed, 0x53, 0xaf, 0x05, 0x7a, 0x0f, 0x66, 0x66, 0x77, 0x49, 0xc5, 0x92, 0x4c, 0x45, 0xbe,
+	0xcd, 0xfb, 0xfa, 0xbd, 0x37, 0x3b, 0x6f, 0xde, 0x7b, 0xb3, 0x50, 0xb2, 0x3c, 0xb7, 0xcf, 0x06,
+	0x35, 0x9f, 0x7b, 0xc2, 0x43, 0x15, 0xd2, 0x23, 0xbe, 0xa0, 0xbc, 0xe6, 0xd0, 0x60, 0xe8, 0x50,
+	0xc1, 0x99, 0x15, 0xd4, 0xb4, 0x46, 0xe5, 0xd6, 0xc0, 0x1b, 0x78, 0x4a, 0xed, 0x91, 0x5c, 0x69,
+	0x8b, 0xca, 0xfa, 0xc0, 0xf3, 0x06, 0x36, 0x7d, 0xa4, 0xa8, 0x6e, 0xd8, 0x7f, 0xd4, 0x0b, 0x39,
+	0x11, 0xcc, 0x73, 0xb5, 0xbc, 0xfa, 0xff, 0x15, 0xc8, 0x1e, 0x11, 0x4e, 0x9c, 0x00, 0x3d, 0x80,
+	0x65, 0x9b, 0x75, 0x39, 0x11, 0x9e, 0x49, 0x1d, 0xc2, 0x6c, 0x23, 0x75, 0x3f, 0xb5, 0x51, 0xd8,
+	0x5e, 0x34, 0x52, 0xb8, 0x14, 0x09, 0x1a, 0x92, 0x3f, 0xab, 0x28, 0xbc, 0x11, 0x75, 0x8d, 0xc5,
+	0xb7, 0x14, 0x3b, 0x92, 0x8f, 0xf6, 0x21, 0x17, 0x05, 0x69, 0xa4, 0xef, 0xa7, 0x37, 0x8a, 0x9b,
+	0x0f, 0x6b, 0x17, 0x6f, 0xa0, 0xa6, 0xc3, 0xa8, 0x1d, 0x28, 0x6e, 0xd3, 0xed, 0x7b, 0x38, 0xb6,
+	0x46, 0xa7, 0x70, 0x3b, 0x5a, 0x9a, 0x74, 0xec, 0x33, 0xbd, 0x03, 0xd3, 0xf7, 0x6c, 0x66, 0x4d,
+	0x8c, 0xcc, 0xfd, 0xd4, 0x46, 0x71, 0x73, 0x6b, 0x6e, 0xe8, 0xa0, 0x91, 0x40, 0x1c, 0x29, 0x04,
+	0xbc, 0xe6, 0x9c, 0x2f, 0x40, 0x3b, 0x90, 0x8b, 0x36, 0x64, 0x2c, 0x29, 0x2f, 0x9f, 0x5c, 0xe6,
+	0xa5, 0xa5, 0x55, 0xb5, 0x33, 0x1c, 0x5b, 0xa2, 0x16, 0x80, 0xcf, 0x3d, 0x87, 0x8a, 0x21, 0x0d,
+	0x03, 0x23, 0xab, 0x70, 0x3e, 0xbb, 0x34, 0xda, 0x44, 0x3b, 0x82, 0x9a, 0xb1, 0x47, 0x5b, 0x90,
+	0xb5, 0x99, 0xc3, 0x44, 0x60, 0xe4, 0x14, 0x52, 0xf5, 0xf2, 0x88, 0xa4, 0x26, 0x8e, 0x2c, 0xd0,
+	0x16, 0x64, 0x3c, 0x61, 0xfb, 0x46, 0x5e, 0x59, 0xfe, 0xec, 0x32, 0xcb, 0x43, 0x61, 0xfb, 0x91,
+	0x77, 0x65, 0x53, 0xf9, 0x6f, 0x1e, 0x60, 0x7a, 0x34, 0xe8, 0x23, 0x28, 0xb8, 0xc4, 0xa1, 0x81,
+	0x4f, 0x2c, 0xaa, 0x22, 0x29, 0xe0, 0x29, 0x03, 0x21, 0xc8, 0x48, 0x42, 0x67, 0x10, 0x56, 0x6b,
+	0xf4, 0x31, 0x2c, 0x33, 0x37, 0x10, 0xc4, 0xb5, 0xa8, 0xa9, 0x84, 0x2a, 0x6b, 0x70, 0x29, 0x66,
+	0xb6, 0xa5, 0xd2, 0x7d, 0x28, 0xf6, 0x68, 0x60, 0x71, 0xe6, 0xcb, 0x53, 0x30, 0xd2, 0x4a, 0x65,
+	0x96, 0x85, 0xf6, 0x20, 0x33, 0x62, 0x6e, 0x4f, 0x9d, 0xfa, 0xca, 0xe6, 0xe6, 0x95, 0x12, 0xaa,
+	0xf6, 0x8c, 0xb9, 0x3d, 0xac, 0xec, 0xd1, 0x97, 0x90, 0xeb, 0x86, 0xd6, 0x88, 0x8a, 0x20, 0x3a,
+	0xda, 0x27, 0x57, 0x83, 0xda, 0xd6, 0xc6, 0xbb, 0xb4, 0xcf, 0x5c, 0x26, 0x23, 0xc3, 0x31, 0x1e,
+	0xba, 0x07, 0x45, 0x9b, 0x74, 0xa9, 0xad, 0xb6, 0x29, 0x4f, 0x3c, 0xbd, 0x51, 0xc0, 0xa0, 0x58,
+	0x72, 0x93, 0x01, 0x3a, 0x80, 0xe5, 0xf8, 0x1a, 0x9a, 0xa1, 0xcb, 0x84, 0x3a, 0x90, 0x95, 0xcd,
+	0x8d, 0xcb, 0x22, 0xd8, 0x8d, 0x0c, 0x4e, 0x5c, 0x26, 0x70, 0xa9, 0x37, 0x43, 0x55, 0xfe, 0xbc,
+	0x04, 0x37, 0xde, 0x0a, 0x07, 0x79, 0xb0, 0x62, 0x33, 0x97, 0x12, 0x6e, 0xc6, 0xfb, 0x4c, 0xa9,
+	0x7d, 0xee, 0x5d, 0x73, 0x9f, 0xb5, 0x96, 0x42, 0x7d, 0xba, 0x80, 0x97, 0x35, 0x7e, 0xa4, 0x81,
+	0xfe, 0x04, 0x37, 0xe9, 0xd8, 0xf7, 0x5c, 0xea, 0x0a, 0x46, 0xec, 0xc4, 0xeb, 0xa2, 0xf2, 0xfa,
+	0xec, 0xba, 0x5e, 0x1b, 0x53, 0xe8, 0xa7, 0x0b, 0x18, 0xcd, 0x78, 0x8a, 0xfd, 0x87, 0x50, 0xa6,
+	0x63, 0xdf, 0x66, 0x16, 0x13, 0x89, 0xf3, 0xb4, 0x72, 0xfe, 0xf4, 0x3d, 0x38, 0x57, 0xb8, 0x4f,
+	0x17, 0xf0, 0x6a, 0xec, 0x23, 0xd2, 0xaa, 0xf4, 0x20, 0xab, 0xbf, 0x08, 0xfa, 0x0c, 0x90, 0x1b,
+	0x3a, 0xa6, 0xb2, 0xa2, 0x67, 0xbe, 0xfa, 0x12, 0x2e, 0xbb, 0xa1, 0xb3, 0xa7, 0x04, 0x71, 0xb8,
+	0xb7, 0x60, 0xe9, 0x05, 0xeb, 0x89, 0xa1, 0xfa, 0x40, 0x29, 0xac, 0x09, 0xf4, 0x21, 0x64, 0xbd,
+	0x7e, 0x3f, 0xa0, 0x42, 0x85, 0x9e, 0xc2, 0x11, 0x55, 0x39, 0x85, 0xe2, 0xcc, 0x17, 0xb8, 0xa2,
+	0xab, 0x8f, 0x61, 0x79, 0xc0, 0xbd, 0x17, 0x62, 0x68, 0xf6, 0x89, 0x25, 0x3c, 0x1e, 0xb9, 0x2c,
+	0x69, 0xe6, 0x9e, 0xe2, 0xc9, 0x78, 0x02, 0x8b, 0xd8, 0x34, 0x72, 0xac, 0x89, 0x4a, 0x15, 0xf2,
+	0xf1, 0xe6, 0x65, 0x6c, 0x5d, 0x2f, 0x74, 0x7b, 0xd2, 0x51, 0x5a, 0xc6, 0xa6, 0xa9, 0xed, 0x12,
+	0x40, 0x2f, 0xf9, 0x56, 0xd5, 0x3a, 0x64, 0xe4, 0x35, 0x43, 0xab, 0x50, 0x3c, 0x69, 0x1f, 0x1f,
+	0x35, 0x76, 0x9a, 0x7b, 0xcd, 0xc6, 0x6e, 0x79, 0x01, 0x15, 0x60, 0x69, 0xbf, 0x7e, 0xb2, 0xdf,
+	0x28, 0xa7, 0x50, 0x11, 0x72, 0x3b, 0x87, 0x27, 0xed, 0x4e, 0x03, 0x97, 0x17, 0x51, 0x19, 0x4a,
+	0xbb, 0xcd, 0xe3, 0x0e, 0x6e, 0x6e, 0x9f, 0x74, 0x9a, 0x87, 0xed, 0x72, 0xba, 0xf2, 0x2a, 0x05,
+	0x6b, 0x17, 0xd4, 0x6a, 0xf4, 0x07, 0x58, 0x3b, 0xd3, 0x0a, 0x26, 0x66, 0x7c, 0x17, 0xa2, 0xfc,
+	0xbe, 0x5d, 0xd3, 0x2d, 0xaf, 0x16, 0xb7, 0xbc, 0xe4, 0xea, 0x6c, 0xe7, 0x5f, 0x7e, 0x77, 0x6f,
+	0xe1, 0x6f, 0xff, 0xbe, 0x97, 0xc2, 0x1f, 0xcc, 0x56, 0xfc, 0x49, 0xac, 0x80, 0x86, 0xb0, 0x1e,
+	0x81, 0x5a, 0x43, 0x6a, 0x8d, 0x4c, 0xe6, 0x0a, 0xca, 0x4f, 0x89, 0x3d, 0xf5, 0xb1, 0x38, 0xbf,
+	0x8f, 0x3b, 0x1a, 0x6a, 0x47, 0x22, 0x35, 0x23, 0xa0, 0x58, 0xad, 0xfa, 0xf7, 0x2c, 0x2c, 0x9f,
+	0xe9, 0x17, 0xa8, 0x0c, 0xe9, 0x90, 0x47, 0x4d, 0x17, 0xcb, 0x25, 0x7a, 0x02, 0x69, 0xe2, 0x33,
+	0xe5, 0x72, 0xe5, 0xf2, 0xd6, 0x79, 0x06, 0xa9, 0x56, 0xf7, 0x19, 0x96, 0x96, 0xf2, 0x48, 0x75,
+	0x27, 0xd7, 0x75, 0x54, 0x13, 0xe8, 0x01, 0x2c, 0xe9, 0xb6, 0x9d, 0x51, 0x6d, 0xfb, 0xc6, 0xff,
+	0xbe, 0xbb, 0xb7, 0x1c, 0x50, 0x8b, 0x53, 0xb1, 0x55, 0x15, 0x3c, 0xa4, 0x55, 0xac, 0xe5, 0xe8,
+	0x2e, 0x80, 0x5a, 0x98, 0x3e, 0x11, 0x43, 0x55, 0x25, 0x0b, 0xb8, 0xa0, 0x38, 0x47, 0x44, 0x0c,
+	0xd1, 0x1d, 0xd0, 0x84, 0x49, 0xdd, 0x53, 0xd5, 0xd6, 0x0a, 0x38, 0xaf, 0x18, 0x0d, 0xf7, 0x14,
+	0x7d, 0x01, 0x59, 0x9f, 0x72, 0xe6, 0xf5, 0xa2, 0x36, 0x35, 0xd7, 0x17, 0x8b, 0x4c, 0xd0, 0x3e,
+	0x64, 0x04, 0x19, 0x04, 0x46, 0x5e, 0x0d, 0x0d, 0x8f, 0xe7, 0xdf, 0x79, 0x87, 0x0c, 0x82, 0x86,
+	0x2b, 0xf8, 0x04, 0x2b, 0x00, 0x99, 0xb1, 0x81, 0x17, 0x72, 0x8b, 0x1a, 0x05, 0x15, 0x5f, 0x44,
+	0xc9, 0x0a, 0xcd, 0xa9, 0xcc, 0x6a, 0x62, 0x0a, 0x32, 0x30, 0x40, 0x09, 0x21, 0x62, 0x75, 0xc8,
+	0x00, 0x3d, 0x81, 0x8f, 0x1c, 0x32, 0x36, 0x1d, 0x4a, 0x82, 0x90, 0x53, 0x87, 0xba, 0x22, 0x30,
+	0x7d, 0xca, 0x4d, 0x4e, 0xbf, 0x0e, 0x69, 0x20, 0x8c, 0xa2, 0xba, 0x69, 0xb7, 0x1d, 0x32, 0x3e,
+	0x98, 0x51, 0x39, 0xa2, 0x1c, 0x6b, 0x05, 0xf4, 0x29, 0xdc, 0x90, 0x00, 0x91, 0xbe, 0xd9, 0x9d,
+	0x08, 0x1a, 0x18, 0x25, 0x65, 0xb5, 0xea, 0x90, 0x71, 0xa4, 0xb6, 0x2d, 0xd9, 0xf2, 0x3b, 0x7f,
+	0x1d, 0xd2, 0x90, 0x9a, 0x01, 0xfb, 0x86, 0x1a, 0xcb, 0x4a, 0xa9, 0xa0, 0x38, 0xc7, 0xec, 0x1b,
+	0x8a, 0x5a, 0xb0, 0x1a, 0xc3, 0x08, 0xe6, 0x50, 0x2f, 0x14, 0xc6, 0xca, 0xfc, 0xdf, 0x74, 0x25,
+	0xb2, 0xed, 0x68, 0x53, 0x74, 0x18, 0x07, 0x26, 0xf8, 0xc4, 0xa4, 0x36, 0xf1, 0x03, 0xda, 0x33,
+	0x56, 0xe7, 0xc7, 0xd3, 0xd1, 0x0b, 0x3e, 0x69, 0x68, 0xdb, 0xca, 0x2f, 0xa1, 0x90, 0x7c, 0x76,
+	0x99, 0xc4, 0x23, 0x3a, 0x89, 0x93, 0x78, 0x44, 0x27, 0x32, 0x07, 0x4f, 0x89, 0x1d, 0xc6, 0xed,
+	0x5e, 0x13, 0x5b, 0x8b, 0xbf, 0x4a, 0x55, 0xef, 0x42, 0xba, 0xee, 0x33, 0x04, 0x90, 0xed, 0xd4,
+	0xf7, 0xf7, 0x55, 0x89, 0x00, 0xc8, 0xb6, 0x1a, 0xfb, 0xf5, 0x9d, 0x2f, 0xcb, 0xa9, 0xea, 0x5f,
+	0x52, 0x50, 0xfe, 0xe1, 0x24, 0x84, 0x1e, 0x02, 0xea, 0xb1, 0x80, 0x74, 0x6d, 0x2a, 0x6f, 0xbf,
+	0x17, 0xb0, 0xe4, 0xe2, 0xe7, 0xf1, 0x8d, 0x48, 0xd2, 0x48, 0x04, 0xe8, 0x77, 0x50, 0xe2, 0xd4,
+	0xf1, 0x04, 0x35, 0x5f, 0x70, 0x26, 0x68, 0x74, 0x7b, 0x1f, 0x5c, 0x96, 0x50, 0x58, 0xe9, 0xff,
+	0x5e, 0xaa, 0xe3, 0x22, 0x9f, 0x12, 0xd5, 0x57, 0x39, 0x28, 0xce, 0x08, 0xcf, 0xbd, 0xaf, 0xf9,
+	0xb8, 0x60, 0x5c, 0xa5, 0x4e, 0x24, 0x46, 0xe8, 0x11, 0xdc, 0x92, 0x67, 0x13, 0x10, 0xc7, 0xb7,
+	0xa9, 0x4e, 0xb8, 0x80, 0xba, 0x3d, 0x75, 0x7d, 0x97, 0xb0, 0x3c, 0xb7, 0x63, 0x2d, 0x3a, 0xa2,
+	0xfc, 0x98, 0xba, 0x3d, 0x54, 0x81, 0xbc, 0x45, 0x7c, 0x62, 0x31, 0xa1, 0xc7, 0xe0, 0x25, 0x9c,
+	0xd0, 0xe8, 0x37, 0x90, 0x8b, 0xd3, 0x65, 0x69, 0xfe, 0x60, 0x62, 0x1b, 0xb4, 0x0b, 0x45, 0x87,
+	0xb9, 0x66, 0x97, 0x58, 0x23, 0xaf, 0xdf, 0x8f, 0xc6, 0xd6, 0xb9, 0x20, 0xc0, 0x61, 0xee, 0xb6,
+	0x36, 0x53, 0x28, 0x64, 0x9c, 0xa0, 0xe4, 0xae, 0x82, 0x42, 0xc6, 0x31, 0xca, 0xb9, 0x39, 0x9b,
+	0xff, 0xf1, 0x39, 0x8b, 0x76, 0x01, 0xba, 0x24, 0x60, 0x96, 0x49, 0x42, 0x31, 0x54, 0xb5, 0xa1,
+	0xb8, 0xf9, 0xd3, 0xcb, 0xb2, 0x62, 0x5b, 0x6a, 0xd7, 0x43, 0x31, 0xc4, 0x85, 0x6e, 0xbc, 0x94,
+	0x77, 0xbc, 0x4b, 0x09, 0xa7, 0x5c, 0x3f, 0x83, 0xcc, 0x3e, 0xb3, 0x69, 0x54, 0x4b, 0x56, 0xb5,
+	0x40, 0x3d, 0x83, 0xf6, 0x98, 0x4d, 0x51, 0x1b, 0x72, 0x43, 0x4a, 0x7a, 0x94, 0x07, 0x46, 0x51,
+	0x55, 0xb5, 0x5f, 0xcc, 0x99, 0x84, 0xb5, 0xa7, 0xda, 0x4c, 0x97, 0xb5, 0x18, 0x04, 0xad, 0x41,
+	0xce, 0x22, 0xda, 0x63, 0x49, 0x97, 0x36, 0x8b, 0x28, 0x47, 0x3d, 0x58, 0xa5, 0x63, 0x41, 0xb9,
+	0x4b, 0x6c, 0x53, 0x8d, 0x9c, 0x81, 0xb1, 0xac, 0x1c, 0x7e, 0x31, 0xaf, 0xc3, 0x46, 0x64, 0xde,
+	0x52, 0xd6, 0xda, 0xef, 0x0a, 0x3d, 0xc3, 0x94, 0x13, 0x45, 0x5c, 0x40, 0x95, 0x13, 0x55, 0x91,
+	0x0a, 0xb8, 0x14, 0x31, 0x95, 0x16, 0xfa, 0x39, 0xdc, 0x62, 0x6e, 0x40, 0xad, 0x90, 0x53, 0x33,
+	0x18, 0x31, 0xdf, 0x3c, 0xa5, 0x9c, 0xf5, 0x27, 0xaa, 0xda, 0xe4, 0x31, 0x8a, 0x65, 0xc7, 0x23,
+	0xe6, 0x3f, 0x57, 0x92, 0xca, 0x16, 0x94, 0x66, 0xb7, 0x7b, 0x95, 0x72, 0x52, 0xa9, 0xc3, 0xcd,
+	0x73, 0x22, 0xbf, 0x52, 0x45, 0xfa, 0x23, 0x14, 0x92, 0x83, 0x96, 0x77, 0x2b, 0x0c, 0x24, 0x5c,
+	0xf2, 0x8e, 0x49, 0x68, 0xf4, 0x10, 0xf2, 0x3e, 0x09, 0x82, 0x17, 0x1e, 0xef, 0x45, 0x8f, 0xdf,
+	0x73, 0xba, 0x68, 0xa2, 0x22, 0xbf, 0x56, 0xbc, 0xd6, 0x47, 0xa6, 0xfb, 0x71, 0x29, 0x66, 0xca,
+	0x83, 0xab, 0xfe, 0xb3, 0x08, 0x30, 0x7d, 0x75, 0x49, 0xf7, 0xd4, 0xed, 0xf9, 0x1e, 0x73, 0x45,
+	0xec, 0x3e, 0xa6, 0xa5, 0x4c, 0xa5, 0xbb, 0xe5, 0xd9, 0xd1, 0x26, 0x12, 0x1a, 0x1d, 0x4c, 0x13,
+	0x2d, 0xfd, 0xee, 0xf6, 0x39, 0x75, 0x78, 0x41, 0x9e, 0x75, 0xa0, 0xa4, 0x97, 0x2a, 0xf0, 0xc0,
+	0xc8, 0x28, 0xcc, 0xcf, 0xaf, 0x84, 0x29, 0xb7, 0x87, 0x8b, 0xc3, 0x64, 0xad, 0x36, 0x17, 0x9f,
+	0xbe, 0x2a, 0x4e, 0x79, 0x9c, 0xd0, 0xb3, 0x99, 0x9d, 0x3d, 0x93, 0xd9, 0x77, 0xa0, 0x60, 0x51,
+	0x2e, 0xb4, 0x48, 0x3f, 0x39, 0xf3, 0x92, 0xa1, 0x84, 0xb7, 0x21, 0x3f, 0xa2, 0x13, 0x2d, 0xcb,
+	0x2b, 0x59, 0x6e, 0x44, 0x27, 0x4a, 0x74, 0x51, 0x1a, 0x16, 0x2e, 0x4a, 0x43, 0xd4, 0x81, 0xa2,
+	0xe5, 0x39, 0x3e, 0xa7, 0x41, 0x20, 0xdb, 0x0b, 0xbc, 0xfb, 0xa9, 0x39, 0xb3, 0xe7, 0x9d, 0xa9,
+	0x25, 0x9e, 0x85, 0x39, 0xd3, 0x1e, 0x8a, 0x3f, 0xa6, 0x3d, 0x74, 0xa0, 0x28, 0xa8, 0xe3, 0x7b,
+	0x9c, 0xd8, 0xb2, 0xe0, 0x97, 0xae, 0x14, 0x56, 0x67, 0x6a, 0x89, 0x67, 0x61, 0x90, 0x07, 0x37,
+	0x39, 0xd5, 0x73, 0x91, 0x49, 0x84, 0xe0, 0xac, 0x1b, 0xca, 0x59, 0x45, 0x17, 0x8d, 0xdf, 0xce,
+	0x89, 0x8e, 0x23, 0x84, 0x7a, 0x02, 0xa0, 0xf3, 0x08, 0xf1, 0xb7, 0x04, 0xe8, 0xd7, 0x70, 0x47,
+	0x56, 0xf3, 0x1e, 0x11, 0xc4, 0x54, 0xf9, 0x7c, 0x76, 0xb4, 0x5a, 0x51, 0x7d, 0x6c, 0xcd, 0x21,
+	0xe3, 0x5d, 0x22, 0xc8, 0x91, 0x52, 0x78, 0xd7, 0x60, 0xb5, 0x3a, 0xcf, 0x60, 0x55, 0xfe, 0xe1,
+	0x60, 0x35, 0xd3, 0x21, 0x6f, 0x5c, 0xbf, 0x43, 0xa2, 0xf7, 0xd2, 0x21, 0x6f, 0xbe, 0xc7, 0x0e,
+	0x79, 0xeb, 0x1a, 0x53, 0xdd, 0x75, 0x2a, 0x71, 0x0b, 0x60, 0x7a, 0xf1, 0xcf, 0xfd, 0x17, 0x84,
+	0x20, 0xa3, 0xde, 0x14, 0xda, 0x54, 0xad, 0xe5, 0xac, 0xee, 0x73, 0xda, 0x67, 0xe3, 0xa8, 0x3a,
+	0x46, 0x54, 0xa5, 0x01, 0x6b, 0x17, 0x64, 0xd7, 0x95, 0x6a, 0xfb, 0x4f, 0xa0, 0x38, 0x73, 0x33,
+	0x51, 0x1e, 0x32, 0xfb, 0x5f, 0x35, 0x8f, 0xca, 0x0b, 0x72, 0xd5, 0x3e, 0x6c, 0x37, 0xca, 0xa9,
+	0xea, 0x06, 0x14, 0x67, 0x6e, 0x09, 0x5a, 0x01, 0xd8, 0x39, 0x39, 0x38, 0x69, 0xd5, 0x3b, 0xcd,
+	0xe7, 0x0d, 0xfd, 0x7e, 0xdd, 0x6d, 0xb4, 0x3a, 0xf5, 0x72, 0xaa, 0xea, 0xcb, 0x37, 0xbf, 0xfa,
+	0xa5, 0xf6, 0x39, 0x7c, 0xa0, 0x46, 0x36, 0xca, 0x59, 0x34, 0xb1, 0xe9, 0x4b, 0x12, 0xbd, 0xc5,
+	0x91, 0x9c, 0xd9, 0x94, 0xec, 0x88, 0x72, 0xfd, 0xa4, 0x45, 0x8f, 0xe1, 0x43, 0x69, 0xa2, 0x7f,
+	0x11, 0xa9, 0x00, 0x4d, 0x9b, 0xba, 0x83, 0xe8, 0x73, 0x2c, 0xe1, 0x9b, 0x0e, 0x19, 0xab, 0x0e,
+	0xf6, 0x5c, 0xca, 0x5a, 0x4a, 0xf4, 0xa9, 0x07, 0xa5, 0xd9, 0x3f, 0x40, 0xe8, 0x2e, 0xdc, 0xde,
+	0x3d, 0xc1, 0x75, 0xf9, 0x60, 0x36, 0x4f, 0xda, 0xcd, 0x8e, 0x79, 0xf6, 0xad, 0x5d, 0x84, 0xdc,
+	0x71, 0x63, 0xe7, 0xb0, 0xbd, 0x7b, 0x5c, 0x4e, 0xc9, 0x07, 0xf6, 0x41, 0xb3, 0xd5, 0x6a, 0xc6,
+	0x9c, 0x45, 0xcd, 0xd9, 0xc1, 0x87, 0x31, 0x27, 0x2d, 0x5f, 0xeb, 0xed, 0x7a, 0x3b, 0x61, 0x64,
+	0xb6, 0x9f, 0xbd, 0xfc, 0xcf, 0xfa, 0xc2, 0x3f, 0x5e, 0xaf, 0xa7, 0x5e, 0xbe, 0x5e, 0x4f, 0x7d,
+	0xfb, 0x7a, 0x3d, 0xf5, 0xea, 0xf5, 0x7a, 0xea, 0xaf, 0x6f, 0xd6, 0x17, 0xbe, 0x7d, 0xb3, 0xbe,
+	0xf0, 0xaf, 0x37, 0xeb, 0x0b, 0x5f, 0x7d, 0x32, 0x60, 0x62, 0x18, 0x76, 0x6b, 0x96, 0xe7, 0x3c,
+	0x9a, 0xa9, 0x0e, 0x67, 0xd6, 0xba, 0x52, 0x74, 0xb3, 0x2a, 0xf7, 0x1e, 0x7f, 0x1f, 0x00, 0x00,
+	0xff, 0xff, 0xbc, 0x8d, 0x79, 0x1b, 0xce, 0x16, 0x00, 0x00,
 }
 
 func (this *Params) Equal(that interface{}) bool {
@@ -982,6 +1215,9 @@ func (this *Params) Equal(that interface{}) bool {
 		return false
 	}
 	if !this.Limits.Equal(that1.Limits) {
+		return false
+	}
+	if !this.Otlp.Equal(that1.Otlp) {
 		return false
 	}
 	return true
@@ -1458,6 +1694,132 @@ func (this *BasicAuth) Equal(that interface{}) bool {
 	}
 	return true
 }
+func (this *OtlpParams) Equal(that interface{}) bool {
+	if that == nil {
+		return this == nil
+	}
+
+	that1, ok := that.(*OtlpParams)
+	if !ok {
+		that2, ok := that.(OtlpParams)
+		if ok {
+			that1 = &that2
+		} else {
+			return false
+		}
+	}
+	if that1 == nil {
+		return this == nil
+	} else if this == nil {
+		return false
+	}
+	if this.Endpoint != that1.Endpoint {
+		return false
+	}
+	if this.Protocol != that1.Protocol {
+		return false
+	}
+	if len(this.Headers) != len(that1.Headers) {
+		return false
+	}
+	for i := range this.Headers {
+		if this.Headers[i] != that1.Headers[i] {
+			return false
+		}
+	}
+	if len(this.HeaderFiles) != len(that1.HeaderFiles) {
+		return false
+	}
+	for i := range this.HeaderFiles {
+		if !this.HeaderFiles[i].Equal(that1.HeaderFiles[i]) {
+			return false
+		}
+	}
+	if this.Insecure != that1.Insecure {
+		return false
+	}
+	if this.CaFile != that1.CaFile {
+		return false
+	}
+	if this.CertFile != that1.CertFile {
+		return false
+	}
+	if this.KeyFile != that1.KeyFile {
+		return false
+	}
+	if this.InsecureSkipVerify != that1.InsecureSkipVerify {
+		return false
+	}
+	if this.Compression != that1.Compression {
+		return false
+	}
+	if this.Interval != that1.Interval {
+		return false
+	}
+	if this.Temporality != that1.Temporality {
+		return false
+	}
+	if len(this.ResourceAttributes) != len(that1.ResourceAttributes) {
+		return false
+	}
+	for i := range this.ResourceAttributes {
+		if this.ResourceAttributes[i] != that1.ResourceAttributes[i] {
+			return false
+		}
+	}
+	if this.MaxDataPointsPerRequest != that1.MaxDataPointsPerRequest {
+		return false
+	}
+	if this.MaxRequestBytes != that1.MaxRequestBytes {
+		return false
+	}
+	if this.QueueSize != that1.QueueSize {
+		return false
+	}
+	if this.Timeout != that1.Timeout {
+		return false
+	}
+	if this.MinBackoff != that1.MinBackoff {
+		return false
+	}
+	if this.MaxBackoff != that1.MaxBackoff {
+		return false
+	}
+	if this.MaxRetryElapsed != that1.MaxRetryElapsed {
+		return false
+	}
+	return true
+}
+func (this *OtlpParams_HeaderFile) Equal(that interface{}) bool {
+	if that == nil {
+		return this == nil
+	}
+
+	that1, ok := that.(*OtlpParams_HeaderFile)
+	if !ok {
+		that2, ok := that.(OtlpParams_HeaderFile)
+		if ok {
+			that1 = &that2
+		} else {
+			return false
+		}
+	}
+	if that1 == nil {
+		return this == nil
+	} else if this == nil {
+		return false
+	}
+	if this.Name != that1.Name {
+		return false
+	}
+	if this.Path != that1.Path {
+		return false
+	}
+	if this.Prefix != that1.Prefix {
+		return false
+	}
+	return true
+}
 func (this *Limits) Equal(that interface{}) bool {
 	if that == nil {
 		return this == nil
@@ -1505,6 +1867,18 @@ func (m *Params) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
+	if m.Otlp != nil {
+		{
+			size, err := m.Otlp.MarshalToSizedBuffer(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = encodeVarintConfig(dAtA, i, uint64(size))
+		}
+		i--
+		dAtA[i] = 0x42
+	}
 	if m.Limits != nil {
 		{
 			size, err := m.Limits.MarshalToSizedBuffer(dAtA[:i])
@@ -1863,9 +2237,9 @@ func (m *Params_MetricInfo_BucketsDefinition_Explicit) MarshalToSizedBuffer(dAtA
 	_ = l
 	if len(m.Bounds) > 0 {
 		for iNdEx := len(m.Bounds) - 1; iNdEx >= 0; iNdEx-- {
-			f9 := math.Float64bits(float64(m.Bounds[iNdEx]))
+			f10 := math.Float64bits(float64(m.Bounds[iNdEx]))
 			i -= 8
-			encoding_binary.LittleEndian.PutUint64(dAtA[i:], uint64(f9))
+			encoding_binary.LittleEndian.PutUint64(dAtA[i:], uint64(f10))
 		}
 		i = encodeVarintConfig(dAtA, i, uint64(len(m.Bounds)*8))
 		i--
@@ -1894,20 +2268,20 @@ func (m *Params_MetricsExpirationPolicy) MarshalToSizedBuffer(dAtA []byte) (int,
 	_ = i
 	var l int
 	_ = l
-	n10, err10 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.ExpiryCheckIntervalDuration, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.ExpiryCheckIntervalDuration):])
-	if err10 != nil {
-		return 0, err10
-	}
-	i -= n10
-	i = encodeVarintConfig(dAtA, i, uint64(n10))
-	i--
-	dAtA[i] = 0x12
-	n11, err11 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MetricsExpiryDuration, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MetricsExpiryDuration):])
+	n11, err11 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.ExpiryCheckIntervalDuration, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.ExpiryCheckIntervalDuration):])
 	if err11 != nil {
 		return 0, err11
 	}
 	i -= n11
 	i = encodeVarintConfig(dAtA, i, uint64(n11))
+	i--
+	dAtA[i] = 0x12
+	n12, err12 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MetricsExpiryDuration, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MetricsExpiryDuration):])
+	if err12 != nil {
+		return 0, err12
+	}
+	i -= n12
+	i = encodeVarintConfig(dAtA, i, uint64(n12))
 	i--
 	dAtA[i] = 0xa
 	return len(dAtA) - i, nil
@@ -1933,20 +2307,20 @@ func (m *LibratoParams) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 	_ = i
 	var l int
 	_ = l
-	n12, err12 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxRetryElapsed, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed):])
-	if err12 != nil {
-		return 0, err12
-	}
-	i -= n12
-	i = encodeVarintConfig(dAtA, i, uint64(n12))
-	i--
-	dAtA[i] = 0x7a
-	n13, err13 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.RequestTimeout, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.RequestTimeout):])
+	n13, err13 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxRetryElapsed, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed):])
 	if err13 != nil {
 		return 0, err13
 	}
 	i -= n13
 	i = encodeVarintConfig(dAtA, i, uint64(n13))
+	i--
+	dAtA[i] = 0x7a
+	n14, err14 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.RequestTimeout, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.RequestTimeout):])
+	if err14 != nil {
+		return 0, err14
+	}
+	i -= n14
+	i = encodeVarintConfig(dAtA, i, uint64(n14))
 	i--
 	dAtA[i] = 0x72
 	if m.QueueSize != 0 {
@@ -1997,12 +2371,12 @@ func (m *LibratoParams) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 			dAtA[i] = 0x42
 		}
 	}
-	n14, err14 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Period, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Period):])
-	if err14 != nil {
-		return 0, err14
+	n15, err15 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Period, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Period):])
+	if err15 != nil {
+		return 0, err15
 	}
-	i -= n14
-	i = encodeVarintConfig(dAtA, i, uint64(n14))
+	i -= n15
+	i = encodeVarintConfig(dAtA, i, uint64(n15))
 	i--
 	dAtA[i] = 0x3a
 	if len(m.TokenEnv) > 0 {
@@ -2194,36 +2568,36 @@ func (m *RemoteWrite) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		i--
 		dAtA[i] = 0x4a
 	}
-	n17, err17 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxRetryElapsed, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed):])
-	if err17 != nil {
-		return 0, err17
-	}
-	i -= n17
-	i = encodeVarintConfig(dAtA, i, uint64(n17))
-	i--
-	dAtA[i] = 0x42
-	n18, err18 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxBackoff):])
+	n18, err18 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxRetryElapsed, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed):])
 	if err18 != nil {
 		return 0, err18
 	}
 	i -= n18
 	i = encodeVarintConfig(dAtA, i, uint64(n18))
 	i--
-	dAtA[i] = 0x3a
-	n19, err19 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MinBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MinBackoff):])
+	dAtA[i] = 0x42
+	n19, err19 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxBackoff):])
 	if err19 != nil {
 		return 0, err19
 	}
 	i -= n19
 	i = encodeVarintConfig(dAtA, i, uint64(n19))
 	i--
-	dAtA[i] = 0x32
-	n20, err20 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Timeout, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Timeout):])
+	dAtA[i] = 0x3a
+	n20, err20 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MinBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MinBackoff):])
 	if err20 != nil {
 		return 0, err20
 	}
 	i -= n20
 	i = encodeVarintConfig(dAtA, i, uint64(n20))
+	i--
+	dAtA[i] = 0x32
+	n21, err21 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Timeout, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Timeout):])
+	if err21 != nil {
+		return 0, err21
+	}
+	i -= n21
+	i = encodeVarintConfig(dAtA, i, uint64(n21))
 	i--
 	dAtA[i] = 0x2a
 	if m.Capacity != 0 {
@@ -2236,12 +2610,12 @@ func (m *RemoteWrite) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		i--
 		dAtA[i] = 0x18
 	}
-	n21, err21 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Interval, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Interval):])
-	if err21 != nil {
-		return 0, err21
+	n22, err22 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Interval, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Interval):])
+	if err22 != nil {
+		return 0, err22
 	}
-	i -= n21
-	i = encodeVarintConfig(dAtA, i, uint64(n21))
+	i -= n22
+	i = encodeVarintConfig(dAtA, i, uint64(n22))
 	i--
 	dAtA[i] = 0x12
 	if len(m.Url) > 0 {
@@ -2292,6 +2666,255 @@ func (m *BasicAuth) MarshalToSizedBuffer(dAtA []byte) (int, error) {
 		i -= len(m.Username)
 		copy(dAtA[i:], m.Username)
 		i = encodeVarintConfig(dAtA, i, uint64(len(m.Username)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *OtlpParams) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *OtlpParams) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *OtlpParams) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	n23, err23 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxRetryElapsed, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed):])
+	if err23 != nil {
+		return 0, err23
+	}
+	i -= n23
+	i = encodeVarintConfig(dAtA, i, uint64(n23))
+	i--
+	dAtA[i] = 0x1
+	i--
+	dAtA[i] = 0xa2
+	n24, err24 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MaxBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxBackoff):])
+	if err24 != nil {
+		return 0, err24
+	}
+	i -= n24
+	i = encodeVarintConfig(dAtA, i, uint64(n24))
+	i--
+	dAtA[i] = 0x1
+	i--
+	dAtA[i] = 0x9a
+	n25, err25 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.MinBackoff, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.MinBackoff):])
+	if err25 != nil {
+		return 0, err25
+	}
+	i -= n25
+	i = encodeVarintConfig(dAtA, i, uint64(n25))
+	i--
+	dAtA[i] = 0x1
+	i--
+	dAtA[i] = 0x92
+	n26, err26 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Timeout, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Timeout):])
+	if err26 != nil {
+		return 0, err26
+	}
+	i -= n26
+	i = encodeVarintConfig(dAtA, i, uint64(n26))
+	i--
+	dAtA[i] = 0x1
+	i--
+	dAtA[i] = 0x8a
+	if m.QueueSize != 0 {
+		i = encodeVarintConfig(dAtA, i, uint64(m.QueueSize))
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0x80
+	}
+	if m.MaxRequestBytes != 0 {
+		i = encodeVarintConfig(dAtA, i, uint64(m.MaxRequestBytes))
+		i--
+		dAtA[i] = 0x78
+	}
+	if m.MaxDataPointsPerRequest != 0 {
+		i = encodeVarintConfig(dAtA, i, uint64(m.MaxDataPointsPerRequest))
+		i--
+		dAtA[i] = 0x70
+	}
+	if len(m.ResourceAttributes) > 0 {
+		for k := range m.ResourceAttributes {
+			v := m.ResourceAttributes[k]
+			baseI := i
+			i -= len(v)
+			copy(dAtA[i:], v)
+			i = encodeVarintConfig(dAtA, i, uint64(len(v)))
+			i--
+			dAtA[i] = 0x12
+			i -= len(k)
+			copy(dAtA[i:], k)
+			i = encodeVarintConfig(dAtA, i, uint64(len(k)))
+			i--
+			dAtA[i] = 0xa
+			i = encodeVarintConfig(dAtA, i, uint64(baseI-i))
+			i--
+			dAtA[i] = 0x6a
+		}
+	}
+	if m.Temporality != 0 {
+		i = encodeVarintConfig(dAtA, i, uint64(m.Temporality))
+		i--
+		dAtA[i] = 0x60
+	}
+	n27, err27 := github_com_gogo_protobuf_types.StdDurationMarshalTo(m.Interval, dAtA[i-github_com_gogo_protobuf_types.SizeOfStdDuration(m.Interval):])
+	if err27 != nil {
+		return 0, err27
+	}
+	i -= n27
+	i = encodeVarintConfig(dAtA, i, uint64(n27))
+	i--
+	dAtA[i] = 0x5a
+	if m.Compression != 0 {
+		i = encodeVarintConfig(dAtA, i, uint64(m.Compression))
+		i--
+		dAtA[i] = 0x50
+	}
+	if m.InsecureSkipVerify {
+		i--
+		if m.InsecureSkipVerify {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x48
+	}
+	if len(m.KeyFile) > 0 {
+		i -= len(m.KeyFile)
+		copy(dAtA[i:], m.KeyFile)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.KeyFile)))
+		i--
+		dAtA[i] = 0x42
+	}
+	if len(m.CertFile) > 0 {
+		i -= len(m.CertFile)
+		copy(dAtA[i:], m.CertFile)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.CertFile)))
+		i--
+		dAtA[i] = 0x3a
+	}
+	if len(m.CaFile) > 0 {
+		i -= len(m.CaFile)
+		copy(dAtA[i:], m.CaFile)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.CaFile)))
+		i--
+		dAtA[i] = 0x32
+	}
+	if m.Insecure {
+		i--
+		if m.Insecure {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x28
+	}
+	if len(m.HeaderFiles) > 0 {
+		for iNdEx := len(m.HeaderFiles) - 1; iNdEx >= 0; iNdEx-- {
+			{
+				size, err := m.HeaderFiles[iNdEx].MarshalToSizedBuffer(dAtA[:i])
+				if err != nil {
+					return 0, err
+				}
+				i -= size
+				i = encodeVarintConfig(dAtA, i, uint64(size))
+			}
+			i--
+			dAtA[i] = 0x22
+		}
+	}
+	if len(m.Headers) > 0 {
+		for k := range m.Headers {
+			v := m.Headers[k]
+			baseI := i
+			i -= len(v)
+			copy(dAtA[i:], v)
+			i = encodeVarintConfig(dAtA, i, uint64(len(v)))
+			i--
+			dAtA[i] = 0x12
+			i -= len(k)
+			copy(dAtA[i:], k)
+			i = encodeVarintConfig(dAtA, i, uint64(len(k)))
+			i--
+			dAtA[i] = 0xa
+			i = encodeVarintConfig(dAtA, i, uint64(baseI-i))
+			i--
+			dAtA[i] = 0x1a
+		}
+	}
+	if len(m.Protocol) > 0 {
+		i -= len(m.Protocol)
+		copy(dAtA[i:], m.Protocol)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.Protocol)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Endpoint) > 0 {
+		i -= len(m.Endpoint)
+		copy(dAtA[i:], m.Endpoint)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.Endpoint)))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
+func (m *OtlpParams_HeaderFile) Marshal() (dAtA []byte, err error) {
+	size := m.Size()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBuffer(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *OtlpParams_HeaderFile) MarshalTo(dAtA []byte) (int, error) {
+	size := m.Size()
+	return m.MarshalToSizedBuffer(dAtA[:size])
+}
+
+func (m *OtlpParams_HeaderFile) MarshalToSizedBuffer(dAtA []byte) (int, error) {
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if len(m.Prefix) > 0 {
+		i -= len(m.Prefix)
+		copy(dAtA[i:], m.Prefix)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.Prefix)))
+		i--
+		dAtA[i] = 0x1a
+	}
+	if len(m.Path) > 0 {
+		i -= len(m.Path)
+		copy(dAtA[i:], m.Path)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.Path)))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Name) > 0 {
+		i -= len(m.Name)
+		copy(dAtA[i:], m.Name)
+		i = encodeVarintConfig(dAtA, i, uint64(len(m.Name)))
 		i--
 		dAtA[i] = 0xa
 	}
@@ -2376,6 +2999,10 @@ func (m *Params) Size() (n int) {
 	}
 	if m.Limits != nil {
 		l = m.Limits.Size()
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	if m.Otlp != nil {
+		l = m.Otlp.Size()
 		n += 1 + l + sovConfig(uint64(l))
 	}
 	return n
@@ -2695,6 +3322,109 @@ func (m *BasicAuth) Size() (n int) {
 	return n
 }
 
+func (m *OtlpParams) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Endpoint)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	l = len(m.Protocol)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	if len(m.Headers) > 0 {
+		for k, v := range m.Headers {
+			_ = k
+			_ = v
+			mapEntrySize := 1 + len(k) + sovConfig(uint64(len(k))) + 1 + len(v) + sovConfig(uint64(len(v)))
+			n += mapEntrySize + 1 + sovConfig(uint64(mapEntrySize))
+		}
+	}
+	if len(m.HeaderFiles) > 0 {
+		for _, e := range m.HeaderFiles {
+			l = e.Size()
+			n += 1 + l + sovConfig(uint64(l))
+		}
+	}
+	if m.Insecure {
+		n += 2
+	}
+	l = len(m.CaFile)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	l = len(m.CertFile)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	l = len(m.KeyFile)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	if m.InsecureSkipVerify {
+		n += 2
+	}
+	if m.Compression != 0 {
+		n += 1 + sovConfig(uint64(m.Compression))
+	}
+	l = github_com_gogo_protobuf_types.SizeOfStdDuration(m.Interval)
+	n += 1 + l + sovConfig(uint64(l))
+	if m.Temporality != 0 {
+		n += 1 + sovConfig(uint64(m.Temporality))
+	}
+	if len(m.ResourceAttributes) > 0 {
+		for k, v := range m.ResourceAttributes {
+			_ = k
+			_ = v
+			mapEntrySize := 1 + len(k) + sovConfig(uint64(len(k))) + 1 + len(v) + sovConfig(uint64(len(v)))
+			n += mapEntrySize + 1 + sovConfig(uint64(mapEntrySize))
+		}
+	}
+	if m.MaxDataPointsPerRequest != 0 {
+		n += 1 + sovConfig(uint64(m.MaxDataPointsPerRequest))
+	}
+	if m.MaxRequestBytes != 0 {
+		n += 1 + sovConfig(uint64(m.MaxRequestBytes))
+	}
+	if m.QueueSize != 0 {
+		n += 2 + sovConfig(uint64(m.QueueSize))
+	}
+	l = github_com_gogo_protobuf_types.SizeOfStdDuration(m.Timeout)
+	n += 2 + l + sovConfig(uint64(l))
+	l = github_com_gogo_protobuf_types.SizeOfStdDuration(m.MinBackoff)
+	n += 2 + l + sovConfig(uint64(l))
+	l = github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxBackoff)
+	n += 2 + l + sovConfig(uint64(l))
+	l = github_com_gogo_protobuf_types.SizeOfStdDuration(m.MaxRetryElapsed)
+	n += 2 + l + sovConfig(uint64(l))
+	return n
+}
+
+func (m *OtlpParams_HeaderFile) Size() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	l = len(m.Name)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	l = len(m.Path)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	l = len(m.Prefix)
+	if l > 0 {
+		n += 1 + l + sovConfig(uint64(l))
+	}
+	return n
+}
+
 func (m *Limits) Size() (n int) {
 	if m == nil {
 		return 0
@@ -2984,6 +3714,42 @@ func (m *Params) Unmarshal(dAtA []byte) error {
 				m.Limits = &Limits{}
 			}
 			if err := m.Limits.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 8:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Otlp", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if m.Otlp == nil {
+				m.Otlp = &OtlpParams{}
+			}
+			if err := m.Otlp.Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
 			iNdEx = postIndex
@@ -5346,6 +6112,950 @@ func (m *BasicAuth) Unmarshal(dAtA []byte) error {
 				return io.ErrUnexpectedEOF
 			}
 			m.PasswordFile = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipConfig(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *OtlpParams) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowConfig
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: OtlpParams: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: OtlpParams: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Endpoint", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Endpoint = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Protocol", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Protocol = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Headers", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if m.Headers == nil {
+				m.Headers = make(map[string]string)
+			}
+			var mapkey string
+			var mapvalue string
+			for iNdEx < postIndex {
+				entryPreIndex := iNdEx
+				var wire uint64
+				for shift := uint(0); ; shift += 7 {
+					if shift >= 64 {
+						return ErrIntOverflowConfig
+					}
+					if iNdEx >= l {
+						return io.ErrUnexpectedEOF
+					}
+					b := dAtA[iNdEx]
+					iNdEx++
+					wire |= uint64(b&0x7F) << shift
+					if b < 0x80 {
+						break
+					}
+				}
+				fieldNum := int32(wire >> 3)
+				if fieldNum == 1 {
+					var stringLenmapkey uint64
+					for shift := uint(0); ; shift += 7 {
+						if shift >= 64 {
+							return ErrIntOverflowConfig
+						}
+						if iNdEx >= l {
+							return io.ErrUnexpectedEOF
+						}
+						b := dAtA[iNdEx]
+						iNdEx++
+						stringLenmapkey |= uint64(b&0x7F) << shift
+						if b < 0x80 {
+							break
+						}
+					}
+					intStringLenmapkey := int(stringLenmapkey)
+					if intStringLenmapkey < 0 {
+						return ErrInvalidLengthConfig
+					}
+					postStringIndexmapkey := iNdEx + intStringLenmapkey
+					if postStringIndexmapkey < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if postStringIndexmapkey > l {
+						return io.ErrUnexpectedEOF
+					}
+					mapkey = string(dAtA[iNdEx:postStringIndexmapkey])
+					iNdEx = postStringIndexmapkey
+				} else if fieldNum == 2 {
+					var stringLenmapvalue uint64
+					for shift := uint(0); ; shift += 7 {
+						if shift >= 64 {
+							return ErrIntOverflowConfig
+						}
+						if iNdEx >= l {
+							return io.ErrUnexpectedEOF
+						}
+						b := dAtA[iNdEx]
+						iNdEx++
+						stringLenmapvalue |= uint64(b&0x7F) << shift
+						if b < 0x80 {
+							break
+						}
+					}
+					intStringLenmapvalue := int(stringLenmapvalue)
+					if intStringLenmapvalue < 0 {
+						return ErrInvalidLengthConfig
+					}
+					postStringIndexmapvalue := iNdEx + intStringLenmapvalue
+					if postStringIndexmapvalue < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if postStringIndexmapvalue > l {
+						return io.ErrUnexpectedEOF
+					}
+					mapvalue = string(dAtA[iNdEx:postStringIndexmapvalue])
+					iNdEx = postStringIndexmapvalue
+				} else {
+					iNdEx = entryPreIndex
+					skippy, err := skipConfig(dAtA[iNdEx:])
+					if err != nil {
+						return err
+					}
+					if (skippy < 0) || (iNdEx+skippy) < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if (iNdEx + skippy) > postIndex {
+						return io.ErrUnexpectedEOF
+					}
+					iNdEx += skippy
+				}
+			}
+			m.Headers[mapkey] = mapvalue
+			iNdEx = postIndex
+		case 4:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field HeaderFiles", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.HeaderFiles = append(m.HeaderFiles, &OtlpParams_HeaderFile{})
+			if err := m.HeaderFiles[len(m.HeaderFiles)-1].Unmarshal(dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 5:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Insecure", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.Insecure = bool(v != 0)
+		case 6:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CaFile", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.CaFile = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 7:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field CertFile", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.CertFile = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 8:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field KeyFile", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.KeyFile = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 9:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field InsecureSkipVerify", wireType)
+			}
+			var v int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				v |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			m.InsecureSkipVerify = bool(v != 0)
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Compression", wireType)
+			}
+			m.Compression = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Compression |= OtlpParams_Compression(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 11:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Interval", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if err := github_com_gogo_protobuf_types.StdDurationUnmarshal(&m.Interval, dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Temporality", wireType)
+			}
+			m.Temporality = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.Temporality |= OtlpParams_Temporality(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 13:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field ResourceAttributes", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if m.ResourceAttributes == nil {
+				m.ResourceAttributes = make(map[string]string)
+			}
+			var mapkey string
+			var mapvalue string
+			for iNdEx < postIndex {
+				entryPreIndex := iNdEx
+				var wire uint64
+				for shift := uint(0); ; shift += 7 {
+					if shift >= 64 {
+						return ErrIntOverflowConfig
+					}
+					if iNdEx >= l {
+						return io.ErrUnexpectedEOF
+					}
+					b := dAtA[iNdEx]
+					iNdEx++
+					wire |= uint64(b&0x7F) << shift
+					if b < 0x80 {
+						break
+					}
+				}
+				fieldNum := int32(wire >> 3)
+				if fieldNum == 1 {
+					var stringLenmapkey uint64
+					for shift := uint(0); ; shift += 7 {
+						if shift >= 64 {
+							return ErrIntOverflowConfig
+						}
+						if iNdEx >= l {
+							return io.ErrUnexpectedEOF
+						}
+						b := dAtA[iNdEx]
+						iNdEx++
+						stringLenmapkey |= uint64(b&0x7F) << shift
+						if b < 0x80 {
+							break
+						}
+					}
+					intStringLenmapkey := int(stringLenmapkey)
+					if intStringLenmapkey < 0 {
+						return ErrInvalidLengthConfig
+					}
+					postStringIndexmapkey := iNdEx + intStringLenmapkey
+					if postStringIndexmapkey < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if postStringIndexmapkey > l {
+						return io.ErrUnexpectedEOF
+					}
+					mapkey = string(dAtA[iNdEx:postStringIndexmapkey])
+					iNdEx = postStringIndexmapkey
+				} else if fieldNum == 2 {
+					var stringLenmapvalue uint64
+					for shift := uint(0); ; shift += 7 {
+						if shift >= 64 {
+							return ErrIntOverflowConfig
+						}
+						if iNdEx >= l {
+							return io.ErrUnexpectedEOF
+						}
+						b := dAtA[iNdEx]
+						iNdEx++
+						stringLenmapvalue |= uint64(b&0x7F) << shift
+						if b < 0x80 {
+							break
+						}
+					}
+					intStringLenmapvalue := int(stringLenmapvalue)
+					if intStringLenmapvalue < 0 {
+						return ErrInvalidLengthConfig
+					}
+					postStringIndexmapvalue := iNdEx + intStringLenmapvalue
+					if postStringIndexmapvalue < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if postStringIndexmapvalue > l {
+						return io.ErrUnexpectedEOF
+					}
+					mapvalue = string(dAtA[iNdEx:postStringIndexmapvalue])
+					iNdEx = postStringIndexmapvalue
+				} else {
+					iNdEx = entryPreIndex
+					skippy, err := skipConfig(dAtA[iNdEx:])
+					if err != nil {
+						return err
+					}
+					if (skippy < 0) || (iNdEx+skippy) < 0 {
+						return ErrInvalidLengthConfig
+					}
+					if (iNdEx + skippy) > postIndex {
+						return io.ErrUnexpectedEOF
+					}
+					iNdEx += skippy
+				}
+			}
+			m.ResourceAttributes[mapkey] = mapvalue
+			iNdEx = postIndex
+		case 14:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MaxDataPointsPerRequest", wireType)
+			}
+			m.MaxDataPointsPerRequest = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MaxDataPointsPerRequest |= int32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 15:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MaxRequestBytes", wireType)
+			}
+			m.MaxRequestBytes = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.MaxRequestBytes |= int32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 16:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field QueueSize", wireType)
+			}
+			m.QueueSize = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.QueueSize |= int32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 17:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Timeout", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if err := github_com_gogo_protobuf_types.StdDurationUnmarshal(&m.Timeout, dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 18:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MinBackoff", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if err := github_com_gogo_protobuf_types.StdDurationUnmarshal(&m.MinBackoff, dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 19:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MaxBackoff", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if err := github_com_gogo_protobuf_types.StdDurationUnmarshal(&m.MaxBackoff, dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		case 20:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field MaxRetryElapsed", wireType)
+			}
+			var msglen int
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				msglen |= int(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			if msglen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + msglen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			if err := github_com_gogo_protobuf_types.StdDurationUnmarshal(&m.MaxRetryElapsed, dAtA[iNdEx:postIndex]); err != nil {
+				return err
+			}
+			iNdEx = postIndex
+		default:
+			iNdEx = preIndex
+			skippy, err := skipConfig(dAtA[iNdEx:])
+			if err != nil {
+				return err
+			}
+			if (skippy < 0) || (iNdEx+skippy) < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if (iNdEx + skippy) > l {
+				return io.ErrUnexpectedEOF
+			}
+			iNdEx += skippy
+		}
+	}
+
+	if iNdEx > l {
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+func (m *OtlpParams_HeaderFile) Unmarshal(dAtA []byte) error {
+	l := len(dAtA)
+	iNdEx := 0
+	for iNdEx < l {
+		preIndex := iNdEx
+		var wire uint64
+		for shift := uint(0); ; shift += 7 {
+			if shift >= 64 {
+				return ErrIntOverflowConfig
+			}
+			if iNdEx >= l {
+				return io.ErrUnexpectedEOF
+			}
+			b := dAtA[iNdEx]
+			iNdEx++
+			wire |= uint64(b&0x7F) << shift
+			if b < 0x80 {
+				break
+			}
+		}
+		fieldNum := int32(wire >> 3)
+		wireType := int(wire & 0x7)
+		if wireType == 4 {
+			return fmt.Errorf("proto: HeaderFile: wiretype end group for non-group")
+		}
+		if fieldNum <= 0 {
+			return fmt.Errorf("proto: HeaderFile: illegal tag %d (wire type %d)", fieldNum, wire)
+		}
+		switch fieldNum {
+		case 1:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Name", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Name = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 2:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Path", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Path = string(dAtA[iNdEx:postIndex])
+			iNdEx = postIndex
+		case 3:
+			if wireType != 2 {
+				return fmt.Errorf("proto: wrong wireType = %d for field Prefix", wireType)
+			}
+			var stringLen uint64
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return ErrIntOverflowConfig
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				stringLen |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+			intStringLen := int(stringLen)
+			if intStringLen < 0 {
+				return ErrInvalidLengthConfig
+			}
+			postIndex := iNdEx + intStringLen
+			if postIndex < 0 {
+				return ErrInvalidLengthConfig
+			}
+			if postIndex > l {
+				return io.ErrUnexpectedEOF
+			}
+			m.Prefix = string(dAtA[iNdEx:postIndex])
 			iNdEx = postIndex
 		default:
 			iNdEx = preIndex

@@ -32,6 +32,16 @@ const (
 	DefaultRemoteWriteMinBackoff     = 30 * time.Millisecond
 	DefaultRemoteWriteMaxBackoff     = 5 * time.Second
 	DefaultRemoteWriteMaxRetryElapse = 5 * time.Minute
+	DefaultOtlpProtocol              = "http/protobuf"
+	DefaultOtlpServiceName           = "meshmetrics"
+	DefaultOtlpInterval              = 60 * time.Second
+	DefaultOtlpMaxDataPoints         = 2000
+	DefaultOtlpMaxRequestBytes       = 3 << 20
+	DefaultOtlpQueueSize             = 100000
+	DefaultOtlpTimeout               = 10 * time.Second
+	DefaultOtlpMinBackoff            = time.Second
+	DefaultOtlpMaxBackoff            = 30 * time.Second
+	DefaultOtlpMaxRetryElapsed       = 5 * time.Minute
 	DefaultMaxSeriesPerMetric        = 50000
 	DefaultMaxLabelValueLength       = 1024
 

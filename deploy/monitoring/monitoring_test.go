@@ -570,3 +570,30 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 	}
 	return false
 }
+
+// TestEveryDropReasonIsAlertedOn reads the drop reasons from
+// docs/RELIABILITY.md's table (which a test in adapter/internal/telemetry keeps
+// equal to the adapter's one list) and checks that the rule file's drop
+// alerts name each of them: a new reason cannot drop data without an alert.
+func TestEveryDropReasonIsAlertedOn(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/RELIABILITY.md")
+	require.NoError(t, err)
+	start := strings.Index(string(doc), "| reason | where | meaning |")
+	require.Positive(t, start)
+	table := string(doc)[start:]
+	end := strings.Index(table, "\n\n")
+	require.Positive(t, end)
+	table = table[:end]
+	reasons := regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\|").FindAllStringSubmatch(table, -1)
+	require.NotEmpty(t, reasons)
+
+	rules, err := os.ReadFile(rulesFile)
+	require.NoError(t, err)
+	var alerted []string
+	for _, m := range regexp.MustCompile(`meshmetrics_instances_dropped_total\{reason=~"([a-z_|]+)"\}`).FindAllStringSubmatch(string(rules), -1) {
+		alerted = append(alerted, strings.Split(m[1], "|")...)
+	}
+	for _, r := range reasons {
+		require.Contains(t, alerted, r[1], "no alert on drop reason %s", r[1])
+	}
+}

@@ -26,11 +26,14 @@ go test -run '^$' -count "$count" -benchtime 2s -bench 'Encode$|Consume|HandleTo
 go test -run '^$' -count "$count" -benchtime 2000x -bench 'ReadEntries|GeneratedUnmarshal|BuildBag|Program|Interpreter|BenchmarkEntries|ThroughGRPC' \
   ./adapter/internal/ingest/envoyals/logentry/ ./adapter/internal/ingest/envoyals/attrmap/ ./adapter/rules/expr/ ./adapter/internal/mixerless/ \
   | tee "$out/gobench-mixerless.txt"
+go test -run '^$' -count "$count" -benchtime 1000x -bench 'Consume|Encode$' ./adapter/internal/sinks/otlp/ | tee "$out/gobench-otlp.txt"
+go test -run '^$' -count "$count" -benchtime 20x -bench 'Export' ./adapter/internal/sinks/otlp/ | tee -a "$out/gobench-otlp.txt"
 {
   $benchstat "$out/gobench-mixerless.txt"
   $benchstat "$out/gobench-hotpath.txt"
   $benchstat "$out/gobench-prometheus.txt"
   $benchstat "$out/gobench-librato.txt"
+  $benchstat "$out/gobench-otlp.txt"
 } | tee "$out/benchstat.txt"
 
 echo "== end-to-end harness, Mixer-less mode (access logs) =="

@@ -31,9 +31,12 @@ func TestHandlerConfigsChangingUnderLoad(t *testing.T) {
 					Kind: config.Params_MetricInfo_GAUGE, Name: "inflight", LabelNames: []string{"path"}})
 			})
 			c := h.params(func(p *config.Params) {
-				if p.Librato != nil {
+				switch {
+				case p.Librato != nil:
 					p.Librato.Tags = map[string]string{"phase": "c"}
-				} else {
+				case p.Otlp != nil:
+					p.Otlp.ResourceAttributes = map[string]string{"phase": "c"}
+				default:
 					p.Prometheus.RemoteWrite.ExternalLabels = map[string]string{"phase": "c"}
 				}
 			})
@@ -106,7 +109,8 @@ func TestHandlerConfigsChangingUnderLoad(t *testing.T) {
 			require.Equal(t, float64(h.ok.Load()), accepted)
 			require.Empty(t, h.drops())
 			require.Equal(t, accepted, h.received(), "every instance delivered once")
-			if h.lib != nil {
+			switch {
+			case h.lib != nil:
 				series := map[string]bool{}
 				for _, p := range h.lib.Measurements() {
 					if strings.EqualFold(p.Name, libratoName) {
@@ -114,7 +118,16 @@ func TestHandlerConfigsChangingUnderLoad(t *testing.T) {
 					}
 				}
 				require.Len(t, series, 2*paths, "a series per path and destination")
-			} else {
+			case h.otlp != nil:
+				require.Empty(t, h.otlp.Violations())
+				series := map[string]bool{}
+				for _, ps := range h.otlp.Series(otlpName) {
+					for _, p := range ps {
+						series[p.Attributes["path"]+"|"+p.ResourceAttr["phase"]] = true
+					}
+				}
+				require.Len(t, series, 2*paths, "a series per path and destination")
+			default:
 				require.Empty(t, h.rw.Violations())
 				require.Len(t, h.rw.Last(rwName), 2*paths, "a series per path and destination")
 				require.Len(t, h.rw.Stale(rwName), 2*paths, "the old sink ended its series, the shutdown the new ones")

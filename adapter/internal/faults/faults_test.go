@@ -2,6 +2,7 @@ package faults_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp/otlptest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
@@ -40,13 +42,19 @@ type scenario struct {
 	drops []string
 	// check asserts that the fault really happened.
 	check func(t *testing.T, h *harness)
+	// only restricts the scenario to these backends.
+	only []kind
 }
 
-func both(lib func(h *harness), rw func(h *harness)) func(h *harness) {
+// each runs the fault of the harness' backend.
+func each(lib, rw, otel func(h *harness)) func(h *harness) {
 	return func(h *harness) {
-		if h.lib != nil {
+		switch {
+		case h.lib != nil:
 			lib(h)
-		} else {
+		case h.otlp != nil:
+			otel(h)
+		default:
 			rw(h)
 		}
 	}
@@ -60,6 +68,11 @@ func (h *harness) stat() stat {
 		st := h.lib.Stats()
 		return stat{st.Resets, st.Refused, st.Abandoned, st.ByStatus[429], st.ByStatus[503], st.ByStatus[403]}
 	}
+	if h.otlp != nil {
+		// gRPC answers are counted by their HTTP equivalent.
+		st := h.otlp.Stats()
+		return stat{st.Resets, st.Refused, st.Abandoned, st.ByStatus[429], st.ByStatus[503], st.ByStatus[403]}
+	}
 	st := h.rw.Stats()
 	return stat{st.Resets, st.Refused, st.Abandoned, st.ByStatus[429], st.ByStatus[503], st.ByStatus[403]}
 }
@@ -68,8 +81,8 @@ func TestFaultsReconcileExactly(t *testing.T) {
 	scenarios := []scenario{
 		{
 			name: "backend down longer than many retry cycles", maxElapsed: 150 * time.Millisecond,
-			fault:     both(func(h *harness) { h.lib.GoDown(0) }, func(h *harness) { h.rw.GoDown(0) }),
-			heal:      both(func(h *harness) { h.lib.Up() }, func(h *harness) { h.rw.Up() }),
+			fault:     each(func(h *harness) { h.lib.GoDown(0) }, func(h *harness) { h.rw.GoDown(0) }, func(h *harness) { h.otlp.GoDown(0) }),
+			heal:      each(func(h *harness) { h.lib.Up() }, func(h *harness) { h.rw.Up() }, func(h *harness) { h.otlp.Up() }),
 			healAfter: 1,
 			drops:     []string{telemetry.DropRetriesExceeded},
 			check: func(t *testing.T, h *harness) {
@@ -79,8 +92,8 @@ func TestFaultsReconcileExactly(t *testing.T) {
 		},
 		{
 			name: "backend down longer than many retry cycles, with a spool", maxElapsed: 50 * time.Millisecond, spool: true,
-			fault:      both(func(h *harness) { h.lib.GoDown(0) }, func(h *harness) { h.rw.GoDown(0) }),
-			heal:       both(func(h *harness) { h.lib.Up() }, func(h *harness) { h.rw.Up() }),
+			fault:      each(func(h *harness) { h.lib.GoDown(0) }, func(h *harness) { h.rw.GoDown(0) }, func(h *harness) { h.otlp.GoDown(0) }),
+			heal:       each(func(h *harness) { h.lib.Up() }, func(h *harness) { h.rw.Up() }, func(h *harness) { h.otlp.Up() }),
 			healAfter:  1,
 			flushFails: true,
 			check: func(t *testing.T, h *harness) {
@@ -105,19 +118,24 @@ func TestFaultsReconcileExactly(t *testing.T) {
 			},
 		},
 		{
-			name:  "backend flaps between 200 and 503",
-			fault: both(func(h *harness) { h.lib.FailRandomly(0.5, libratotest.ServiceUnavailable()) }, func(h *harness) { h.rw.FailRandomly(0.5, rwtest.ServiceUnavailable()) }),
+			name: "backend flaps between 200 and 503",
+			fault: each(func(h *harness) { h.lib.FailRandomly(0.5, libratotest.ServiceUnavailable()) }, func(h *harness) { h.rw.FailRandomly(0.5, rwtest.ServiceUnavailable()) },
+				func(h *harness) { h.otlp.FailRandomly(0.5, otlptest.ServiceUnavailable()) }),
 			check: func(t *testing.T, h *harness) { require.Greater(t, h.stat().s503, 3) },
 		},
 		{
 			name: "429 storm with Retry-After",
-			fault: both(func(h *harness) {
+			fault: each(func(h *harness) {
 				h.lib.FailNext(30, libratotest.TooManyRequests().WithRetryAfter(0))
 				h.lib.FailNext(5, libratotest.RateLimitForbidden())
 				h.lib.FailNext(1, libratotest.TooManyRequests().WithRetryAfter(time.Second))
 			}, func(h *harness) {
 				h.rw.FailNext(35, rwtest.TooManyRequests().WithRetryAfter(0))
 				h.rw.FailNext(1, rwtest.TooManyRequests().WithRetryAfter(time.Second))
+			}, func(h *harness) {
+				// RESOURCE_EXHAUSTED with a RetryInfo on gRPC.
+				h.otlp.FailNext(35, otlptest.TooManyRequests().WithRetryAfter(0))
+				h.otlp.FailNext(1, otlptest.TooManyRequests().WithRetryAfter(time.Second))
 			}),
 			check: func(t *testing.T, h *harness) {
 				st := h.stat()
@@ -125,13 +143,27 @@ func TestFaultsReconcileExactly(t *testing.T) {
 			},
 		},
 		{
-			name:  "connection reset in the middle of requests",
-			fault: both(func(h *harness) { h.lib.FailNext(10, libratotest.ConnectionReset()) }, func(h *harness) { h.rw.FailNext(10, rwtest.ConnectionReset()) }),
+			name: "connection reset in the middle of requests",
+			fault: each(func(h *harness) { h.lib.FailNext(10, libratotest.ConnectionReset()) }, func(h *harness) { h.rw.FailNext(10, rwtest.ConnectionReset()) },
+				func(h *harness) { h.otlp.FailNext(10, otlptest.ConnectionReset()) }),
 			check: func(t *testing.T, h *harness) { require.Equal(t, 10, h.stat().resets) },
 		},
 	}
+	scenarios = append(scenarios, scenario{
+		// OTLP only: the receiver takes requests but rejects some of their
+		// data points. Every series carries as many instances in each
+		// export, so the drop counted in proportion is exact.
+		name:  "partial success",
+		fault: func(h *harness) { h.otlp.FailNext(rounds, otlptest.PartialSuccess(2)) },
+		drops: []string{telemetry.DropPartialRejected},
+		only:  []kind{otlpKind, otlpHTTPKind},
+		check: func(t *testing.T, h *harness) { require.Equal(t, 2*rounds, h.otlp.Stats().Rejected) },
+	})
 	for _, sc := range scenarios {
-		for _, k := range kinds {
+		for _, k := range append(kinds, otlpHTTPKind) {
+			if len(sc.only) > 0 && !slices.Contains(sc.only, k) {
+				continue
+			}
 			t.Run(fmt.Sprintf("%s/%s", k, sc.name), func(t *testing.T) {
 				t.Parallel()
 				s := setup{kind: k, maxElapsed: sc.maxElapsed, timeout: sc.timeout}

@@ -23,6 +23,8 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp/otlptest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
@@ -37,9 +39,15 @@ type kind string
 const (
 	libratoKind kind = "librato"
 	rwKind      kind = "remote_write"
+	// OTLP with delta temporality, so that what the receiver holds counts
+	// instances exactly: over gRPC, and (the fault scenarios) over HTTP.
+	otlpKind     kind = "otlp_grpc"
+	otlpHTTPKind kind = "otlp_http"
 )
 
-var kinds = []kind{libratoKind, rwKind}
+var kinds = []kind{libratoKind, rwKind, otlpKind}
+
+func (k kind) isOTLP() bool { return k == otlpKind || k == otlpHTTPKind }
 
 // The metric every scenario sends: a COUNTER whose instances each add one,
 // so that what a backend holds counts instances. Librato receives the
@@ -48,6 +56,7 @@ const (
 	instanceName = "requestcount.instance.istio-system"
 	libratoName  = "istio.requests"
 	rwName       = "istio_requests"
+	otlpName     = "istio.requests"
 )
 
 var requestsMetric = &config.Params_MetricInfo{InstanceName: instanceName, Kind: config.Params_MetricInfo_COUNTER,
@@ -62,10 +71,11 @@ type setup struct {
 	shutdown   time.Duration // --shutdown-timeout (default 10s)
 	lib        []libratotest.Option
 	rw         []rwtest.Option
-	// libSrv or rwSrv reuse a fake (a second run of the adapter against
-	// the same destination).
-	libSrv *libratotest.Server
-	rwSrv  *rwtest.Server
+	// libSrv, rwSrv or otlpSrv reuse a fake (a second run of the adapter
+	// against the same destination).
+	libSrv  *libratotest.Server
+	rwSrv   *rwtest.Server
+	otlpSrv *otlptest.Server
 	// edit changes the handler params (secrets, tags, external labels).
 	edit  func(p *config.Params)
 	tweak func(o *adapter.Options)
@@ -79,6 +89,7 @@ type harness struct {
 	s    setup
 	lib  *libratotest.Server
 	rw   *rwtest.Server
+	otlp *otlptest.Server
 	a    *adapter.Adapter
 	conn *grpc.ClientConn
 	logs *syncBuffer
@@ -107,12 +118,17 @@ func start(t *testing.T, s setup) *harness {
 		h.lib = s.libSrv
 	case s.rwSrv != nil:
 		h.rw = s.rwSrv
+	case s.otlpSrv != nil:
+		h.otlp = s.otlpSrv
 	case s.kind == libratoKind:
 		h.lib = libratotest.New(append([]libratotest.Option{libratotest.WithSeed(3)}, s.lib...)...)
 		t.Cleanup(h.lib.Close)
 	case s.kind == rwKind:
 		h.rw = rwtest.New(append([]rwtest.Option{rwtest.WithSeed(3)}, s.rw...)...)
 		t.Cleanup(h.rw.Close)
+	case s.kind.isOTLP():
+		h.otlp = otlptest.New(otlptest.WithSeed(3))
+		t.Cleanup(h.otlp.Close)
 	}
 	log := s.log
 	if log == nil {
@@ -128,6 +144,7 @@ func start(t *testing.T, s setup) *harness {
 			return nil, []sinks.Factory{
 				librato.NewFactoryWith(env, librato.Options{MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}),
 				remotewrite.NewFactory(env),
+				otlp.NewFactory(env),
 			}, nil
 		},
 	}
@@ -163,6 +180,9 @@ func (h *harness) params(edit ...func(*config.Params)) *types.Any {
 		p.Prometheus = &config.PrometheusParams{DisableExposition: true, RemoteWrite: &config.RemoteWrite{
 			Url: h.rw.URL(), Interval: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 			MaxRetryElapsed: h.s.maxElapsed, Timeout: h.s.timeout}}
+	case otlpKind, otlpHTTPKind:
+		p.Otlp = otlpBlock(h.otlp, h.s.kind)
+		p.Otlp.MaxRetryElapsed, p.Otlp.Timeout = h.s.maxElapsed, h.s.timeout
 	}
 	if h.s.edit != nil {
 		h.s.edit(p)
@@ -171,6 +191,17 @@ func (h *harness) params(edit ...func(*config.Params)) *types.Any {
 		e(p)
 	}
 	return anyOf(h.t, p)
+}
+
+// otlpBlock sends to srv with delta temporality, an hour-long interval
+// (the test's flushes export) and millisecond backoff.
+func otlpBlock(srv *otlptest.Server, k kind) *config.OtlpParams {
+	o := &config.OtlpParams{Endpoint: srv.Addr(), Protocol: otlp.ProtocolGRPC, Insecure: true, Temporality: config.OtlpParams_DELTA,
+		Interval: time.Hour, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+	if k == otlpHTTPKind {
+		o.Endpoint, o.Protocol = srv.URL(), otlp.ProtocolHTTP
+	}
+	return o
 }
 
 func anyOf(t testing.TB, p *config.Params) *types.Any {
@@ -293,8 +324,11 @@ func sum(m map[string]float64) float64 {
 
 // received is what the backend holds, in instances.
 func (h *harness) received() float64 {
-	if h.lib != nil {
+	switch {
+	case h.lib != nil:
 		return h.lib.Total(libratoName)
+	case h.otlp != nil:
+		return h.otlp.Total(otlpName)
 	}
 	return h.rw.Total(rwName)
 }
@@ -303,7 +337,8 @@ func (h *harness) received() float64 {
 // accepted and is either in the backend or counted as dropped, and returns
 // the drops by reason.
 //
-// Librato: instances received + dropped == accepted, exactly.
+// Librato and OTLP (delta): instances received + dropped == accepted,
+// exactly.
 //
 // Remote write sends cumulative values, so a lost push is healed by the
 // next one and drops count samples: the last value of each series sums to
@@ -320,6 +355,9 @@ func (h *harness) reconcile(paths int, finalDelivered bool) map[string]float64 {
 	drops := h.drops()
 	switch h.s.kind {
 	case libratoKind:
+		require.Equal(t, accepted, h.received()+sum(drops), "instances: sent == received + dropped (%v)", drops)
+	case otlpKind, otlpHTTPKind:
+		require.Empty(t, h.otlp.Violations())
 		require.Equal(t, accepted, h.received()+sum(drops), "instances: sent == received + dropped (%v)", drops)
 	case rwKind:
 		require.Empty(t, h.rw.Violations())

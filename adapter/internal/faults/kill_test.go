@@ -28,6 +28,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp/otlptest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
@@ -177,7 +178,8 @@ func send(t *testing.T, conn *grpc.ClientConn, cfg *types.Any, prefix string, ca
 }
 
 // TestKill9DuringAnOutageLosesNothingSpooled runs the adapter binary with a
-// spool, sends instances while both backends are down, kills it with
+// spool, sends instances while the backends (Librato, remote write, OTLP
+// with delta temporality) are down, kills it with
 // SIGKILL once they are in the spool, leaves a torn spool file behind (what
 // a kill in the middle of a write leaves), and starts it again with the
 // backends up: the first run's instances arrive, the torn file is counted,
@@ -190,8 +192,13 @@ func TestKill9DuringAnOutageLosesNothingSpooled(t *testing.T) {
 	defer lib.Close()
 	rw := rwtest.New()
 	defer rw.Close()
+	otel := otlptest.New()
+	defer otel.Close()
 	lib.GoDown(0)
 	rw.GoDown(0)
+	otel.GoDown(0)
+	otlpParams := otlpBlock(otel, otlpHTTPKind)
+	otlpParams.Interval = 100 * time.Millisecond
 	cfg := anyOf(t, &config.Params{
 		Metrics: []*config.Params_MetricInfo{requestsMetric},
 		Librato: &config.LibratoParams{Url: lib.URL(), Email: libratotest.DefaultEmail, Token: libratotest.DefaultToken,
@@ -199,6 +206,7 @@ func TestKill9DuringAnOutageLosesNothingSpooled(t *testing.T) {
 		Prometheus: &config.PrometheusParams{DisableExposition: true, RemoteWrite: &config.RemoteWrite{
 			Url: rw.URL(), Interval: 100 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 			Timeout: time.Second}},
+		Otlp: otlpParams,
 	})
 	const paths = 5
 
@@ -210,6 +218,7 @@ func TestKill9DuringAnOutageLosesNothingSpooled(t *testing.T) {
 	require.Eventually(t, func() bool {
 		m := p1.metrics(t)
 		return value(m, "meshmetrics_spool_instances", "librato:", nil) == float64(before) &&
+			value(m, "meshmetrics_spool_instances", "otlp:", nil) == float64(before) &&
 			value(m, "meshmetrics_queue_depth", "remote_write:", nil) == 0
 	}, 30*time.Second, 10*time.Millisecond, "the first run spools its instances")
 	spooled := value(p1.metrics(t), "meshmetrics_spool_requests", "remote_write:", nil)
@@ -222,16 +231,19 @@ func TestKill9DuringAnOutageLosesNothingSpooled(t *testing.T) {
 	// A torn write: a request file cut short next to the sound ones.
 	dirs, err := filepath.Glob(filepath.Join(spool, "*", "SINK"))
 	require.NoError(t, err)
-	require.Len(t, dirs, 2, "a directory per destination")
+	require.Len(t, dirs, 3, "a directory per destination")
 	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(dirs[0]), "7fffffffffffffff.req"), []byte("MMSQ\x01torn"), 0o600))
 
 	lib.Up()
 	rw.Up()
+	otel.Up()
 	p2 := run(t, bin, "--spool-dir="+spool)
 	after := send(t, dial(t, p2.grpc), cfg, "/after", 10, 10, paths)
 	require.Eventually(t, func() bool {
-		return lib.Total(libratoName) == float64(before+after) && rw.Total(rwName) == float64(before+after)
+		return lib.Total(libratoName) == float64(before+after) && rw.Total(rwName) == float64(before+after) &&
+			otel.Total(otlpName) == float64(before+after)
 	}, 30*time.Second, 10*time.Millisecond, "the spooled instances and the new ones arrive")
+	require.Empty(t, otel.Violations())
 
 	var replayed float64
 	for key, v := range rw.Last(rwName) {

@@ -151,7 +151,8 @@ func TestAConfigWithAThousandMetricsWorks(t *testing.T) {
 			require.Empty(t, h.drops())
 			var sum float64
 			names := map[string]bool{}
-			if h.lib != nil {
+			switch {
+			case h.lib != nil:
 				for _, p := range h.lib.Measurements() {
 					names[p.Name] = true
 					if p.Sum != nil {
@@ -160,7 +161,16 @@ func TestAConfigWithAThousandMetricsWorks(t *testing.T) {
 						sum += *p.Value
 					}
 				}
-			} else {
+			case h.otlp != nil:
+				for i := 0; i < 1000; i++ {
+					name := fmt.Sprintf("istio.m%d", i)
+					if len(h.otlp.Series(name)) > 0 {
+						names[name] = true
+					}
+					sum += h.otlp.Total(name)
+				}
+				require.Empty(t, h.otlp.Violations())
+			default:
 				for key, s := range h.rw.Samples() {
 					names[key] = true
 					sum += s[len(s)-1].Value

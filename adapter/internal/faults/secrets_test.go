@@ -23,6 +23,8 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/librato/libratotest"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/otlp/otlptest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite/rwtest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb"
@@ -39,13 +41,15 @@ const (
 	rwURLPassword   = "rw-url-pw-88aa31"       // the remote-write URL's user info
 	rwBearer        = "rw-bearer-tok-d00d77"   // remote_write.bearer_token_file
 	rwHeaderKey     = "rw-hdr-key-77b0c3"      // a remote_write header that looks like a credential
+	otlpFileToken   = "otlp-file-tok-a1b2c3"   // otlp.header_files (authorization: Bearer ...)
+	otlpHeaderKey   = "otlp-hdr-key-d4e5f6"    // an otlp header that looks like a credential
 	inboundToken    = "inbound-tok-1234abcd"   // --auth-token-file
 	inboundRotated  = "inbound-tok-rotated-99" // the same file after a rotation
 	libTokenEnvName = "MESHMETRICS_FAULTS_TEST_LIBRATO_TOKEN"
 )
 
 var allSecrets = []string{libParamToken, libFileToken, libEnvToken, rwPassword, rwURLPassword, rwBearer, rwHeaderKey,
-	inboundToken, inboundRotated}
+	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated}
 
 // TestSecretsNeverShow drives every path that handles a credential, the
 // failing ones included (a backend refusing it, a config refused with one
@@ -66,6 +70,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			inboundFile := write("inbound", inboundToken)
 			libFile := write("librato", libFileToken)
 			bearerFile := write("bearer", rwBearer)
+			otlpFile := write("otlp", otlpFileToken)
 			spoolDir := filepath.Join(dir, "spool")
 
 			fake := func(token string) *libratotest.Server {
@@ -86,6 +91,12 @@ func TestSecretsNeverShow(t *testing.T) {
 			rwURL := receiver(rwtest.WithBasicAuth("bob", rwURLPassword))
 			rwBearerSrv := receiver(rwtest.WithBearerToken(rwBearer))
 			rwRefusing := receiver(rwtest.WithBearerToken("another-token"))
+			otlpReceiver := func(bearer string) *otlptest.Server {
+				s := otlptest.New(otlptest.WithRequiredHeader("authorization", "Bearer "+bearer), otlptest.WithRequiredHeader("x-api-key", otlpHeaderKey))
+				t.Cleanup(s.Close)
+				return s
+			}
+			otlpGood, otlpRefusing := otlpReceiver(otlpFileToken), otlpReceiver("another-token")
 
 			var logs syncBuffer
 			log, secrets, err := logging.New(logging.Options{Format: format, Level: "debug", Output: &logs})
@@ -97,7 +108,7 @@ func TestSecretsNeverShow(t *testing.T) {
 				Sinks: func(env sinks.Env, _ *prometheus.Registry) (map[string]sinks.Sink, []sinks.Factory, error) {
 					lf := librato.NewFactoryWith(env, librato.Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 					rf := remotewrite.NewFactory(env)
-					return nil, []sinks.Factory{keyRecorder{lf, keys}, keyRecorder{rf, keys}}, nil
+					return nil, []sinks.Factory{keyRecorder{lf, keys}, keyRecorder{rf, keys}, keyRecorder{otlp.NewFactory(env), keys}}, nil
 				},
 			})
 			require.NoError(t, err)
@@ -124,7 +135,20 @@ func TestSecretsNeverShow(t *testing.T) {
 				return &config.Params{Metrics: []*config.Params_MetricInfo{requestsMetric},
 					Prometheus: &config.PrometheusParams{DisableExposition: true, RemoteWrite: r}}
 			}
+			otel := func(srv *otlptest.Server, protocol string, edit func(*config.OtlpParams)) *config.Params {
+				o := &config.OtlpParams{Endpoint: srv.URL(), Protocol: protocol, Insecure: true, Interval: time.Hour,
+					Temporality: config.OtlpParams_DELTA, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+					MaxRetryElapsed: 200 * time.Millisecond, Headers: map[string]string{"X-Api-Key": otlpHeaderKey},
+					HeaderFiles: []*config.OtlpParams_HeaderFile{{Name: "authorization", Path: otlpFile, Prefix: "Bearer "}}}
+				if protocol == otlp.ProtocolGRPC {
+					o.Endpoint = srv.Addr()
+				}
+				edit(o)
+				return &config.Params{Metrics: []*config.Params_MetricInfo{requestsMetric}, Otlp: o}
+			}
 			good := []*config.Params{
+				otel(otlpGood, otlp.ProtocolGRPC, func(*config.OtlpParams) {}),
+				otel(otlpGood, otlp.ProtocolHTTP, func(*config.OtlpParams) {}),
 				lib(libParam.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
 				lib(libFileSrv.URL(), func(l *config.LibratoParams) { l.TokenPath = libFile }),
 				lib(libEnv.URL(), func(l *config.LibratoParams) { l.TokenEnv = libTokenEnvName }),
@@ -138,6 +162,8 @@ func TestSecretsNeverShow(t *testing.T) {
 			failing := []*config.Params{
 				lib(libRefusing.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
 				rw(rwRefusing.URL(), func(r *config.RemoteWrite) { r.BearerTokenFile = bearerFile }),
+				otel(otlpRefusing, otlp.ProtocolGRPC, func(*config.OtlpParams) {}),
+				otel(otlpRefusing, otlp.ProtocolHTTP, func(*config.OtlpParams) {}),
 			}
 			spooled := lib(libDown.URL(), func(l *config.LibratoParams) { l.Token = libParamToken })
 			refused := []*config.Params{ // invalid configs carrying secrets
@@ -148,6 +174,9 @@ func TestSecretsNeverShow(t *testing.T) {
 				rw(rwBasic.URL(), func(r *config.RemoteWrite) {
 					r.BasicAuth = &config.BasicAuth{Username: "bob", Password: rwPassword}
 					r.ExternalLabels = map[string]string{"bad-label": "x"}
+				}),
+				otel(otlpGood, otlp.ProtocolHTTP, func(o *config.OtlpParams) {
+					o.ResourceAttributes = map[string]string{otlp.ServiceInstanceID: "x"}
 				}),
 			}
 
@@ -189,12 +218,14 @@ func TestSecretsNeverShow(t *testing.T) {
 
 			// The paths ran: sends succeeded and failed, configs and callers
 			// were refused.
-			require.Equal(t, []float64{6, 3, 3}, []float64{libParam.Total(libratoName), libFileSrv.Total(libratoName), libEnv.Total(libratoName)},
-				"3 instances a call; the first config got one more call, with the rotated token")
+			require.Equal(t, []float64{3, 3, 3}, []float64{libParam.Total(libratoName), libFileSrv.Total(libratoName), libEnv.Total(libratoName)},
+				"3 instances a call")
+			require.Equal(t, 9.0, otlpGood.Total(otlpName), "3 instances a call; the gRPC config got one more call, with the rotated token")
+			require.Positive(t, otlpRefusing.Stats().ByStatus[http.StatusUnauthorized], "refused over gRPC and HTTP")
 			require.Equal(t, []float64{3, 3, 3}, []float64{rwBasic.Total(rwName), rwURL.Total(rwName), rwBearerSrv.Total(rwName)})
 			require.Positive(t, libRefusing.StatusCount(http.StatusUnauthorized))
 			require.Positive(t, rwRefusing.Stats().ByStatus[http.StatusUnauthorized])
-			require.GreaterOrEqual(t, len(grpcErrors), 5, "2 configs and 3 callers refused")
+			require.GreaterOrEqual(t, len(grpcErrors), 6, "3 configs and 3 callers refused")
 
 			texts := map[string]string{
 				"gRPC errors":   strings.Join(grpcErrors, "\n"),

@@ -23,33 +23,33 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
 )
 
-func (h *harness) setLatency(d time.Duration) {
-	if h.lib != nil {
-		h.lib.SetLatency(d)
-		return
+// injector is the fault injection of the harness' fake.
+func (h *harness) injector() interface {
+	SetLatency(time.Duration)
+	GoDown(time.Duration)
+	Up()
+} {
+	switch {
+	case h.lib != nil:
+		return h.lib
+	case h.otlp != nil:
+		return h.otlp
 	}
-	h.rw.SetLatency(d)
+	return h.rw
 }
 
-func (h *harness) goDown() {
-	if h.lib != nil {
-		h.lib.GoDown(0)
-		return
-	}
-	h.rw.GoDown(0)
-}
+func (h *harness) setLatency(d time.Duration) { h.injector().SetLatency(d) }
 
-func (h *harness) up() {
-	if h.lib != nil {
-		h.lib.Up()
-		return
-	}
-	h.rw.Up()
-}
+func (h *harness) goDown() { h.injector().GoDown(0) }
+
+func (h *harness) up() { h.injector().Up() }
 
 func (h *harness) backendRequests() int {
-	if h.lib != nil {
+	switch {
+	case h.lib != nil:
 		return h.lib.Stats().Requests
+	case h.otlp != nil:
+		return h.otlp.Stats().Requests
 	}
 	return h.rw.Stats().Requests
 }
@@ -124,7 +124,7 @@ func TestSIGTERMDuringAnOutage(t *testing.T) {
 			require.Error(t, h.shutdown(300*time.Millisecond), "the shutdown reports what it could not send")
 			drops := h.drops()
 			require.Zero(t, h.received())
-			if k == libratoKind {
+			if k == libratoKind || k.isOTLP() {
 				require.Equal(t, map[string]float64{telemetry.DropShutdown: float64(h.ok.Load())}, drops, "every instance, queued or in flight")
 			} else {
 				require.Equal(t, map[string]float64{telemetry.DropShutdown: 2 * paths}, drops, "the final push: a value and a stale marker per series")
@@ -144,7 +144,7 @@ func TestSIGTERMDuringAnOutage(t *testing.T) {
 			require.NoError(t, err)
 			st := sp.Stats()
 			require.Len(t, st, 1)
-			if k == libratoKind {
+			if k == libratoKind || k.isOTLP() {
 				require.Equal(t, int(h.ok.Load()), st[0].Instances, "every instance is in the spool")
 			} else {
 				require.Equal(t, 2*paths, st[0].Instances, "the final push is in the spool")
@@ -153,12 +153,12 @@ func TestSIGTERMDuringAnOutage(t *testing.T) {
 
 			// The next run, once the backend is back: the spool goes first.
 			h.up()
-			h2 := start(t, setup{kind: k, spoolDir: dir, libSrv: h.lib, rwSrv: h.rw})
+			h2 := start(t, setup{kind: k, spoolDir: dir, libSrv: h.lib, rwSrv: h.rw, otlpSrv: h.otlp})
 			h2.drive(h2.params(), workers, calls, perCall, paths)
 			require.NoError(t, h2.flush(30*time.Second))
 			require.NoError(t, h2.shutdown(30*time.Second))
 			require.Empty(t, h2.drops())
-			if k == libratoKind {
+			if k == libratoKind || k.isOTLP() {
 				require.Equal(t, float64(h.ok.Load()+h2.ok.Load()), h.received(), "both runs' instances are in the backend")
 			} else {
 				require.Empty(t, h.rw.Violations())

@@ -64,6 +64,9 @@ const (
 	DropSendQueueFull   = "send_queue_full"
 	DropRetriesExceeded = "retries_exhausted"
 	DropBackendRejected = "backend_rejected"
+	// DropPartialRejected: an OTLP receiver took a request but rejected
+	// some of its data points (partial success).
+	DropPartialRejected = "partial_rejected"
 	DropShutdown        = "shutdown_timeout"
 	// With --spool-dir (adapter/internal/export's spool).
 	DropSpoolFull      = "spool_full"
@@ -91,6 +94,7 @@ func DropReasons() []DropReason {
 		{DropSendQueueFull, "export: queue", "the send queue overflowed; oldest dropped"},
 		{DropRetriesExceeded, "export: retry", "retried for `max_retry_elapsed` without success"},
 		{DropBackendRejected, "export: retry", "a final refusal (4xx but 429; Librato's rate-limit 403 is retried)"},
+		{DropPartialRejected, "OTLP sink", "an OTLP receiver took a request but reported `rejected_data_points` (partial success); instances in proportion to the points rejected"},
 		{DropShutdown, "export: queue, sinks", "not sent within `--shutdown-timeout`, or arrived at a closed sink"},
 		{DropSpoolFull, "export: spool", "evicted, oldest first, to stay within `--spool-max-bytes`"},
 		{DropSpoolCorrupt, "export: spool", "a spool file failed its length or checksum test (instances as far as its header tells)"},

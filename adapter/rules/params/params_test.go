@@ -196,7 +196,7 @@ func TestEncodeErrors(t *testing.T) {
 		doc  string
 		want string
 	}{
-		{"unknown field", `{nosuch: 1}`, "nosuch: field 'nosuch' not found in message 'Params' (known fields: librato, librato_email, librato_token, limits, metrics, metrics_expiration_policy, prometheus)"},
+		{"unknown field", `{nosuch: 1}`, "nosuch: field 'nosuch' not found in message 'Params' (known fields: librato, librato_email, librato_token, limits, metrics, metrics_expiration_policy, otlp, prometheus)"},
 		{"unknown nested field", `{metrics: [{kind: COUNTER, label: x}]}`, "metrics[0].label: field 'label' not found in message 'MetricInfo' (known fields: buckets, description, duration_unit, instance_name, kind, label_names, name, namespace)"},
 		{"enum by unknown name", `{metrics: [{kind: COUNTR}]}`, "metrics[0].kind: unrecognized enum value 'COUNTR' for enum 'Kind' (want one of UNSPECIFIED, GAUGE, COUNTER, DISTRIBUTION)"},
 		{"enum by number", `{metrics: [{kind: 2}]}`, "metrics[0].kind: is of type 'float64' instead of expected type 'enum(adapter.meshmetrics.config.Params.MetricInfo.Kind)'"},

@@ -7,6 +7,7 @@
 package fakeserver
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -213,7 +214,7 @@ func (in *Injector) Intercept(w http.ResponseWriter, r *http.Request) (*Fault, O
 	latency, wake := in.latency, in.wake
 	in.mu.Unlock()
 	if down {
-		in.reset(w)
+		in.reset(w, r)
 		return nil, Reset
 	}
 	if latency > 0 {
@@ -225,7 +226,7 @@ func (in *Injector) Intercept(w http.ResponseWriter, r *http.Request) (*Fault, O
 	case f == nil:
 		return nil, Proceed
 	case f.Reset:
-		in.reset(w)
+		in.reset(w, r)
 		return nil, Reset
 	}
 	return f, Faulted
@@ -241,7 +242,7 @@ func (in *Injector) wait(w http.ResponseWriter, r *http.Request, latency time.Du
 		select {
 		case <-t.C:
 			if in.IsDown() {
-				in.reset(w)
+				in.reset(w, r)
 				return Reset
 			}
 			return Proceed
@@ -256,23 +257,36 @@ func (in *Injector) wait(w http.ResponseWriter, r *http.Request, latency time.Du
 			wake = in.wake
 			in.mu.Unlock()
 			if down {
-				in.reset(w)
+				in.reset(w, r)
 				return Reset
 			}
 		case <-in.done:
-			in.reset(w)
+			in.reset(w, r)
 			return Reset
 		}
 	}
 }
 
+type connKey struct{}
+
+// ConnContext is an http.Server's ConnContext for fakes that serve HTTP/2
+// (gRPC): a request on an HTTP/2 connection cannot be hijacked, so a reset
+// closes the connection found in its context, as a crashed server would,
+// instead of resetting one stream.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
 // reset closes the connection without a response.
-func (in *Injector) reset(w http.ResponseWriter) {
+func (in *Injector) reset(w http.ResponseWriter, r *http.Request) {
 	in.mu.Lock()
 	in.stats.Resets++
 	in.mu.Unlock()
 	hj, ok := w.(http.Hijacker)
 	if !ok {
+		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+			abort(c)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	conn, _, err := hj.Hijack()
