@@ -150,11 +150,11 @@ type Server struct {
 	ln       net.Listener
 	gs       *grpc.Server
 
-	mu         sync.Mutex
-	series     map[string][]Point // by SeriesKey
+	mu     sync.Mutex
+	series map[string][]Point // by SeriesKey
 	// last is each stream's latest point, by its whole identity (the
 	// resource too): what the sequence rules are checked against.
-	last map[string]Point
+	last       map[string]Point
 	violations []string
 	stats      Stats
 	headers    []map[string]string
