@@ -1,7 +1,8 @@
-// Package adapter wires meshmetrics together: the gRPC server Mixer calls,
-// the handler cache, the sinks (Prometheus exposition and remote write,
-// Librato), the HTTP endpoints (/metrics, /healthz, /readyz, /debug/config),
-// and the order of a graceful shutdown.
+// Package adapter wires meshmetrics together: the gRPC server Mixer and
+// Envoy call (HandleMetric, and with a config directory the Access Log
+// Service), the handler cache, the sinks (Prometheus exposition and remote
+// write, Librato, OTLP), the HTTP endpoints (/metrics, /healthz, /readyz,
+// /debug/config), reloading on demand and the order of a graceful shutdown.
 package adapter
 
 import (
