@@ -1,7 +1,8 @@
-// Package adapter wires meshmetrics together: the gRPC server Mixer calls,
-// the handler cache, the sinks (Prometheus exposition and remote write,
-// Librato), the HTTP endpoints (/metrics, /healthz, /readyz, /debug/config),
-// and the order of a graceful shutdown.
+// Package adapter wires meshmetrics together: the gRPC server Mixer and
+// Envoy call (HandleMetric, and with a config directory the Access Log
+// Service), the handler cache, the sinks (Prometheus exposition and remote
+// write, Librato, OTLP), the HTTP endpoints (/metrics, /healthz, /readyz,
+// /debug/config), reloading on demand and the order of a graceful shutdown.
 package adapter
 
 import (
@@ -58,17 +59,27 @@ type Options struct {
 	WebConfigFile            string
 	DebugConfig              bool
 
-	MaxRecvMsgSize         int
+	MaxRecvMsgSize int
+	// gRPC admission, checked before a caller is trusted or its messages
+	// read: connections, unary calls and access-log streams open at once,
+	// and the bytes of messages being received or handled.
+	GRPCMaxConnections     int
+	GRPCMaxConcurrentCalls int
+	GRPCMaxBytesInFlight   int64
 	MaxInstancesPerRequest int
 	MaxConnectionAge       time.Duration
 	MaxConnectionAgeGrace  time.Duration
 	KeepaliveTime          time.Duration
 	KeepaliveTimeout       time.Duration
 
-	QueueCapacity      int
-	MaxSeries          int
-	HandlerCacheSize   int
-	HandlerIdleTimeout time.Duration
+	QueueCapacity    int
+	MaxSeries        int
+	HandlerCacheSize int
+	// HandlerCacheMaxBytes bounds the estimated memory of the cached
+	// handlers (handler.EstimateBytes); a config estimated above it alone
+	// is refused.
+	HandlerCacheMaxBytes int64
+	HandlerIdleTimeout   time.Duration
 	// DedupTTL, when positive, drops a call whose dedup_id and content were
 	// both seen within this window (for clients that retry with a stable
 	// id). Zero, the default, counts every call: a real Mixer reuses ids
@@ -128,6 +139,8 @@ type ALSOptions struct {
 	ForwardQueue int
 	// MaxEntriesPerMessage caps the entries of one message.
 	MaxEntriesPerMessage int
+	// MaxStreams caps the access-log streams open at once (one per Envoy).
+	MaxStreams int
 }
 
 func (o *Options) setDefaults() error {
@@ -148,6 +161,12 @@ func (o *Options) setDefaults() error {
 		o.HTTPAddress = config.DefaultHTTPAddress
 	}
 	def(&o.MaxRecvMsgSize, config.DefaultMaxRecvMsgSize)
+	def(&o.GRPCMaxConnections, config.DefaultGRPCMaxConnections)
+	def(&o.GRPCMaxConcurrentCalls, config.DefaultGRPCMaxConcurrentCalls)
+	def(&o.ALS.MaxStreams, config.DefaultALSMaxStreams)
+	if o.GRPCMaxBytesInFlight == 0 {
+		o.GRPCMaxBytesInFlight = max(config.DefaultGRPCMaxBytesInFlight, 4*int64(o.MaxRecvMsgSize))
+	}
 	def(&o.HTTPMaxConnections, config.DefaultHTTPMaxConnections)
 	defD(&o.HTTPWriteTimeout, config.DefaultHTTPWriteTimeout)
 	defD(&o.HTTPIdleTimeout, config.DefaultHTTPIdleTimeout)
@@ -160,6 +179,9 @@ func (o *Options) setDefaults() error {
 	def(&o.QueueCapacity, config.DefaultQueueCapacity)
 	def(&o.MaxSeries, config.DefaultMaxSeries)
 	def(&o.HandlerCacheSize, config.DefaultHandlerCacheSize)
+	if o.HandlerCacheMaxBytes == 0 {
+		o.HandlerCacheMaxBytes = config.DefaultHandlerCacheMaxBytes
+	}
 	defD(&o.HandlerIdleTimeout, config.DefaultHandlerIdleTimeout)
 	if o.DedupTTL < 0 {
 		return fmt.Errorf("--dedup-ttl must not be negative (0 turns deduplication off), got %s", o.DedupTTL)
@@ -202,8 +224,10 @@ type Adapter struct {
 	cache    *handler.Cache
 	server   *grpcserver.Server
 	http     *http.Server
-	// httpMetrics count the HTTP server's refusals.
+	// httpMetrics count the HTTP server's refusals, grpcMetrics the gRPC
+	// server's.
 	httpMetrics *httpMetrics
+	grpcMetrics *grpcMetrics
 	spool       *export.Spool
 	rules       *mixerless.Runtime
 	// tls and token are the server's files re-read by Reload (nil when
@@ -266,23 +290,33 @@ func New(o Options) (_ *Adapter, err error) {
 			a.exposed = append(a.exposed, tw)
 		}
 	}
+	// Handler configs come with callers' calls: what is logged of them is
+	// cut, and rate-limited by what happened, not by config (a caller can
+	// send a new config with every call).
 	a.cache = handler.NewCache(handler.Deps{Sinks: a.sinks, Factories: factories, Dedup: newDedupWindow(o.DedupTTL),
 		OnClose: func(d handler.Digest) {
 			a.metrics.HandlersClosed.Inc()
-			o.Log.WithFields(a.handlerFields(d)).Info("handler config closed (evicted or idle)")
+			limiter.Log(logrus.InfoLevel, "handler-closed", a.handlerFields(d), "handler config closed (evicted or idle)")
 		}},
-		handler.CacheOptions{Size: o.HandlerCacheSize, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
+		handler.CacheOptions{Size: o.HandlerCacheSize, MaxBytes: o.HandlerCacheMaxBytes, IdleTimeout: o.HandlerIdleTimeout, Now: o.Now,
 			OnBuild: func(d handler.Digest, p *config.Params, sinkNames []string, err error) {
 				fields := a.handlerFields(d)
 				if err != nil {
-					a.metrics.ConfigErrors.WithLabelValues(configErrorReason(err)).Inc()
-					o.Log.WithFields(fields).Warn("handler config refused: " + o.Secrets.RedactString(err.Error()))
+					reason := configErrorReason(err)
+					a.metrics.ConfigErrors.WithLabelValues(reason).Inc()
+					fields["reason"] = reason
+					limiter.Log(logrus.WarnLevel, "handler-refused|"+reason, fields,
+						"handler config refused: "+logging.Truncate(o.Secrets.RedactString(err.Error()), logging.MaxMessage))
 					return
 				}
 				a.metrics.HandlersBuilt.Inc()
 				a.metrics.LastConfigSuccess.SetToCurrentTime()
-				fields["metrics"], fields["sinks"] = len(p.Metrics), sinkNames
-				o.Log.WithFields(fields).Info("handler config built")
+				names := make([]string, len(sinkNames))
+				for i, n := range sinkNames {
+					names[i] = logging.Truncate(n, logging.MaxCallerValue)
+				}
+				fields["metrics"], fields["sinks"] = len(p.Metrics), names
+				limiter.Log(logrus.InfoLevel, "handler-built", fields, "handler config built")
 			}})
 	var tlsCfg *grpcserver.TLSConfig
 	if o.TLS.Enabled() {
@@ -322,8 +356,20 @@ func New(o Options) (_ *Adapter, err error) {
 		}
 		services = append(services, als)
 	}
+	a.grpcMetrics = newGRPCMetrics(a.registry, func() grpcserver.Admission { return a.server.Admission() })
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshmetrics_handler_cache_bytes",
+		Help: "Estimated memory of the cached handlers (see docs/RELIABILITY.md); at most --handler-cache-max-bytes.",
+	}, func() float64 { return float64(a.cache.Bytes()) }))
 	a.server, err = grpcserver.New(grpcserver.Options{Log: o.Log, Services: services,
 		TLS: tlsCfg, AllowedSPIFFE: allow, Token: token, MaxRecvMsgSize: o.MaxRecvMsgSize,
+		Limits: grpcserver.Limits{MaxCalls: o.GRPCMaxConcurrentCalls, MaxStreams: o.ALS.MaxStreams,
+			MaxBytesInFlight: o.GRPCMaxBytesInFlight},
+		OnRefused: func(reason string) {
+			a.grpcMetrics.refused.WithLabelValues(reason).Inc()
+			limiter.Log(logrus.WarnLevel, "grpc-refused|"+reason, logrus.Fields{"reason": reason},
+				"gRPC call refused before it was read: "+reason)
+		},
 		MaxConnectionAge: o.MaxConnectionAge, MaxConnectionAgeGrace: o.MaxConnectionAgeGrace,
 		KeepaliveTime: o.KeepaliveTime, KeepaliveTimeout: o.KeepaliveTimeout,
 		OnHandshakeError: func(reason string, peer net.Addr, err error) {
@@ -376,6 +422,8 @@ func (a *Adapter) handlerFields(d handler.Digest) logrus.Fields {
 func configErrorReason(err error) string {
 	var fe config.FieldErrors
 	switch {
+	case errors.Is(err, handler.ErrTooLarge):
+		return telemetry.ConfigErrorTooLarge
 	case errors.As(err, &fe):
 		return telemetry.ConfigErrorValidation
 	case errors.Is(err, config.ErrInvalid):
@@ -403,14 +451,16 @@ func (a *Adapter) Start() error {
 			return fmt.Errorf("--web.config.file: %w", err)
 		}
 	}
-	httpLis := newLimitListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused)
+	httpLis := newIdleEvictingListener(a.httpLis, a.opts.HTTPMaxConnections, a.httpMetrics.connectionsRefused, a.httpMetrics.connectionsEvicted)
+	a.http.ConnState = httpLis.connState
+	grpcLis := newRefusingListener(a.grpcLis, a.opts.GRPCMaxConnections, a.grpcMetrics.connectionsRefused)
 	var ctx context.Context
 	ctx, a.stopCache = context.WithCancel(context.Background())
 	go a.cache.Run(ctx)
 	if a.rules != nil {
 		go a.rules.Watch(ctx, a.opts.ConfigReloadInterval)
 	}
-	go func() { a.serveErr <- a.server.Serve(a.grpcLis) }()
+	go func() { a.serveErr <- a.server.Serve(grpcLis) }()
 	go func() {
 		if err := serveHTTP(a.http, httpLis, a.opts.WebConfigFile, a.opts.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.serveErr <- err

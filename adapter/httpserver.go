@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +17,7 @@ import (
 // 0 from the start.
 type httpMetrics struct {
 	connectionsRefused prometheus.Counter
+	connectionsEvicted prometheus.Counter
 	scrapesRefused     prometheus.Counter
 	scrapesAbandoned   prometheus.Counter
 }
@@ -26,7 +26,11 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{
 		connectionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshmetrics_http_connections_refused_total",
-			Help: "HTTP connections closed at once because --http-max-connections were open.",
+			Help: "HTTP connections closed at once because --http-max-connections were open, every one serving a request.",
+		}),
+		connectionsEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshmetrics_http_connections_evicted_total",
+			Help: "Idle HTTP connections (keep-alive, or not yet sending a request) closed to make room for a new one at --http-max-connections.",
 		}),
 		scrapesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshmetrics_scrapes_refused_total",
@@ -37,14 +41,15 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help: "Scrapes of /metrics abandoned because the client did not read them within --http-write-timeout (or went away).",
 		}),
 	}
-	reg.MustRegister(m.connectionsRefused, m.scrapesRefused, m.scrapesAbandoned)
+	reg.MustRegister(m.connectionsRefused, m.connectionsEvicted, m.scrapesRefused, m.scrapesAbandoned)
 	return m
 }
 
 // newHTTPServer is the server of /metrics, /healthz, /readyz and, when
 // enabled, /debug/config. Every phase of a connection has a deadline, so an
 // idle or slow client cannot hold a connection or a scrape's memory for
-// long; the connection cap is enforced by the listener (limitListener).
+// long; the connection cap is enforced by the listener
+// (idleEvictingListener, whose ConnState hook Start sets).
 func newHTTPServer(h http.Handler, o *Options) *http.Server {
 	return &http.Server{
 		Handler:           h,
@@ -69,48 +74,6 @@ func serveHTTP(srv *http.Server, lis net.Listener, webConfigFile string, log *lo
 	// worth a line in the adapter's log.
 	logger := slog.New(slog.NewTextHandler(log.WriterLevel(logrus.WarnLevel), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return web.Serve(lis, srv, &web.FlagConfig{WebConfigFile: &webConfigFile}, logger)
-}
-
-// limitListener caps the open connections of the HTTP server: past the cap a
-// new connection is closed at once and counted, so that thousands of idle
-// keep-alive connections cannot exhaust the process's file descriptors (and
-// starve gRPC, where Mixer's calls arrive).
-type limitListener struct {
-	net.Listener
-	slots   chan struct{}
-	refused prometheus.Counter
-}
-
-func newLimitListener(l net.Listener, maxConns int, refused prometheus.Counter) net.Listener {
-	return &limitListener{Listener: l, slots: make(chan struct{}, maxConns), refused: refused}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.slots <- struct{}{}:
-			return &limitedConn{Conn: c, release: func() { <-l.slots }}, nil
-		default:
-			_ = c.Close()
-			l.refused.Inc()
-		}
-	}
-}
-
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // scrapeGate bounds the scrapes of /metrics written at once: each holds a

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,8 +46,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 // TestHTTPConnectionsAreCapped holds every connection slot with idle
-// keep-alive connections: the next connection is closed at once and counted,
-// and a slot freed serves /healthz again.
+// keep-alive connections: the next connection makes room by closing the one
+// idle longest (counted as evicted) and is served. (When every slot is
+// serving a request, a new connection is refused.)
 func TestHTTPConnectionsAreCapped(t *testing.T) {
 	h := start(t, func(o *adapter.Options) { o.HTTPMaxConnections = 5 })
 	var held []net.Conn
@@ -54,31 +56,110 @@ func TestHTTPConnectionsAreCapped(t *testing.T) {
 		c, err := net.Dial("tcp", h.a.HTTPAddr())
 		require.NoError(t, err)
 		held = append(held, c)
+		require.True(t, healthzOn(c), "served, then idle: a keep-alive connection")
 	}
-	extra, err := net.Dial("tcp", h.a.HTTPAddr())
-	require.NoError(t, err, "the kernel accepts; the server closes")
-	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err = extra.Read(make([]byte, 1))
-	require.ErrorIs(t, err, io.EOF, "a connection past the cap is closed at once")
-	require.Eventually(t, func() bool {
-		return counter(t, h.a.Registry(), "meshmetrics_http_connections_refused_total") == 1
-	}, 5*time.Second, 10*time.Millisecond)
-
-	held[0].Close()
-	require.Eventually(t, func() bool {
+	healthz := func() bool {
 		c, err := net.Dial("tcp", h.a.HTTPAddr())
 		if err != nil {
 			return false
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		line, err := bufio.NewReader(c).ReadString('\n')
-		return err == nil && strings.HasPrefix(line, "HTTP/1.1 200")
-	}, 5*time.Second, 20*time.Millisecond, "a freed slot serves again")
-	for _, c := range held[1:] {
+		return healthzOn(c)
+	}
+	require.True(t, healthz(), "a new connection is served: an idle one made room")
+	require.Eventually(t, func() bool {
+		return counter(t, h.a.Registry(), "meshmetrics_http_connections_evicted_total") == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	// The one idle longest: normally the first, but the server marks a
+	// connection idle on its own goroutine, which a loaded machine can
+	// delay past the next connection's request.
+	closed := 0
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+			closed++
+		}
+	}
+	require.Equal(t, 1, closed, "one idle connection was closed to make room")
+	require.Zero(t, counter(t, h.a.Registry(), "meshmetrics_http_connections_refused_total"))
+	for _, c := range held {
 		c.Close()
 	}
+
+	// Every slot serving a request (two scrapes being written to clients
+	// that do not read): nothing to evict, a new connection is closed at
+	// once and counted; once the scrapes are cut off, /healthz works.
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	a, err := adapter.New(adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "r", Log: log,
+		HTTPMaxConnections: 2, HTTPMaxConcurrentScrapes: 2, HTTPWriteTimeout: 3 * time.Second})
+	require.NoError(t, err)
+	require.NoError(t, a.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = a.Shutdown(ctx)
+	})
+	bigSeries(t, a)
+	stallScrape(t, a)
+	stallScrape(t, a)
+	extra, err := net.Dial("tcp", a.HTTPAddr())
+	require.NoError(t, err)
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = extra.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "closed at once")
+	require.Eventually(t, func() bool {
+		return counter(t, a.Registry(), "meshmetrics_http_connections_refused_total") == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", a.HTTPAddr())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return healthzOn(c)
+	}, 10*time.Second, 50*time.Millisecond, "served again once the scrapes are cut off")
+}
+
+// bigSeries gives a's exposition 20,000 series with long label values:
+// about 8 MB of text, more than loopback socket buffers hold.
+func bigSeries(t *testing.T, a *adapter.Adapter) {
+	t.Helper()
+	h := &harness{a: a}
+	h.conn = dialGRPC(t, a.GRPCAddr())
+	p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "big", Kind: config.Params_MetricInfo_COUNTER, Name: "big",
+		LabelNames: []string{"id"}}}}
+	req := &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, p)}
+	for i := 0; i < 20000; i++ {
+		req.Instances = append(req.Instances, mt.Instance("big", mt.Int(1), "id", mt.Str(fmt.Sprintf("series-%07d-%s", i, strings.Repeat("x", 400)))))
+	}
+	require.NoError(t, h.send(t, req))
+	require.NoError(t, a.Flush(context.Background()))
+}
+
+// stallScrape asks for /metrics and does not read it: once its status line
+// arrives, the scrape is being written and holds its connection and a
+// scrape slot until the write timeout.
+func stallScrape(t *testing.T, a *adapter.Adapter) {
+	t.Helper()
+	stalled, err := net.Dial("tcp", a.HTTPAddr())
+	require.NoError(t, err)
+	t.Cleanup(func() { stalled.Close() })
+	require.NoError(t, stalled.(*net.TCPConn).SetReadBuffer(4096))
+	fmt.Fprintf(stalled, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	line, err := bufio.NewReader(io.LimitReader(stalled, 64)).ReadString('\n')
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(line, "HTTP/1.1 200"), line)
+}
+
+// healthzOn asks for /healthz on c and reports whether it got a 200.
+func healthzOn(c net.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "HTTP/1.1 200")
 }
 
 // TestScrapesThatAreNotReadAreAbandonedAndCapped: a client asks for a large
@@ -97,29 +178,10 @@ func TestScrapesThatAreNotReadAreAbandonedAndCapped(t *testing.T) {
 		defer cancel()
 		_ = a.Shutdown(ctx)
 	})
-	h := &harness{a: a}
-	h.conn = dialGRPC(t, a.GRPCAddr())
-	// 20,000 series with long label values: about 8 MB of text, more than
-	// loopback socket buffers hold.
-	p := &config.Params{Metrics: []*config.Params_MetricInfo{{InstanceName: "big", Kind: config.Params_MetricInfo_COUNTER, Name: "big",
-		LabelNames: []string{"id"}}}}
-	req := &metricpb.HandleMetricRequest{AdapterConfig: cfg(t, p)}
-	for i := 0; i < 20000; i++ {
-		req.Instances = append(req.Instances, mt.Instance("big", mt.Int(1), "id", mt.Str(fmt.Sprintf("series-%07d-%s", i, strings.Repeat("x", 400)))))
-	}
-	require.NoError(t, h.send(t, req))
-	require.NoError(t, a.Flush(context.Background()))
-
-	stalled, err := net.Dial("tcp", a.HTTPAddr())
-	require.NoError(t, err)
-	defer stalled.Close()
-	require.NoError(t, stalled.(*net.TCPConn).SetReadBuffer(4096))
-	fmt.Fprintf(stalled, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-	// The status line arrives once the scrape is being written: from then on
-	// it holds the only slot, until the write timeout cuts it off.
-	line, err := bufio.NewReader(io.LimitReader(stalled, 64)).ReadString('\n')
-	require.NoError(t, err)
-	require.True(t, strings.HasPrefix(line, "HTTP/1.1 200"), line)
+	bigSeries(t, a)
+	// From then on it holds the only slot, until the write timeout cuts it
+	// off.
+	stallScrape(t, a)
 
 	require.Equal(t, http.StatusServiceUnavailable, tryStatus("http://"+a.HTTPAddr()+"/metrics"), "the only scrape slot is taken")
 	require.Equal(t, 1.0, counter(t, a.Registry(), "meshmetrics_scrapes_refused_total"))

@@ -318,6 +318,9 @@ func (m *Params_MetricInfo) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_Params_MetricInfo proto.InternalMessageInfo
 
+// Every bound, as computed, must be finite and above the one before
+// (an offset and width of 1e308 overflow, a width below the offset's
+// precision repeats a bound): such a definition is refused.
 type Params_MetricInfo_BucketsDefinition struct {
 	// Types that are valid to be assigned to Definition:
 	//	*Params_MetricInfo_BucketsDefinition_LinearBuckets
@@ -420,7 +423,8 @@ func (*Params_MetricInfo_BucketsDefinition) XXX_OneofWrappers() []interface{} {
 	}
 }
 
-// n+1 buckets: offset, offset+width, ..., offset+n*width (plus +Inf).
+// n+1 bounds: offset, offset+width, ..., offset+n*width (plus +Inf).
+// num_finite_buckets: 1 to 1,000; width > 0.
 type Params_MetricInfo_BucketsDefinition_Linear struct {
 	NumFiniteBuckets int32   `protobuf:"varint,1,opt,name=num_finite_buckets,json=numFiniteBuckets,proto3" json:"num_finite_buckets,omitempty"`
 	Width            float64 `protobuf:"fixed64,2,opt,name=width,proto3" json:"width,omitempty"`
@@ -464,7 +468,8 @@ func (m *Params_MetricInfo_BucketsDefinition_Linear) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_Params_MetricInfo_BucketsDefinition_Linear proto.InternalMessageInfo
 
-// n+1 buckets: scale, scale*growth_factor, ..., scale*growth_factor^n.
+// n+1 bounds: scale, scale*growth_factor, ..., scale*growth_factor^n.
+// num_finite_buckets: 1 to 1,000; growth_factor > 1; scale > 0.
 type Params_MetricInfo_BucketsDefinition_Exponential struct {
 	NumFiniteBuckets int32   `protobuf:"varint,1,opt,name=num_finite_buckets,json=numFiniteBuckets,proto3" json:"num_finite_buckets,omitempty"`
 	GrowthFactor     float64 `protobuf:"fixed64,2,opt,name=growth_factor,json=growthFactor,proto3" json:"growth_factor,omitempty"`
@@ -508,7 +513,7 @@ func (m *Params_MetricInfo_BucketsDefinition_Exponential) XXX_DiscardUnknown() {
 
 var xxx_messageInfo_Params_MetricInfo_BucketsDefinition_Exponential proto.InternalMessageInfo
 
-// Upper bounds, strictly increasing.
+// Upper bounds, strictly increasing: 1 to 1,000 of them.
 type Params_MetricInfo_BucketsDefinition_Explicit struct {
 	Bounds []float64 `protobuf:"fixed64,1,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`
 }

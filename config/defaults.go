@@ -68,6 +68,16 @@ const (
 	// DefaultMaxRecvMsgSize is far above grpc-go's 4 MiB default: Mixer sends a
 	// whole Report batch in one call and puts no cap on its size.
 	DefaultMaxRecvMsgSize = 64 << 20
+	// gRPC admission, before a caller is trusted or its messages read
+	// (docs/RELIABILITY.md §3): connections open at once (past the cap a
+	// new one is closed at once); unary calls (HandleMetric, Validate,
+	// health) and long-lived streams (access logs, one per Envoy) open at
+	// once; bytes of messages being received or handled (a call reserves
+	// the largest message, --max-recv-msg-size, while it receives).
+	DefaultGRPCMaxConnections     = 2048
+	DefaultGRPCMaxConcurrentCalls = 1024
+	DefaultGRPCMaxBytesInFlight   = 256 << 20
+	DefaultALSMaxStreams          = 1024
 	// DefaultMaxInstancesPerRequest refuses requests that would hold the
 	// ingest path for too long.
 	DefaultMaxInstancesPerRequest = 200000
@@ -83,6 +93,11 @@ const (
 	// labels, the chart's 1 GiB limit; config.proto's Limits says more).
 	DefaultMaxSeries        = 250000
 	DefaultHandlerCacheSize = 64
+	// DefaultHandlerCacheMaxBytes bounds the handlers' estimated memory
+	// (handler.EstimateBytes): a config of the largest size the caps allow
+	// (10,000 metrics of 256 labels) is estimated at about 0.5 GiB with
+	// one backend, so one such config fits.
+	DefaultHandlerCacheMaxBytes int64 = 1 << 30
 	// DefaultHandlerIdleTimeout: a handler config unused for this long is
 	// flushed and closed.
 	DefaultHandlerIdleTimeout = 10 * time.Minute

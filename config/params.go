@@ -217,8 +217,8 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 	switch d := b.Definition.(type) {
 	case *Params_MetricInfo_BucketsDefinition_LinearBuckets:
 		l := d.LinearBuckets
-		if l == nil || l.NumFiniteBuckets <= 0 || l.NumFiniteBuckets >= MaxBuckets {
-			return nil, fmt.Errorf("linear_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets-1)
+		if l == nil || l.NumFiniteBuckets <= 0 || l.NumFiniteBuckets > MaxBuckets {
+			return nil, fmt.Errorf("linear_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets)
 		}
 		if !(l.Width > 0) || math.IsInf(l.Width, 0) || math.IsNaN(l.Offset) || math.IsInf(l.Offset, 0) {
 			return nil, errors.New("linear_buckets.width must be > 0 and offset finite")
@@ -227,39 +227,45 @@ func BucketBounds(b *Params_MetricInfo_BucketsDefinition) ([]float64, error) {
 		for i := range out {
 			out[i] = l.Offset + float64(i)*l.Width
 		}
-		return out, nil
+		return out, checkBounds("linear_buckets", out)
 	case *Params_MetricInfo_BucketsDefinition_ExponentialBuckets:
 		e := d.ExponentialBuckets
-		if e == nil || e.NumFiniteBuckets <= 0 || e.NumFiniteBuckets >= MaxBuckets {
-			return nil, fmt.Errorf("exponential_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets-1)
+		if e == nil || e.NumFiniteBuckets <= 0 || e.NumFiniteBuckets > MaxBuckets {
+			return nil, fmt.Errorf("exponential_buckets.num_finite_buckets must be between 1 and %d", MaxBuckets)
 		}
 		if !(e.GrowthFactor > 1) || !(e.Scale > 0) || math.IsInf(e.GrowthFactor, 0) || math.IsInf(e.Scale, 0) {
 			return nil, errors.New("exponential_buckets needs growth_factor > 1 and scale > 0")
 		}
 		out := make([]float64, e.NumFiniteBuckets+1)
 		for i, x := 0, e.Scale; i < len(out); i, x = i+1, x*e.GrowthFactor {
-			if math.IsInf(x, 0) {
-				return nil, errors.New("exponential_buckets overflow float64")
-			}
 			out[i] = x
 		}
-		return out, nil
+		return out, checkBounds("exponential_buckets", out)
 	case *Params_MetricInfo_BucketsDefinition_ExplicitBuckets:
 		if d.ExplicitBuckets == nil || len(d.ExplicitBuckets.Bounds) == 0 || len(d.ExplicitBuckets.Bounds) > MaxBuckets {
 			return nil, fmt.Errorf("explicit_buckets.bounds must hold 1 to %d bounds", MaxBuckets)
 		}
 		out := append([]float64(nil), d.ExplicitBuckets.Bounds...)
-		for i, x := range out {
-			if math.IsNaN(x) || math.IsInf(x, 0) {
-				return nil, fmt.Errorf("explicit_buckets.bounds[%d] must be finite", i)
-			}
-			if i > 0 && !(x > out[i-1]) {
-				return nil, fmt.Errorf("explicit_buckets.bounds must increase strictly (bounds[%d] = %g)", i, x)
-			}
-		}
-		return out, nil
+		return out, checkBounds("explicit_buckets", out)
 	}
 	return nil, errors.New("unknown bucket definition")
+}
+
+// checkBounds holds computed bounds to what a histogram needs: every bound
+// finite, each above the one before. Linear and exponential definitions
+// are checked after computing them: offset and width of 1e308 overflow to
+// +Inf (whose bucket the histogram already has), and a width too small for
+// the offset's precision repeats a bound.
+func checkBounds(what string, out []float64) error {
+	for i, x := range out {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("%s: bound %d is %g: every bound must be finite", what, i, x)
+		}
+		if i > 0 && !(x > out[i-1]) {
+			return fmt.Errorf("%s: bound %d (%g) is not above bound %d (%g): bounds must increase strictly", what, i, x, i-1, out[i-1])
+		}
+	}
+	return nil
 }
 
 // ShortInstanceName is an instance's own name without kind and namespace:
@@ -323,6 +329,13 @@ func redact(v reflect.Value) {
 			if t.Field(i).Tag.Get("secret") == "true" && f.Kind() == reflect.String {
 				if f.String() != "" {
 					f.SetString(RedactedValue)
+				}
+				continue
+			}
+			// URLs may carry credentials in their user info or query.
+			if name := t.Field(i).Name; (name == "Url" || name == "Endpoint") && f.Kind() == reflect.String && f.CanSet() {
+				if f.String() != "" {
+					f.SetString(RedactURL(f.String()))
 				}
 				continue
 			}

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -203,7 +204,7 @@ func TestHugeConfigsAreRefusedBeforeTheyAllocate(t *testing.T) {
 		Buckets: &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{
 			LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: 2000000000, Width: 1}}}}}}
 	_, err := config.Normalize(huge)
-	require.ErrorContains(t, err, "metrics[0].buckets: linear_buckets.num_finite_buckets must be between 1 and 999")
+	require.ErrorContains(t, err, "metrics[0].buckets: linear_buckets.num_finite_buckets must be between 1 and 1000")
 
 	many := &config.Params{}
 	for i := 0; i <= config.MaxMetricsPerConfig; i++ {
@@ -220,4 +221,49 @@ func TestHugeConfigsAreRefusedBeforeTheyAllocate(t *testing.T) {
 	p, err := config.Normalize(thousand)
 	require.NoError(t, err, "a thousand metrics is a legitimate config")
 	require.Len(t, p.Metrics, 1000)
+}
+
+// TestBucketBoundsAreCheckedOnceComputed: the limits are those the docs
+// give (1,000 finite buckets), and computed bounds must be finite and
+// increase strictly.
+func TestBucketBoundsAreCheckedOnceComputed(t *testing.T) {
+	linear := func(n int32, width, offset float64) *config.Params_MetricInfo_BucketsDefinition {
+		return &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_LinearBuckets{
+			LinearBuckets: &config.Params_MetricInfo_BucketsDefinition_Linear{NumFiniteBuckets: n, Width: width, Offset: offset}}}
+	}
+	exponential := func(n int32, growth, scale float64) *config.Params_MetricInfo_BucketsDefinition {
+		return &config.Params_MetricInfo_BucketsDefinition{Definition: &config.Params_MetricInfo_BucketsDefinition_ExponentialBuckets{
+			ExponentialBuckets: &config.Params_MetricInfo_BucketsDefinition_Exponential{NumFiniteBuckets: n, GrowthFactor: growth, Scale: scale}}}
+	}
+	thousand := make([]float64, config.MaxBuckets)
+	for i := range thousand {
+		thousand[i] = float64(i)
+	}
+	tests := []struct {
+		name   string
+		def    *config.Params_MetricInfo_BucketsDefinition
+		bounds int
+		err    string
+	}{
+		{"linear, 1,000 finite buckets (the documented limit)", linear(1000, 1, 0), 1001, ""},
+		{"linear, 1,001", linear(1001, 1, 0), 0, "between 1 and 1000"},
+		{"exponential, 1,000", exponential(1000, 1.5, 1e-300), 1001, ""},
+		{"explicit, 1,000 bounds", explicit(thousand...), 1000, ""},
+		{"explicit, 1,001 bounds", explicit(append(thousand, 1e6)...), 0, "1 to 1000 bounds"},
+		{"linear overflowing to +Inf", linear(10, 1e308, 1e308), 0, "linear_buckets: bound 1 is +Inf: every bound must be finite"},
+		{"linear below the offset's precision", linear(3, 1, 1e17), 0, "linear_buckets: bound 1 (1e+17) is not above bound 0 (1e+17)"},
+		{"exponential overflowing", exponential(1000, 10, 1), 0, "exponential_buckets: bound 309 is +Inf"},
+		{"exponential, a growth too small to tell", exponential(2, 1.0000000000000002, 5e-324), 0, "not above"},
+		{"explicit, not increasing", explicit(1, 1), 0, "explicit_buckets: bound 1 (1) is not above bound 0 (1)"},
+		{"explicit, infinite", explicit(1, math.Inf(1)), 0, "every bound must be finite"},
+	}
+	for _, tc := range tests {
+		got, err := config.BucketBounds(tc.def)
+		if tc.err != "" {
+			require.ErrorContains(t, err, tc.err, tc.name)
+			continue
+		}
+		require.NoError(t, err, tc.name)
+		require.Len(t, got, tc.bounds, tc.name)
+	}
 }

@@ -32,6 +32,9 @@ autoscaling: {enabled: true}
 librato: {secret: {create: true}}
 `
 
+// allOptionsMixerless adds the Mixer-less mode to every other option.
+const allOptionsMixerless = allOptions + "mixerless: {enabled: true, analyticSample: true, headerAttributes: {x-user: request.auth.principal}}\n"
+
 func TestChartSchemaRefusesBadValues(t *testing.T) {
 	cases := []struct{ name, values, wantErr string }{
 		{"wrong type", "replicaCount: two", "replicaCount"},
@@ -46,6 +49,13 @@ func TestChartSchemaRefusesBadValues(t *testing.T) {
 		{"log level", "logLevel: verbose", "logLevel"},
 		{"duration", "maxConnectionAge: 60", "maxConnectionAge"},
 		{"Mixer config kind", "mixer: {config: [{apiVersion: apps/v1, kind: Deployment}]}", "config"},
+		{"Mixer-less unknown key", "mixerless: {enable: true}", "enable"},
+		{"Mixer-less config kind", "mixerless: {config: [{apiVersion: v1, kind: ConfigMap}]}", "config"},
+		{"Mixer-less ConfigMap name", "mixerless: {configMaps: [My_Rules]}", "configMaps"},
+		{"Mixer-less mount path", "mixerless: {mountPath: config}", "mountPath"},
+		{"Mixer-less reload interval", "mixerless: {reloadInterval: 2}", "reloadInterval"},
+		{"Mixer-less header attribute", "mixerless: {headerAttributes: {x-user: User}}", "headerAttributes"},
+		{"Mixer-less header name", "mixerless: {headerAttributes: {'x user': request.id}}", "x user"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -55,7 +65,7 @@ func TestChartSchemaRefusesBadValues(t *testing.T) {
 		})
 	}
 	t.Run("every option at once passes", func(t *testing.T) {
-		_, err := Render(ChartDir, allOptions, PlainCapabilities())
+		_, err := Render(ChartDir, allOptionsMixerless, PlainCapabilities())
 		require.NoError(t, err)
 	})
 }
@@ -184,10 +194,10 @@ type metaOnly struct {
 func TestChartLabelsEveryObject(t *testing.T) {
 	chrt, err := loader.Load(ChartDir)
 	require.NoError(t, err)
-	text, err := Render(ChartDir, allOptions, PlainCapabilities())
+	text, err := Render(ChartDir, allOptionsMixerless, PlainCapabilities())
 	require.NoError(t, err)
 	metas := objectMetas(t, text)
-	require.Len(t, metas, 13)
+	require.Len(t, metas, 14)
 	for doc, m := range metas {
 		if m.Kind == "adapter" || m.Kind == "template" {
 			continue // gencr's CRs, emitted as generated

@@ -108,6 +108,17 @@ networkPolicy: {enabled: true}
 			},
 		},
 		{
+			// The Mixer-less mode: the Deployment with its config directory,
+			// and the ConfigMap of Istio's standard metrics and the analytic
+			// counter it mounts.
+			Name:   "mixerless",
+			Values: "mixerless: {enabled: true, analyticSample: true}\n",
+			Files: map[string]string{
+				"deployment.yaml":       "mixerless/deployment.yaml",
+				"mixerless-config.yaml": "mixerless/configmap.yaml",
+			},
+		},
+		{
 			// Mutual TLS with Istio's certificates, to pair with the *-mtls
 			// sample handlers.
 			Name:   "mtls",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -44,6 +45,9 @@ type pod struct {
 	// secretDirs are the directories the Secret volumes became, by Secret
 	// name.
 	secretDirs map[string]string
+	// publish replaces the content of a projected ConfigMap volume (by
+	// volume name) as the kubelet does when a ConfigMap changes.
+	publish map[string]func(configMaps map[string]map[string]string)
 }
 
 // fakeSecrets are the Secrets the run test provides: Istio's Secret for
@@ -68,20 +72,75 @@ func fakeSecrets(t *testing.T) map[string]map[string][]byte {
 	}
 }
 
-// startPod runs bin as d's container would run.
-func startPod(t *testing.T, bin string, d *appsv1.Deployment, secrets map[string]map[string][]byte) *pod {
+// atomicWriter lays out files in dir as the kubelet's atomic writer does in
+// a ConfigMap, Secret or projected volume
+// (k8s.io/kubernetes/pkg/volume/util/atomic_writer.go): the files in a
+// "..<timestamp>" directory, "..data" linked to it, each file a link to
+// "..data/<name>". Each call publishes new content the same way: a new
+// directory, "..data" swapped by a rename, links for new names, the old
+// directory removed.
+func atomicWriter(t *testing.T, dir string) func(files map[string]string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	n, old := 0, ""
+	return func(files map[string]string) {
+		n++
+		ts := fmt.Sprintf("..2024_05_01_10_00_%02d.%09d", n, n)
+		require.NoError(t, os.Mkdir(filepath.Join(dir, ts), 0o755))
+		for name, content := range files {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, ts, name), []byte(content), 0o644))
+			if _, err := os.Lstat(filepath.Join(dir, name)); os.IsNotExist(err) {
+				require.NoError(t, os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)))
+			}
+		}
+		require.NoError(t, os.Symlink(ts, filepath.Join(dir, "..data_tmp")))
+		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+		if old != "" {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, old)))
+		}
+		old = ts
+	}
+}
+
+// startPod runs bin as d's container would run. secrets and configMaps
+// give the content of its Secret and projected ConfigMap volumes, by name.
+func startPod(t *testing.T, bin string, d *appsv1.Deployment, secrets map[string]map[string][]byte, configMaps map[string]map[string]string) *pod {
 	t.Helper()
 	c := container(t, d)
 	root := t.TempDir()
-	p := &pod{secretDirs: map[string]string{}, exited: make(chan error, 1)}
+	p := &pod{secretDirs: map[string]string{}, exited: make(chan error, 1), publish: map[string]func(map[string]map[string]string){}}
 
-	// Secret volumes become directories; paths under a mount point are
-	// rewritten to them.
+	// Secret and ConfigMap volumes become directories; paths under a mount
+	// point are rewritten to them.
 	mounts := map[string]string{}
 	for _, m := range c.VolumeMounts {
 		v := volume(t, d, m.Name)
-		require.NotNil(t, v.Secret, "volume %s: the run test knows only Secret volumes", m.Name)
 		dir := filepath.Join(root, m.Name)
+		if v.Projected != nil {
+			// A projected volume of ConfigMaps, kept up to date by the
+			// kubelet through its atomic writer.
+			write := atomicWriter(t, dir)
+			publish := func(cms map[string]map[string]string) {
+				files := map[string]string{}
+				for _, src := range v.Projected.Sources {
+					require.NotNil(t, src.ConfigMap, "volume %s: the run test knows only ConfigMap sources", m.Name)
+					data, ok := cms[src.ConfigMap.Name]
+					require.True(t, ok || (src.ConfigMap.Optional != nil && *src.ConfigMap.Optional),
+						"ConfigMap %s is required but the test has none: the pod would not start", src.ConfigMap.Name)
+					for key, content := range data {
+						_, dup := files[key]
+						require.False(t, dup, "key %s comes from two ConfigMaps of volume %s", key, m.Name)
+						files[key] = content
+					}
+				}
+				write(files)
+			}
+			publish(configMaps)
+			p.publish[m.Name] = publish
+			mounts[strings.TrimSuffix(m.MountPath, "/")+"/"] = dir + "/"
+			continue
+		}
+		require.NotNil(t, v.Secret, "volume %s: the run test knows only Secret and projected ConfigMap volumes", m.Name)
 		require.NoError(t, os.MkdirAll(dir, 0o700))
 		data, ok := secrets[v.Secret.SecretName]
 		if !ok {
@@ -114,6 +173,11 @@ func startPod(t *testing.T, bin string, d *appsv1.Deployment, secrets map[string
 
 	args := make([]string, 0, len(c.Args)+2)
 	for _, a := range c.Args {
+		if flag, value, ok := strings.Cut(a, "="); ok {
+			if to, ok := mounts[strings.TrimSuffix(value, "/")+"/"]; ok {
+				a = flag + "=" + strings.TrimSuffix(to, "/") // a mount point itself
+			}
+		}
 		args = append(args, rewrite(a))
 	}
 	// Loopback and free ports, so tests can run side by side; the ports
@@ -226,7 +290,7 @@ func TestDeploymentServesMixer(t *testing.T) {
 			require.Len(t, objs.deployments, 1)
 			d := objs.deployments[0]
 			secrets := fakeSecrets(t)
-			p := startPod(t, bin, d, secrets)
+			p := startPod(t, bin, d, secrets, nil)
 			require.Equal(t, podName, p.serving["replica"], "replica labels must carry the pod name")
 			require.Equal(t, c.mutual, p.serving["mutual_tls"])
 

@@ -267,6 +267,30 @@ func checkWorkload(t tb, flags flagSpec, objs *objects) {
 		require.NotContains(t, c.Image, ":latest")
 		require.Regexp(t, `^[a-z0-9./-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$`, c.Image)
 
+		// The config directory of the Mixer-less mode is a mounted volume of
+		// ConfigMaps the manifests hold.
+		if dir := s["config-dir"]; dir != "" {
+			var v *corev1.Volume
+			for _, m := range c.VolumeMounts {
+				if m.MountPath == dir {
+					require.True(t, m.ReadOnly, "--config-dir %s is mounted writable", dir)
+					v = volume(t, d, m.Name)
+				}
+			}
+			require.NotNil(t, v, "no volume is mounted at --config-dir %s", dir)
+			require.NotNil(t, v.Projected, "--config-dir %s: a projected volume of ConfigMaps", dir)
+			for _, src := range v.Projected.Sources {
+				require.NotNil(t, src.ConfigMap)
+				found := false
+				for _, o := range objs.all {
+					if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == src.ConfigMap.Name && cm.Namespace == d.Namespace {
+						found = true
+					}
+				}
+				require.True(t, found, "ConfigMap %s of --config-dir is not in the manifests", src.ConfigMap.Name)
+			}
+		}
+
 		// TLS files come from a mounted Secret key.
 		for _, f := range []string{"tls-cert", "tls-key", "tls-client-ca"} {
 			if s[f] != "" {
@@ -299,6 +323,7 @@ func TestDeploymentsMatchTheFlags(t *testing.T) {
 	}{
 		{"plaintext", []string{"kubernetes/deployment.yaml", "kubernetes/service.yaml"}},
 		{"mutual TLS", []string{"kubernetes/mtls/deployment.yaml", "kubernetes/service.yaml"}},
+		{"Mixer-less", []string{"kubernetes/mixerless/deployment.yaml", "kubernetes/mixerless/configmap.yaml", "kubernetes/service.yaml"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -311,7 +336,7 @@ func TestWorkloadChecksCatchMistakes(t *testing.T) {
 	// checkWorkload is what the manifests are held to; make sure it fails
 	// where it should, on flags the binary reports.
 	flags := flagSpec{
-		defaults: map[string]string{"grpc-address": ":50000", "http-address": ":42422", "shutdown-timeout": "25s", "replica": "", "tls-cert": "",
+		defaults: map[string]string{"grpc-address": ":50000", "http-address": ":42422", "shutdown-timeout": "25s", "replica": "", "tls-cert": "", "config-dir": "",
 			"max-connection-age": "60s", "log-format": "text", "log-level": "info"},
 		byEnv: map[string]string{"MESHMETRICS_REPLICA": "replica", "MESHMETRICS_SHUTDOWN_TIMEOUT": "shutdown-timeout"},
 		envOf: map[string]string{"replica": "MESHMETRICS_REPLICA", "shutdown-timeout": "MESHMETRICS_SHUTDOWN_TIMEOUT"},
@@ -340,6 +365,10 @@ func TestWorkloadChecksCatchMistakes(t *testing.T) {
 		{"gRPC probe with TLS", func(d *appsv1.Deployment) {
 			c := &d.Spec.Template.Spec.Containers[0]
 			c.Args = append(c.Args, "--tls-cert=/etc/meshmetrics/librato/token")
+		}},
+		{"config directory not mounted", func(d *appsv1.Deployment) {
+			c := &d.Spec.Template.Spec.Containers[0]
+			c.Args = append(c.Args, "--config-dir=/etc/meshmetrics/config")
 		}},
 		{"latest image", func(d *appsv1.Deployment) {
 			d.Spec.Template.Spec.Containers[0].Image = "ghcr.io/meshmetrics/meshmetrics:latest"

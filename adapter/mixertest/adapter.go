@@ -28,7 +28,13 @@ type AdapterOptions struct {
 	// write, ...). By default every handler config feeds one recording sink instead, which
 	// Recorded returns.
 	BuiltinSinks bool
-	// Tweak adjusts the adapter's options before it starts (TLS, limits, ...).
+	// ConfigDir turns on the Mixer-less mode: the adapter serves Envoy's
+	// Access Log Service and evaluates the handlers, instances and rules of
+	// this directory (see ConfigDir, NewEnvoy and docs/mixerless.md). It is
+	// checked for changes every 100ms.
+	ConfigDir string
+	// Tweak adjusts the adapter's options before it starts (TLS, limits,
+	// the access-log options in ALS, ...).
 	Tweak func(*adapter.Options)
 }
 
@@ -48,6 +54,9 @@ func StartAdapter(t testing.TB, o AdapterOptions) *Adapter {
 	log.SetOutput(tw)
 	opts := adapter.Options{GRPCAddress: "127.0.0.1:0", HTTPAddress: "127.0.0.1:0", Replica: "mixertest", Log: log,
 		ShutdownTimeout: 10 * time.Second}
+	if o.ConfigDir != "" {
+		opts.ConfigDir, opts.ConfigReloadInterval = o.ConfigDir, 100*time.Millisecond
+	}
 	a := &Adapter{}
 	if !o.BuiltinSinks {
 		a.Factory = sinktest.NewFactory()

@@ -1,6 +1,8 @@
 // Command mockmixer plays Istio Mixer against an out-of-process adapter: it reads the same
 // handler, instance and rule CRDs and sends HandleMetric calls encoded as Mixer encodes
-// them (report), sends hand-written instances (send), or drives load (load).
+// them (report), sends hand-written instances (send), or drives load (load). For the
+// adapter's Mixer-less mode it plays Envoy: it streams access-log entries (accesslog) or
+// drives load with them (accesslog-load).
 package main
 
 import (
@@ -40,6 +42,10 @@ Usage:
   mockmixer send [flags]     send instances written by hand
   mockmixer load [flags]     drive load with pre-encoded requests and report throughput and latency
 
+Without Mixer (an adapter started with --config-dir), mockmixer plays Envoy:
+  mockmixer accesslog [flags]        stream access-log entries written by hand, as Envoy's gRPC access logger
+  mockmixer accesslog-load [flags]   drive load with streams of access-log entries
+
 Run 'mockmixer <command> -h' for a command's flags. docs/mockmixer.md has examples.
 `
 
@@ -64,6 +70,10 @@ func run(ctx context.Context, args []string, e env) int {
 		code = runSend(ctx, args[1:], e)
 	case "load":
 		code = runLoad(ctx, args[1:], e)
+	case "accesslog":
+		code = runAccesslog(ctx, args[1:], e)
+	case "accesslog-load":
+		code = runAccesslogLoad(ctx, args[1:], e)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK

@@ -30,10 +30,46 @@ import (
 // the Go types the deploy tests decode with are the apis module of go.mod).
 const promOperatorVersion = "v0.85.0"
 
+// istioAPIVersion is the istio.io/api module whose
+// kubernetes/customresourcedefinitions.gen.yaml defines the Telemetry CRD
+// (Istio 1.13+, not part of Istio 1.7's CRDs) for the Mixer-less samples:
+// the version of go.mod, whose Go types the deploy tests decode them with.
+const istioAPIVersion = "v1.24.2"
+
 const (
 	chartDir  = "../helm/meshmetrics"
 	namespace = deploy.ReleaseNamespace
 )
+
+// moduleDir downloads a module version outside the main module (so that
+// any version can be fetched) and returns its directory.
+func moduleDir(t *testing.T, path, version string) string {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", path+"@"+version)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.Output()
+	require.NoError(t, err, "%s", out)
+	var mod struct{ Dir, Error string }
+	require.NoError(t, json.Unmarshal(out, &mod))
+	require.Empty(t, mod.Error)
+	return mod.Dir
+}
+
+// telemetryCRD is Istio's Telemetry CRD, taken from its release's
+// definitions.
+func telemetryCRD(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(moduleDir(t, "istio.io/api", istioAPIVersion), "kubernetes", "customresourcedefinitions.gen.yaml"))
+	require.NoError(t, err)
+	for _, doc := range splitYAML(string(data)) {
+		if strings.Contains(doc, "\n  name: telemetries.telemetry.istio.io\n") {
+			return doc
+		}
+	}
+	t.Fatal("istio.io/api " + istioAPIVersion + " defines no Telemetry CRD")
+	return ""
+}
 
 var (
 	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
@@ -50,17 +86,10 @@ func crdFiles(t *testing.T) []string {
 	istio, err := filepath.Glob("testdata/istio-1.7.8/*.yaml")
 	require.NoError(t, err)
 	require.Len(t, istio, 2)
-	cmd := exec.Command("go", "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator@"+promOperatorVersion)
-	cmd.Dir = t.TempDir() // outside the main module: any version can be fetched
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
-	out, err := cmd.Output()
-	require.NoError(t, err, "%s", out)
-	var mod struct{ Dir, Error string }
-	require.NoError(t, json.Unmarshal(out, &mod))
-	require.Empty(t, mod.Error)
+	dir := moduleDir(t, "github.com/prometheus-operator/prometheus-operator", promOperatorVersion)
 	files := istio
 	for _, kind := range []string{"servicemonitors", "podmonitors", "prometheusrules"} {
-		files = append(files, filepath.Join(mod.Dir, "example/prometheus-operator-crd/monitoring.coreos.com_"+kind+".yaml"))
+		files = append(files, filepath.Join(dir, "example/prometheus-operator-crd/monitoring.coreos.com_"+kind+".yaml"))
 	}
 	return files
 }
@@ -185,12 +214,13 @@ func TestAgainstAPIServer(t *testing.T) {
 		for _, f := range crdFiles(t) {
 			c.applyFile(ctx, t, f, applyOptions{tolerate: regexp.MustCompile(`^unrecognized format "[a-zA-Z]+"$`)})
 		}
+		c.applyText(ctx, t, "istio.io/api "+istioAPIVersion+" Telemetry CRD", telemetryCRD(t), applyOptions{})
 		ok := eventually(60*time.Second, func() bool {
 			c.refreshMapper(t)
 			for _, gk := range []schema.GroupKind{{Group: "config.istio.io", Kind: "handler"}, {Group: "config.istio.io", Kind: "adapter"},
 				{Group: "config.istio.io", Kind: "template"}, {Group: "config.istio.io", Kind: "instance"}, {Group: "config.istio.io", Kind: "rule"},
 				{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"}, {Group: "monitoring.coreos.com", Kind: "PodMonitor"},
-				{Group: "monitoring.coreos.com", Kind: "PrometheusRule"}} {
+				{Group: "monitoring.coreos.com", Kind: "PrometheusRule"}, {Group: "telemetry.istio.io", Kind: "Telemetry"}} {
 				if _, err := c.mapper.RESTMapping(gk); err != nil {
 					return false
 				}
@@ -263,6 +293,27 @@ metadata:
 		}
 	})
 
+	step("Mixer-less samples: the Telemetry resource", func(t *testing.T) {
+		// The other samples of deploy/mixerless are an IstioOperator overlay
+		// (its CRD is the Istio operator's), an Envoy bootstrap and Mixer
+		// rules; the deploy tests decode them.
+		objs := c.applyFile(ctx, t, "../mixerless/telemetry.yaml", applyOptions{})
+		require.Len(t, objs, 1)
+		tel := c.get(ctx, t, schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1alpha1", Resource: "telemetries"}, namespace, "meshmetrics")
+		logging, ok, err := unstructured.NestedSlice(tel.Object, "spec", "accessLogging")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Len(t, logging, 1)
+		require.Equal(t, "SERVER", logging[0].(map[string]any)["match"].(map[string]any)["mode"], "stored as written, not pruned")
+		// The CRD's schema checks the providers' shape.
+		bad := c.decode(t, "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {name: bad, namespace: "+namespace+"}\nspec: {accessLogging: [{provider: [{name: x}]}]}\n")
+		err = c.create(ctx, bad, false)
+		require.ErrorContains(t, err, `unknown field "spec.accessLogging[0].provider"`)
+		for _, o := range objs {
+			require.NoError(t, c.delete(ctx, o))
+		}
+	})
+
 	step("snake_case mutual TLS fields are refused, or pruned when validation is off", func(t *testing.T) {
 		// What the samples used to say, and what Mixer alone accepts.
 		data, err := os.ReadFile("../kubernetes/samples/analyticprom-prometheus-mtls.yaml")
@@ -318,7 +369,7 @@ metadata:
 	})
 
 	step("pods pass PodSecurity restricted", func(t *testing.T) {
-		for _, values := range []string{"", "tls: {enabled: true}", "probes: {grpc: false}",
+		for _, values := range []string{"", "tls: {enabled: true}", "probes: {grpc: false}", "mixerless: {enabled: true, configMaps: [more-rules]}",
 			"extraArgs: ['--spool-dir=/var/spool/meshmetrics']\nextraVolumes: [{name: spool, emptyDir: {sizeLimit: 1Gi}}]\nextraVolumeMounts: [{name: spool, mountPath: /var/spool/meshmetrics}]"} {
 			text, err := deploy.RenderRelease(deploy.Release{ChartDir: chartDir, Values: values, Caps: caps})
 			require.NoError(t, err)
@@ -372,6 +423,9 @@ autoscaling: {enabled: true, targetMemoryUtilizationPercentage: 80, behavior: {s
     metadata: {name: prom}
     spec: {match: "true", actions: [{handler: prom, instances: [requests]}]}
 `,
+			"mixerless: {enabled: true, analyticSample: true, mixerExact: true, headerAttributes: {x-source-workload: source.workload.name}}\n" +
+				"networkPolicy: {enabled: true, accessLogsFrom: [{namespaceSelector: {}}]}\nmixer: {adapter: false, template: false}",
+			"mixerless: {enabled: true, standardMetrics: false, config: [{apiVersion: config.istio.io/v1alpha2, kind: rule, metadata: {name: r}, spec: {match: 'true'}}]}",
 			"", // back to the defaults: what the options added is removed
 		} {
 			require.NoError(t, c.upgrade(ctx, t, main, values), "values:\n%s", values)

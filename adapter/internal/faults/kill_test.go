@@ -36,14 +36,24 @@ import (
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
-// buildAdapter builds cmd/meshmetrics, as a user runs it.
+// buildAdapter builds cmd/meshmetrics, as a user runs it, once per run of
+// the suite (TestMain removes it).
 func buildAdapter(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "meshmetrics")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/meshmetrics/meshmetrics/cmd/meshmetrics")
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "meshmetrics-faults-"); built.err != nil {
+			return
+		}
+		bin := filepath.Join(built.dir, "meshmetrics")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/meshmetrics/meshmetrics/cmd/meshmetrics").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %w: %s", err, out)
+			return
+		}
+		built.bin = bin
+	})
+	require.NoError(t, built.err)
+	return built.bin
 }
 
 // process is a running cmd/meshmetrics.

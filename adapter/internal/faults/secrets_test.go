@@ -45,11 +45,14 @@ const (
 	otlpHeaderKey   = "otlp-hdr-key-d4e5f6"    // an otlp header that looks like a credential
 	inboundToken    = "inbound-tok-1234abcd"   // --auth-token-file
 	inboundRotated  = "inbound-tok-rotated-99" // the same file after a rotation
+	libQueryKey     = "lib-query-key-61d0ab"   // ?api_key= in a Librato URL (a proxy's)
+	rwQueryToken    = "rw-query-tok-2e77c9"    // ?access_token= in a remote-write URL
+	otlpQueryToken  = "otlp-query-tok-4c1d5e"  // ?access_token= in an OTLP endpoint URL
 	libTokenEnvName = "MESHMETRICS_FAULTS_TEST_LIBRATO_TOKEN"
 )
 
 var allSecrets = []string{libParamToken, libFileToken, libEnvToken, rwPassword, rwURLPassword, rwBearer, rwHeaderKey,
-	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated}
+	otlpFileToken, otlpHeaderKey, inboundToken, inboundRotated, libQueryKey, rwQueryToken, otlpQueryToken}
 
 // TestSecretsNeverShow drives every path that handles a credential, the
 // failing ones included (a backend refusing it, a config refused with one
@@ -78,7 +81,7 @@ func TestSecretsNeverShow(t *testing.T) {
 				t.Cleanup(s.Close)
 				return s
 			}
-			libParam, libFileSrv, libEnv := fake(libParamToken), fake(libFileToken), fake(libEnvToken)
+			libParam, libFileSrv, libEnv, libQuery := fake(libParamToken), fake(libFileToken), fake(libEnvToken), fake(libParamToken)
 			libRefusing := fake("another-token") // answers 401 to libParamToken
 			libDown := fake(libParamToken)
 			libDown.GoDown(0) // its requests wait in the spool
@@ -90,13 +93,14 @@ func TestSecretsNeverShow(t *testing.T) {
 			rwBasic := receiver(rwtest.WithBasicAuth("bob", rwPassword))
 			rwURL := receiver(rwtest.WithBasicAuth("bob", rwURLPassword))
 			rwBearerSrv := receiver(rwtest.WithBearerToken(rwBearer))
+			rwQuery := receiver(rwtest.WithBearerToken(rwBearer))
 			rwRefusing := receiver(rwtest.WithBearerToken("another-token"))
 			otlpReceiver := func(bearer string) *otlptest.Server {
 				s := otlptest.New(otlptest.WithRequiredHeader("authorization", "Bearer "+bearer), otlptest.WithRequiredHeader("x-api-key", otlpHeaderKey))
 				t.Cleanup(s.Close)
 				return s
 			}
-			otlpGood, otlpRefusing := otlpReceiver(otlpFileToken), otlpReceiver("another-token")
+			otlpGood, otlpRefusing, otlpQuery := otlpReceiver(otlpFileToken), otlpReceiver("another-token"), otlpReceiver(otlpFileToken)
 
 			var logs syncBuffer
 			log, secrets, err := logging.New(logging.Options{Format: format, Level: "debug", Output: &logs})
@@ -158,6 +162,11 @@ func TestSecretsNeverShow(t *testing.T) {
 				}),
 				rw(strings.Replace(rwURL.URL(), "http://", "http://bob:"+rwURLPassword+"@", 1), func(*config.RemoteWrite) {}),
 				rw(rwBearerSrv.URL(), func(r *config.RemoteWrite) { r.BearerTokenFile = bearerFile }),
+				// Credentials in query strings (a proxy's): shown redacted,
+				// and the query stays a query when the API path is joined.
+				lib(libQuery.URL()+"/?api_key="+libQueryKey, func(l *config.LibratoParams) { l.Token = libParamToken }),
+				rw(rwQuery.URL()+"?access_token="+rwQueryToken, func(r *config.RemoteWrite) { r.BearerTokenFile = bearerFile }),
+				otel(otlpQuery, otlp.ProtocolHTTP, func(o *config.OtlpParams) { o.Endpoint += "?access_token=" + otlpQueryToken }),
 			}
 			failing := []*config.Params{
 				lib(libRefusing.URL(), func(l *config.LibratoParams) { l.Token = libParamToken }),
@@ -165,7 +174,8 @@ func TestSecretsNeverShow(t *testing.T) {
 				otel(otlpRefusing, otlp.ProtocolGRPC, func(*config.OtlpParams) {}),
 				otel(otlpRefusing, otlp.ProtocolHTTP, func(*config.OtlpParams) {}),
 			}
-			spooled := lib(libDown.URL(), func(l *config.LibratoParams) { l.Token = libParamToken })
+			// Down: net/http's errors name the URL, query included.
+			spooled := lib(libDown.URL()+"?api_key="+libQueryKey, func(l *config.LibratoParams) { l.Token = libParamToken })
 			refused := []*config.Params{ // invalid configs carrying secrets
 				lib(libParam.URL(), func(l *config.LibratoParams) {
 					l.Token = libParamToken
@@ -222,7 +232,13 @@ func TestSecretsNeverShow(t *testing.T) {
 				"3 instances a call")
 			require.Equal(t, 9.0, otlpGood.Total(otlpName), "3 instances a call; the gRPC config got one more call, with the rotated token")
 			require.Positive(t, otlpRefusing.Stats().ByStatus[http.StatusUnauthorized], "refused over gRPC and HTTP")
-			require.Equal(t, []float64{3, 3, 3}, []float64{rwBasic.Total(rwName), rwURL.Total(rwName), rwBearerSrv.Total(rwName)})
+			require.Equal(t, []float64{3, 3, 3, 3}, []float64{rwBasic.Total(rwName), rwURL.Total(rwName), rwBearerSrv.Total(rwName), rwQuery.Total(rwName)})
+			require.Equal(t, 3.0, libQuery.Total(libratoName), "posted to /v1/measurements, the query kept apart")
+			require.Equal(t, 3.0, otlpQuery.Total(otlpName), "an OTLP endpoint with a query string")
+			last, ok := libQuery.LastRequest()
+			require.True(t, ok)
+			require.Equal(t, librato.MeasurementsPath, last.Path)
+			require.Equal(t, "api_key="+libQueryKey, last.Query, "the URL's query string reached the server as one")
 			require.Positive(t, libRefusing.StatusCount(http.StatusUnauthorized))
 			require.Positive(t, rwRefusing.Stats().ByStatus[http.StatusUnauthorized])
 			require.GreaterOrEqual(t, len(grpcErrors), 6, "3 configs and 3 callers refused")
@@ -236,6 +252,8 @@ func TestSecretsNeverShow(t *testing.T) {
 			}
 			require.Contains(t, texts["/debug/config"], config.RedactedValue)
 			require.Contains(t, texts["/metrics"], "remote_write:http://bob:xxxxx@", "sink labels show the URL, redacted")
+			require.Contains(t, texts["/metrics"], "?access_token=xxxxx", "query credentials too")
+			require.Contains(t, texts["/debug/config"], "api_key=xxxxx")
 			require.NotEmpty(t, texts["spool"])
 			shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			_ = a.Shutdown(shutdownCtx) // logs what it could not send

@@ -152,6 +152,10 @@ func TestSIGTERMDuringAnOutage(t *testing.T) {
 			require.NoError(t, sp.Close())
 
 			// The next run, once the backend is back: the spool goes first.
+			// A restart takes more than a second; Librato keeps one value per
+			// series and time, and a run stamps its first period from its
+			// start, after the times the previous run used.
+			time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 			h.up()
 			h2 := start(t, setup{kind: k, spoolDir: dir, libSrv: h.lib, rwSrv: h.rw, otlpSrv: h.otlp})
 			h2.drive(h2.params(), workers, calls, perCall, paths)

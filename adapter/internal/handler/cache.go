@@ -26,15 +26,18 @@ type Deps struct {
 	OnClose func(d Digest)
 }
 
-// Cache holds the handlers of the configs Mixer sends, at most Size of them.
-// A handler unused for IdleTimeout, or the least recently used one when the
-// cache is full, is evicted: it is closed once its last request is done,
-// which releases its bindings behind the samples already queued. A config
-// that fails to build is remembered too, so that Mixer sending it again costs
-// a lookup, not a rebuild.
+// Cache holds the handlers of the configs Mixer sends, at most Size of them
+// and at most MaxBytes of their estimated memory (EstimateBytes). A handler
+// unused for IdleTimeout, or the least recently used one when the cache is
+// full, is evicted: it is closed once its last request is done, which
+// releases its bindings behind the samples already queued (its series stay
+// in their sinks). A config whose estimate alone exceeds MaxBytes is
+// refused. A config that fails to build is remembered too, so that Mixer
+// sending it again costs a lookup, not a rebuild.
 type Cache struct {
 	deps        Deps
 	size        int
+	maxBytes    int64
 	idleTimeout time.Duration
 	now         func() time.Time
 	// OnBuild is told about every build, for telemetry and logs.
@@ -42,6 +45,7 @@ type Cache struct {
 
 	mu      sync.RWMutex
 	entries map[Digest]*entry
+	bytes   int64 // estimated, of the entries
 	// recent remembers the last config's bytes, so that the common case of
 	// one config sent over and over skips hashing.
 	recent    []byte
@@ -53,11 +57,17 @@ type entry struct {
 	h        *Handler
 	err      error
 	lastUsed time.Time
+	cost     int64
 }
+
+// failureCost is what a remembered failure is counted for: its error.
+const failureCost = 1 << 10
 
 // CacheOptions configure NewCache.
 type CacheOptions struct {
-	Size        int
+	Size int
+	// MaxBytes bounds the estimated memory of the handlers (0: no bound).
+	MaxBytes    int64
 	IdleTimeout time.Duration
 	Now         func() time.Time
 	// OnBuild is told about every build: the params, the names of the
@@ -73,7 +83,7 @@ func NewCache(deps Deps, o CacheOptions) *Cache {
 	if o.OnBuild == nil {
 		o.OnBuild = func(Digest, *config.Params, []string, error) {}
 	}
-	return &Cache{deps: deps, size: max(o.Size, 1), idleTimeout: o.IdleTimeout, now: o.Now, onBuild: o.OnBuild,
+	return &Cache{deps: deps, size: max(o.Size, 1), maxBytes: o.MaxBytes, idleTimeout: o.IdleTimeout, now: o.Now, onBuild: o.OnBuild,
 		entries: map[Digest]*entry{}}
 }
 
@@ -128,10 +138,13 @@ func (c *Cache) build(d Digest, a handlemetric.Any, now time.Time) *entry {
 		}
 		return e
 	}
-	e := &entry{lastUsed: now}
+	e := &entry{lastUsed: now, cost: failureCost}
 	p, err := config.Decode(a.Present, a.TypeURL, a.Value)
 	if err == nil {
 		p, err = config.Normalize(p)
+	}
+	if err == nil {
+		err = c.makeRoom(p, len(a.Value), e)
 	}
 	if err == nil {
 		var h *Handler
@@ -140,6 +153,9 @@ func (c *Cache) build(d Digest, a handlemetric.Any, now time.Time) *entry {
 			e.h = h
 			h.acquire(now)
 		}
+	}
+	if err != nil {
+		e.cost = failureCost
 	}
 	e.err = err
 	var names []string
@@ -150,13 +166,40 @@ func (c *Cache) build(d Digest, a handlemetric.Any, now time.Time) *entry {
 	if len(c.entries) >= c.size {
 		c.evictOldest()
 	}
+	for c.maxBytes > 0 && c.bytes+e.cost > c.maxBytes && len(c.entries) > 0 {
+		c.evictOldest()
+	}
 	c.entries[d] = e
+	c.bytes += e.cost
 	if a.Present {
 		c.recent = append(c.recent[:0], a.Value...)
 		c.recentURL = append(c.recentURL[:0], a.TypeURL...)
 		c.recentE = e
 	}
 	return e
+}
+
+// makeRoom estimates what a handler of p takes (e.cost) and evicts the
+// least recently used handlers until it fits in MaxBytes, before it is
+// built; a config that cannot fit even alone is refused (ErrTooLarge,
+// invalid). Under the write lock.
+func (c *Cache) makeRoom(p *config.Params, configBytes int, e *entry) error {
+	backends := 0
+	if uses, err := sinks.Resolve(p, c.deps.Factories); err == nil {
+		backends = len(uses)
+	}
+	e.cost = EstimateBytes(p, configBytes, backends)
+	if c.maxBytes <= 0 {
+		return nil
+	}
+	if e.cost > c.maxBytes {
+		return invalid(fmt.Errorf("%w: its %d metrics of %d bytes take about %d MiB once built, more than the handler cache's %d MiB (--handler-cache-max-bytes)",
+			ErrTooLarge, len(p.Metrics), configBytes, e.cost>>20, c.maxBytes>>20))
+	}
+	for c.bytes+e.cost > c.maxBytes && len(c.entries) > 0 {
+		c.evictOldest()
+	}
+	return nil
 }
 
 func (c *Cache) evictOldest() {
@@ -181,6 +224,7 @@ func (c *Cache) removeLocked(d Digest) {
 		return
 	}
 	delete(c.entries, d)
+	c.bytes -= e.cost
 	if c.recentE == e {
 		c.recentE, c.recent, c.recentURL = nil, c.recent[:0], c.recentURL[:0]
 	}
@@ -229,6 +273,13 @@ func (c *Cache) Len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.entries)
+}
+
+// Bytes is the estimated memory of the cached handlers (EstimateBytes).
+func (c *Cache) Bytes() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
 }
 
 // Handlers lists the cached handlers, for the debug endpoint.

@@ -9,6 +9,10 @@ import (
 // a message of theirs) a log line shows.
 const MaxCallerValue = 256
 
+// MaxMessage is how much of a message built from what a caller sent (an
+// error listing a config's problems) a log line or a status shows.
+const MaxMessage = 2048
+
 // Truncate cuts s to at most n bytes, at a UTF-8 boundary, saying how long
 // it was: a log line never carries more of a caller's value than that.
 func Truncate(s string, n int) string {

@@ -188,3 +188,61 @@ spec:
 	require.Contains(t, text, fmt.Sprintf(`meshmetrics_accesslog_skipped_total{reason="instance_error"} %d`, len(tr.tcp)))
 	require.Contains(t, text, `meshmetrics_accesslog_skipped_total{reason="unknown_instance"} 0`)
 }
+
+// configMapVolume lays files out as the kubelet's atomic writer does in a
+// mounted ConfigMap (k8s.io/kubernetes/pkg/volume/util/atomic_writer.go):
+// the files in a "..<timestamp>" directory, "..data" linked to it, and each
+// key a link to "..data/<key>". Calling the returned function again
+// publishes new content as the kubelet does: a new directory, "..data"
+// swapped by a rename, the old directory removed.
+func configMapVolume(t *testing.T, dir string) func(files map[string]string) {
+	t.Helper()
+	var old string
+	n := 0
+	return func(files map[string]string) {
+		n++
+		ts := fmt.Sprintf("..2024_01_01_00_00_%02d.%09d", n, n)
+		require.NoError(t, os.Mkdir(filepath.Join(dir, ts), 0o755))
+		for name, content := range files {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, ts, name), []byte(content), 0o644))
+			link := filepath.Join(dir, name)
+			if _, err := os.Lstat(link); os.IsNotExist(err) {
+				require.NoError(t, os.Symlink(filepath.Join("..data", name), link))
+			}
+		}
+		require.NoError(t, os.Symlink(ts, filepath.Join(dir, "..data_tmp")))
+		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+		if old != "" {
+			require.NoError(t, os.RemoveAll(filepath.Join(dir, old)))
+		}
+		old = ts
+	}
+}
+
+// TestConfigMapVolume runs on a config directory mounted from a ConfigMap
+// (the Helm chart's mixerless.* option): each file is read once, through
+// its link, and an update of the ConfigMap is a reload.
+func TestConfigMapVolume(t *testing.T) {
+	dir := t.TempDir()
+	publish := configMapVolume(t, dir)
+	publish(map[string]string{"config.yaml": countingConfig("A")})
+	a := startAdapter(t, dir, adapter.ALSOptions{})
+	value := func(label string) float64 {
+		return exposed(scrape(t, a), "istio_entries_total")[fmt.Sprintf(`istio_entries_total{config=%q}`, label)]
+	}
+	tr := makeTraffic(0)
+	send(t, a.GRPCAddr(), envoyals.MethodV3, tr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, a.Flush(ctx))
+	require.Equal(t, float64(len(tr.http)), value("A"))
+
+	publish(map[string]string{"config.yaml": countingConfig("B")})
+	require.Eventually(t, func() bool {
+		return strings.Contains(scrape(t, a), `meshmetrics_config_reloads_total{result="success"} 2`)
+	}, 20*time.Second, 20*time.Millisecond, "the swap of ..data is a change")
+	send(t, a.GRPCAddr(), envoyals.MethodV3, tr)
+	require.NoError(t, a.Flush(ctx))
+	require.Equal(t, float64(len(tr.http)), value("B"))
+	require.Contains(t, scrape(t, a), `meshmetrics_config_reloads_total{result="failure"} 0`)
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/handlemetric"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/dispatch"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/expr"
 )
@@ -104,11 +105,17 @@ func fingerprint(dir string) string {
 			parts = append(parts, path+":error")
 			return nil //nolint:nilerr // keep walking: the error is recorded in the fingerprint
 		}
+		if e.IsDir() && path != dir && crd.KubernetesInternalDir(e.Name()) {
+			return filepath.SkipDir // read through the links, as crd.Load does
+		}
 		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
 		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
-			parts = append(parts, fmt.Sprintf("%s:%d:%d", path, st.Size(), st.ModTime().UnixNano()))
+			// A linked file (a mounted ConfigMap's) is named with its target,
+			// which moves to a new directory on every update.
+			target, _ := filepath.EvalSymlinks(path)
+			parts = append(parts, fmt.Sprintf("%s:%s:%d:%d", path, target, st.Size(), st.ModTime().UnixNano()))
 		}
 		return nil
 	})
@@ -414,7 +421,7 @@ func (r *Runtime) Entries(msg *logentry.Message, api logentry.API) {
 	for i := 0; i < n; i++ {
 		if err := msg.EntryNeed(i, &w.entry, cfg.need); err != nil {
 			malformed++
-			r.o.Limiter.Log(logrus.WarnLevel, "als-malformed-entry", nil, "access-log entry skipped: "+err.Error())
+			r.o.Limiter.Log(logrus.WarnLevel, "als-malformed-entry", nil, "access-log entry skipped: "+logging.Truncate(err.Error(), logging.MaxMessage))
 			continue
 		}
 		p := 0

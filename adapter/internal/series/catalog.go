@@ -14,6 +14,11 @@ import (
 // never write the same series name, and a changed definition superseding
 // the older one. Every sink whose series names derive from metric names
 // (the exposition, remote write, OTLP) uses it instead of its own maps.
+//
+// A definition no handler config binds any more stays as long as its
+// family does (its series are the sink's, Registry): its series keep being
+// exposed or pushed until they expire. A new definition that would write
+// one of its series names supersedes it instead of being refused.
 type Catalog[S, I any] struct {
 	reg *Registry[S]
 
@@ -58,21 +63,28 @@ func (c *Catalog[S, I]) Bind(name string, exposed []string, m *sinks.Metric, sca
 	key := m.DefinitionKey()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetGoneLocked()
 	if cur := c.defs[name]; cur != nil && cur.key == key {
 		cur.refs++
 		return c.reg.Bind(name, m, scale), nil
 	}
+	var unbound []string
 	for other, d := range c.defs {
-		if other == name {
+		if other == name || !overlap(exposed, d.exposed) {
 			continue
 		}
-		for _, a := range exposed {
-			for _, b := range d.exposed {
-				if a == b {
-					return nil, &ClashError{Metric: name, Series: a, Other: other}
-				}
-			}
+		if d.refs > 0 {
+			return nil, &ClashError{Metric: name, Series: firstOverlap(exposed, d.exposed), Other: other}
 		}
+		unbound = append(unbound, other)
+	}
+	// Unbound definitions in the way are superseded, as a changed
+	// definition of their own name would be.
+	for _, other := range unbound {
+		d := c.defs[other]
+		c.reg.Supersede(d.fam)
+		c.byFamily.Delete(d.fam)
+		delete(c.defs, other)
 	}
 	d := &definition[S, I]{key: key, exposed: exposed, refs: 1}
 	if old := c.defs[name]; old != nil {
@@ -85,8 +97,8 @@ func (c *Catalog[S, I]) Bind(name string, exposed []string, m *sinks.Metric, sca
 	return d.fam, nil
 }
 
-// Unbind releases a binding from Bind; the last one of a definition
-// removes it and its series.
+// Unbind releases a binding from Bind. The last one leaves the definition
+// and its series in place until they expire (Registry.Unbind).
 func (c *Catalog[S, I]) Unbind(b sinks.Binding) {
 	f, ok := b.(*Family[S])
 	if !ok {
@@ -97,11 +109,32 @@ func (c *Catalog[S, I]) Unbind(b sinks.Binding) {
 	defer c.mu.Unlock()
 	if cur := c.defs[f.Name]; cur != nil && cur.fam == f {
 		cur.refs--
-		if cur.refs <= 0 {
-			delete(c.defs, f.Name)
-			c.byFamily.Delete(f)
+	}
+	c.forgetGoneLocked()
+}
+
+// forgetGoneLocked drops the definitions whose family the registry removed
+// (unbound, then emptied by expiry). Under mu.
+func (c *Catalog[S, I]) forgetGoneLocked() {
+	for name, d := range c.defs {
+		if d.refs <= 0 && !c.reg.Contains(d.fam) {
+			c.byFamily.Delete(d.fam)
+			delete(c.defs, name)
 		}
 	}
+}
+
+func overlap(a, b []string) bool { return firstOverlap(a, b) != "" }
+
+func firstOverlap(a, b []string) string {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return x
+			}
+		}
+	}
+	return ""
 }
 
 // Info is the data of the definition f belongs to; false once it is gone.
@@ -114,10 +147,12 @@ func (c *Catalog[S, I]) Info(f *Family[S]) (I, bool) {
 	return v.(I), true
 }
 
-// Infos lists the data of every live definition, by metric name.
+// Infos lists the data of every definition whose family is in the
+// registry, by metric name.
 func (c *Catalog[S, I]) Infos() []I {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetGoneLocked()
 	names := make([]string, 0, len(c.defs))
 	for n := range c.defs {
 		names = append(names, n)

@@ -3,6 +3,7 @@ package series_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -50,8 +51,44 @@ func TestCatalogSharesClashesAndSupersedes(t *testing.T) {
 
 	cat.Unbind(c)
 	_, ok = cat.Info(c)
-	require.False(t, ok, "the last binding removes the definition")
+	require.False(t, ok, "the last binding of a definition without series removes it")
 	require.Empty(t, cat.Infos())
 	_, err = cat.Bind("lat_count", []string{"lat_count"}, &sinks.Metric{Name: "lat_count", Kind: sinks.Counter}, 1, newInfo("lat_count"))
 	require.NoError(t, err, "no clash once the other definition is gone")
+}
+
+// TestUnboundDefinitionsKeepTheirSeriesUntilSomethingNeedsTheirNames: a
+// definition no handler binds stays, with its series, for its sink to keep
+// exposing; bound again, it is the same; a definition that would write one
+// of its names supersedes it rather than being refused.
+func TestUnboundDefinitionsKeepTheirSeriesUntilSomethingNeedsTheirNames(t *testing.T) {
+	reg := series.New(series.Options[*sum]{NewState: func(*series.Family[*sum]) *sum { return &sum{} }})
+	cat := series.NewCatalog[*sum, *info](reg)
+	newInfo := func(name string) func(*series.Family[*sum]) *info {
+		return func(*series.Family[*sum]) *info { return &info{name: name} }
+	}
+	m := &sinks.Metric{Name: "lat", Kind: sinks.Distribution, Buckets: []float64{1}}
+	a, err := cat.Bind("lat", []string{"lat_bucket", "lat_sum", "lat_count"}, m, 1, newInfo("lat"))
+	require.NoError(t, err)
+	reg.Apply(batch(time.Unix(1, 0), a, []string{}, 1.0), add)
+	cat.Unbind(a)
+	got, ok := cat.Info(a)
+	require.True(t, ok, "its series are still there")
+	require.Equal(t, "lat", got.name)
+	require.Len(t, cat.Infos(), 1)
+
+	again, err := cat.Bind("lat", []string{"lat_bucket", "lat_sum", "lat_count"}, m, 1, newInfo("lat"))
+	require.NoError(t, err)
+	require.Same(t, a, again)
+	cat.Unbind(again)
+
+	c, err := cat.Bind("lat_count", []string{"lat_count"}, &sinks.Metric{Name: "lat_count", Kind: sinks.Counter}, 1, newInfo("lat_count"))
+	require.NoError(t, err, "an unbound definition in the way is superseded")
+	require.True(t, a.Superseded())
+	require.Zero(t, reg.Len())
+	_, ok = cat.Info(a)
+	require.False(t, ok)
+	require.Len(t, cat.Infos(), 1)
+	_, ok = cat.Info(c)
+	require.True(t, ok)
 }

@@ -3,6 +3,13 @@
 // rule that a newer handler config's different definition of a name
 // supersedes the older one instead of mixing with it.
 //
+// Series belong to the sink, not to the handler configs that write them: a
+// family whose last handler config is closed (evicted from the handler
+// cache, idle) keeps its series, which expire by their metric's
+// metrics_expiration_policy or stay while the sink lives, and a handler
+// config binding the same definition again finds them where they were. A
+// family unbound and emptied by expiry is removed.
+//
 // The state of a series (a counter, a histogram, a period's aggregate) is the
 // sink's business: Registry is generic over it.
 package series
@@ -60,14 +67,14 @@ type RemoveReason uint8
 const (
 	// Expired: idle for longer than the metric's expiry.
 	Expired RemoveReason = iota + 1
-	// Unbound: the last handler config defining the metric was closed.
-	Unbound
-	// Superseded: a newer handler config redefined the metric.
+	// Superseded: a newer handler config redefined the metric (or, for a
+	// family no handler config binds any more, a new definition wants a
+	// name its series would write, Catalog).
 	Superseded
 )
 
 func (r RemoveReason) String() string {
-	return [...]string{"", "expired", "unbound", "superseded"}[r]
+	return [...]string{"", "expired", "superseded"}[r]
 }
 
 // Drops counts the samples Apply could not record.
@@ -158,8 +165,9 @@ func (f *Family[S]) setLimits(m *sinks.Metric) {
 	}
 }
 
-// Unbind releases a binding from Bind. When the last one goes, the family and
-// its series are removed.
+// Unbind releases a binding from Bind. When the last one goes, the family
+// stays with its series, which expire by their own rules (Expire); a family
+// with no series left is removed.
 func (r *Registry[S]) Unbind(b sinks.Binding) {
 	f, ok := b.(*Family[S])
 	if !ok {
@@ -168,9 +176,42 @@ func (r *Registry[S]) Unbind(b sinks.Binding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f.refs--
-	if f.refs <= 0 && r.families[f.Name] == f {
-		r.removeFamily(f, Unbound)
+	if f.refs <= 0 && len(f.series) == 0 && r.families[f.Name] == f {
+		delete(r.families, f.Name)
 	}
+}
+
+// Bound reports whether a handler config binds f, and Contains whether f is
+// still the registry's family of its name (not superseded, not removed
+// once unbound and empty).
+func (r *Registry[S]) Bound(f *Family[S]) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return f.refs > 0
+}
+
+// Contains reports whether f is the registry's family of its name.
+func (r *Registry[S]) Contains(f *Family[S]) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.families[f.Name] == f
+}
+
+// Supersede removes a family that no handler config binds any more, with
+// its series (OnRemove sees them, as Superseded): a new definition needs a
+// name its series would write. It reports false, removing nothing, while a
+// handler config binds f.
+func (r *Registry[S]) Supersede(f *Family[S]) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f.refs > 0 {
+		return false
+	}
+	if r.families[f.Name] == f {
+		f.superseded.Store(true)
+		r.removeFamily(f, Superseded)
+	}
+	return true
 }
 
 func (r *Registry[S]) removeFamily(f *Family[S], why RemoveReason) {
@@ -234,14 +275,19 @@ func (r *Registry[S]) Apply(b *sinks.Batch, update func(f *Family[S], s *Series[
 }
 
 // Expire removes the series that have been idle for longer than their
-// metric's expiry, checking each family at most once per its check interval.
-// It returns how many it removed.
+// metric's expiry, checking each family at most once per its check interval,
+// and the families no handler config binds that have no series left. It
+// returns how many series it removed.
 func (r *Registry[S]) Expire(now time.Time) int {
 	n := now.UnixNano()
 	removed := 0
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, f := range r.families {
+	for name, f := range r.families {
+		if f.refs <= 0 && len(f.series) == 0 {
+			delete(r.families, name)
+			continue
+		}
 		if f.expiry <= 0 || n < f.nextCheck {
 			continue
 		}

@@ -119,7 +119,46 @@ func TestSameDefinitionSharesSeriesAcrossConfigs(t *testing.T) {
 	require.Equal(t, map[string]float64{"requests|200": 2}, values(r), "series survive the config change")
 
 	r.Unbind(newer)
-	require.Zero(t, r.Len(), "the last unbind removes the family")
+	require.Equal(t, map[string]float64{"requests|200": 2}, values(r), "the series are the sink's: the last unbind keeps them")
+	again := r.Bind("requests", counter("requests", "code"), 1)
+	require.Same(t, old, again, "a config binding the definition again finds its series")
+	r.Apply(batch(time.Unix(3, 0), again, []string{"200"}, 1.0), add)
+	require.Equal(t, map[string]float64{"requests|200": 3}, values(r))
+}
+
+// TestUnboundSeriesExpireByTheirOwnRules: a family no handler config binds
+// keeps its series until their metric's expiry removes them; then the
+// family goes too. Without an expiry they stay. An unbound family with no
+// series is removed at once.
+func TestUnboundSeriesExpireByTheirOwnRules(t *testing.T) {
+	var removed []string
+	r := newRegistry(0, &removed)
+	m := counter("expiring", "code")
+	m.Expiry = 10 * time.Second
+	exp := r.Bind("expiring", m, 1)
+	kept := r.Bind("kept", counter("kept"), 1)
+	empty := r.Bind("empty", counter("empty"), 1)
+	r.Apply(batch(time.Unix(100, 0), exp, []string{"200"}, 1.0), add)
+	r.Apply(batch(time.Unix(100, 0), kept, []string{}, 5.0), add)
+	r.Unbind(exp)
+	r.Unbind(kept)
+	r.Unbind(empty)
+	require.False(t, r.Contains(empty), "nothing to keep")
+	require.True(t, r.Contains(exp))
+	require.False(t, r.Bound(exp))
+	require.Equal(t, map[string]float64{"expiring|200": 1, "kept": 5}, values(r))
+
+	require.Equal(t, 1, r.Expire(time.Unix(120, 0)))
+	require.Equal(t, []string{"expiring/" + sinks.EncodeKey("200") + "/expired"}, removed)
+	r.Expire(time.Unix(121, 0))
+	require.False(t, r.Contains(exp), "unbound and empty: removed")
+	require.True(t, r.Contains(kept), "no expiry: kept while the sink lives")
+	require.Equal(t, map[string]float64{"kept": 5}, values(r))
+
+	require.False(t, r.Supersede(r.Bind("other", counter("other"), 1)), "a bound family is not superseded")
+	require.True(t, r.Supersede(kept))
+	require.True(t, kept.Superseded())
+	require.Zero(t, r.Len())
 }
 
 func TestChangedDefinitionSupersedesOlderConfig(t *testing.T) {

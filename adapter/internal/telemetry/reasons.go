@@ -25,11 +25,28 @@ const (
 	ConfigErrorDecode     = "decode"
 	ConfigErrorValidation = "validation"
 	ConfigErrorSink       = "sink"
+	// ConfigErrorTooLarge: estimated above --handler-cache-max-bytes alone.
+	ConfigErrorTooLarge = "too_large"
 )
 
 // ConfigErrorReasons are the reasons of meshmetrics_config_errors_total.
 func ConfigErrorReasons() []string {
-	return []string{ConfigErrorDecode, ConfigErrorValidation, ConfigErrorSink}
+	return []string{ConfigErrorDecode, ConfigErrorValidation, ConfigErrorSink, ConfigErrorTooLarge}
+}
+
+// Reasons of meshmetrics_grpc_refused_total: a call or stream refused
+// before its messages were read (adapter/internal/ingest/grpcserver's
+// admission).
+const (
+	GRPCUnknownMethod  = "unknown_method"
+	GRPCTooManyCalls   = "too_many_calls"
+	GRPCTooManyStreams = "too_many_streams"
+	GRPCBytesInFlight  = "bytes_in_flight"
+)
+
+// GRPCRefusedReasons are the reasons of meshmetrics_grpc_refused_total.
+func GRPCRefusedReasons() []string {
+	return []string{GRPCUnknownMethod, GRPCTooManyCalls, GRPCTooManyStreams, GRPCBytesInFlight}
 }
 
 // Reasons of meshmetrics_auth_refused_total: a caller refused by the token

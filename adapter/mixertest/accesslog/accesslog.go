@@ -7,10 +7,7 @@ package accesslog
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -193,77 +190,4 @@ func (s *Stream) Close() error {
 		return err
 	}
 	return s.st.RecvMsg(&alsv3.StreamAccessLogsResponse{})
-}
-
-// LoadOptions configure Load.
-type LoadOptions struct {
-	Conn *grpc.ClientConn
-	// Method is MethodV3 (default) or MethodV2.
-	Method string
-	// Messages are sent round-robin; EntriesPerMessage is their entry count.
-	Messages          [][]byte
-	EntriesPerMessage int
-	// Streams is the number of concurrent streams (Envoys), default 4.
-	Streams int
-	// Duration bounds the run; MaxMessages, when set, bounds it too.
-	Duration    time.Duration
-	MaxMessages int64
-}
-
-// LoadResult is what Load sent.
-type LoadResult struct {
-	Messages int64
-	Entries  int64
-	Elapsed  time.Duration
-}
-
-// Load streams pre-encoded messages as fast as the server reads them, then
-// closes every stream and waits for the answers, so that every entry sent
-// was processed when it returns.
-func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
-	if o.Method == "" {
-		o.Method = MethodV3
-	}
-	if o.Streams <= 0 {
-		o.Streams = 4
-	}
-	if len(o.Messages) == 0 {
-		return LoadResult{}, errors.New("accesslog: no messages to send")
-	}
-	var sent atomic.Int64
-	deadline := time.Now().Add(o.Duration)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, o.Streams)
-	for s := 0; s < o.Streams; s++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := Open(ctx, o.Conn, o.Method)
-			if err != nil {
-				errs[s] = err
-				return
-			}
-			for i := s; ; i++ {
-				if time.Now().After(deadline) || ctx.Err() != nil {
-					break
-				}
-				if o.MaxMessages > 0 && sent.Add(1) > o.MaxMessages {
-					sent.Add(-1)
-					break
-				} else if o.MaxMessages == 0 {
-					sent.Add(1)
-				}
-				if err := st.SendRaw(o.Messages[i%len(o.Messages)]); err != nil {
-					sent.Add(-1)
-					errs[s] = err
-					return
-				}
-			}
-			errs[s] = st.Close()
-		}()
-	}
-	wg.Wait()
-	r := LoadResult{Messages: sent.Load(), Entries: sent.Load() * int64(o.EntriesPerMessage), Elapsed: time.Since(start)}
-	return r, errors.Join(errs...)
 }

@@ -454,7 +454,17 @@ func progressLine(c Config, elapsed time.Duration, sent int64) string {
 	if c.Duration > 0 {
 		frac = max(frac, elapsed.Seconds()/c.Duration.Seconds())
 	}
-	frac = min(frac, 1)
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(sent) * float64(c.InstancesPerRequest) / elapsed.Seconds()
+	}
+	return fmt.Sprintf("%s  %d requests  %.0f instances/s", Bar(frac), sent, rate)
+}
+
+// Bar draws the part frac (0 to 1) of a run as a 30-column bar and a
+// percentage: "[=======>      ]  25%".
+func Bar(frac float64) string {
+	frac = max(0, min(frac, 1))
 	const width = 30
 	filled := int(frac * width)
 	bar := make([]byte, width)
@@ -468,9 +478,5 @@ func progressLine(c Config, elapsed time.Duration, sent int64) string {
 			bar[i] = ' '
 		}
 	}
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(sent) * float64(c.InstancesPerRequest) / elapsed.Seconds()
-	}
-	return fmt.Sprintf("[%s] %3.0f%%  %d requests  %.0f instances/s", bar, frac*100, sent, rate)
+	return fmt.Sprintf("[%s] %3.0f%%", bar, frac*100)
 }

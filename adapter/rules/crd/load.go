@@ -109,6 +109,9 @@ func yamlFiles(root string) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		if e.IsDir() && path != root && KubernetesInternalDir(e.Name()) {
+			return filepath.SkipDir
+		}
 		if ext := filepath.Ext(path); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
@@ -122,6 +125,15 @@ func yamlFiles(root string) ([]string, error) {
 	})
 	return files, err
 }
+
+// KubernetesInternalDir tells whether a directory name is one of the
+// kubelet's own in a mounted ConfigMap, Secret or projected volume: its
+// atomic writer keeps the files in a "..<timestamp>" directory, points
+// "..data" at it and links each key's name to "..data/<key>", so that an
+// update swaps one link. Walking the volume reads each file through its
+// link; the timestamped directory holds the same files again and is
+// skipped, or every resource would be defined twice.
+func KubernetesInternalDir(name string) bool { return strings.HasPrefix(name, "..") }
 
 func (s *Store) parse(file string, data []byte) []error {
 	var errs []error

@@ -3,6 +3,7 @@ package crd
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -275,4 +276,28 @@ func TestLineOfFindsAFieldOfTheSpec(t *testing.T) {
 	for _, tc := range tests {
 		require.Equal(t, tc.line, s.LineOf(&h.Meta, tc.path...), "%v", tc.path)
 	}
+}
+
+// TestLoadConfigMapVolume reads a directory laid out as a mounted ConfigMap
+// (the kubelet's atomic writer): each file once, through its link, not
+// again from the "..<timestamp>" directory that holds it.
+func TestLoadConfigMapVolume(t *testing.T) {
+	dir := t.TempDir()
+	ts := filepath.Join(dir, "..2024_01_01_00_00_00.000000001")
+	require.NoError(t, os.Mkdir(ts, 0o755))
+	data, err := os.ReadFile("testdata/valid/template.yaml")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(ts, "template.yaml"), data, 0o644))
+	require.NoError(t, os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data")))
+	require.NoError(t, os.Symlink(filepath.Join("..data", "template.yaml"), filepath.Join(dir, "template.yaml")))
+
+	s, err := Load(dir)
+	require.NoError(t, err)
+	want, err := Load("testdata/valid/template.yaml")
+	require.NoError(t, err)
+	require.Len(t, s.Templates(), len(want.Templates()))
+	require.NotEmpty(t, s.Templates())
+	require.Equal(t, filepath.Join(dir, "template.yaml"), s.Templates()[0].File, "read through the key's link")
+	require.True(t, KubernetesInternalDir("..data"))
+	require.False(t, KubernetesInternalDir(".hidden"))
 }

@@ -65,7 +65,7 @@ func New(o Options) *Service {
 }
 
 // Register adds the v3 and v2 services to g.
-func (s *Service) Register(g *grpc.Server) {
+func (s *Service) Register(g grpc.ServiceRegistrar) {
 	g.RegisterService(&descV3, s)
 	g.RegisterService(&descV2, s)
 }
@@ -100,7 +100,9 @@ var descV2 = grpc.ServiceDesc{
 // rawMessage keeps a received message's bytes (the codec's in-place hook,
 // mixerpb.BufferUnmarshaler) until release: the received buffer itself when
 // the message came in one, else a copy into the stream's own scratch
-// (reused from message to message: no pool round trip, no clearing).
+// (reused from message to message: no pool round trip, no clearing). A
+// scratch grown beyond maxKeptScratch by a large message is let go once
+// that message is processed: an idle stream keeps at most that much.
 type rawMessage struct {
 	buf     mem.Buffer
 	scratch []byte
@@ -125,12 +127,22 @@ func (r *rawMessage) UnmarshalBuffers(data mem.BufferSlice) error {
 
 func (r *rawMessage) bytes() []byte { return r.data }
 
+// HeldBytes is what the message keeps until release (grpcserver charges it
+// to the bytes in flight).
+func (r *rawMessage) HeldBytes() int { return len(r.data) }
+
+// maxKeptScratch is the scratch a stream keeps between messages.
+const maxKeptScratch = 64 << 10
+
 func (r *rawMessage) release() {
 	if r.buf != nil {
 		r.buf.Free()
 		r.buf = nil
 	}
 	r.data = nil
+	if cap(r.scratch) > maxKeptScratch {
+		r.scratch = nil
+	}
 }
 
 // response is the empty StreamAccessLogsResponse (v2's encodes the same).
@@ -193,7 +205,8 @@ func (s *Service) process(mu *sync.Mutex, stopped *bool, raw *rawMessage, msg *l
 	}
 	if err := msg.Parse(raw.bytes()); err != nil {
 		s.o.OnMalformed()
-		s.o.Limiter.Log(logrus.WarnLevel, "als-malformed", logrus.Fields{"api": api.String()}, "access-log message skipped, stream kept: "+err.Error())
+		s.o.Limiter.Log(logrus.WarnLevel, "als-malformed", logrus.Fields{"api": api.String()},
+			"access-log message skipped, stream kept: "+logging.Truncate(err.Error(), logging.MaxMessage))
 		return true
 	}
 	s.o.Sink.Entries(msg, api)

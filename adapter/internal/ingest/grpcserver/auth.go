@@ -1,7 +1,6 @@
 package grpcserver
 
 import (
-	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -114,9 +112,9 @@ func (t *TokenCheck) Token() string { return t.file.Value() }
 
 func (t *TokenCheck) current() []byte { return []byte(t.file.Value()) }
 
-// check reports whether the call's metadata carries the token.
-func (t *TokenCheck) check(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
+// check reports whether a stream's metadata carries the token. It runs in
+// the tap handle (admission.go), before any message of the stream is read.
+func (t *TokenCheck) check(md metadata.MD) error {
 	values := md.Get(t.header)
 	if len(values) == 0 {
 		t.OnRefuse(telemetry.AuthMissingToken)
@@ -134,27 +132,4 @@ func (t *TokenCheck) check(ctx context.Context) error {
 	}
 	t.OnRefuse(telemetry.AuthWrongToken)
 	return status.Errorf(codes.Unauthenticated, "the %s header does not carry the expected token", t.header)
-}
-
-// unary is the interceptor; health checks pass, kubelet probes carry no token.
-func (t *TokenCheck) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
-		return next(ctx, req)
-	}
-	if err := t.check(ctx); err != nil {
-		return nil, err
-	}
-	return next(ctx, req)
-}
-
-// stream is the interceptor of streams (Envoy's access logs); the health
-// service's Watch passes.
-func (t *TokenCheck) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
-		return next(srv, ss)
-	}
-	if err := t.check(ss.Context()); err != nil {
-		return err
-	}
-	return next(srv, ss)
 }

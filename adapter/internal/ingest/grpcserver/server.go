@@ -36,8 +36,9 @@ type Drainer interface {
 
 // Service is one ingest's gRPC services.
 type Service interface {
-	// Register adds the services to the server.
-	Register(g *grpc.Server)
+	// Register adds the services to the server (through a registrar that
+	// wraps their handlers for admission, admission.go).
+	Register(g grpc.ServiceRegistrar)
 	// HealthNames are the service names the health service reports
 	// SERVING until shutdown.
 	HealthNames() []string
@@ -60,6 +61,10 @@ type Options struct {
 	// OnRefusedWhileDraining is told the method of every call refused
 	// because shutdown has begun.
 	OnRefusedWhileDraining func(fullMethod string)
+	// Limits bound the calls, streams and bytes callers can make the
+	// server hold (admission.go); OnRefused is told each refusal's reason.
+	Limits    Limits
+	OnRefused func(reason string)
 
 	MaxRecvMsgSize        int
 	MaxConnectionAge      time.Duration
@@ -70,10 +75,11 @@ type Options struct {
 
 // Server is the gRPC server.
 type Server struct {
-	opts     Options
-	grpc     *grpc.Server
-	health   *health.Server
-	draining atomic.Bool
+	opts      Options
+	grpc      *grpc.Server
+	health    *health.Server
+	admission *admission
+	draining  atomic.Bool
 }
 
 // New builds the gRPC server and registers its services.
@@ -84,8 +90,29 @@ func New(o Options) (*Server, error) {
 	if o.OnRefusedWhileDraining == nil {
 		o.OnRefusedWhileDraining = func(string) {}
 	}
+	if o.OnRefused == nil {
+		o.OnRefused = func(string) {}
+	}
+	if o.MaxRecvMsgSize <= 0 {
+		o.MaxRecvMsgSize = 4 << 20 // grpc-go's default
+	}
 	s := &Server{opts: o, health: health.NewServer()}
+	var err error
+	if s.admission, err = newAdmission(o.Limits, o.MaxRecvMsgSize, o.OnRefused); err != nil {
+		return nil, err
+	}
 	opts := []grpc.ServerOption{
+		// The token, the method and the caps are checked when a stream's
+		// headers arrive, before any of its messages is read (admission.go).
+		grpc.InTapHandle(s.tap),
+		// A stream's window is what a client can send before the stream
+		// asks for a message: static, so that a stream waiting for
+		// admission holds at most 64 KiB (the estimator of dynamic windows
+		// would grow it to 16 MiB). Connections keep a larger window.
+		grpc.StaticStreamWindowSize(staticStreamWindow),
+		grpc.StaticConnWindowSize(staticConnWindow),
+		// Headers are read before the tap sees them: keep them small.
+		grpc.MaxHeaderListSize(maxHeaderListSize),
 		// Generated code marshals every message; HandleMetric requests are
 		// read in place. No reflection-based fallback.
 		grpc.ForceServerCodecV2(mixerpb.Codec{}),
@@ -102,16 +129,9 @@ func New(o Options) (*Server, error) {
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
-	interceptors := []grpc.UnaryServerInterceptor{s.recoverPanics, s.refuseWhileDraining}
-	if o.Token != nil {
-		interceptors = append(interceptors, o.Token.unary)
-	}
-	opts = append(opts, grpc.ChainUnaryInterceptor(interceptors...))
-	streamInterceptors := []grpc.StreamServerInterceptor{s.recoverStreamPanics, s.refuseStreamsWhileDraining}
-	if o.Token != nil {
-		streamInterceptors = append(streamInterceptors, o.Token.stream)
-	}
-	opts = append(opts, grpc.ChainStreamInterceptor(streamInterceptors...))
+	// Calls admitted just before shutdown began are refused here.
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.recoverPanics, s.refuseWhileDraining),
+		grpc.ChainStreamInterceptor(s.recoverStreamPanics, s.refuseStreamsWhileDraining))
 	if o.AllowedSPIFFE != nil && o.TLS == nil {
 		return nil, errors.New("a SPIFFE allow-list needs mutual TLS (--tls-cert, --tls-key and --tls-client-ca)")
 	}
@@ -133,16 +153,24 @@ func New(o Options) (*Server, error) {
 		opts = append(opts, grpc.Creds(observedCreds{TransportCredentials: credentials.NewTLS(cfg), onFail: o.OnHandshakeError}))
 	}
 	s.grpc = grpc.NewServer(opts...)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reg := registrar{s: s}
+	healthpb.RegisterHealthServer(reg, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, svc := range o.Services {
-		svc.Register(s.grpc)
+		svc.Register(reg)
 		for _, name := range svc.HealthNames() {
 			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 		}
 	}
 	return s, nil
 }
+
+// Flow-control windows and header limits (see New).
+const (
+	staticStreamWindow = 64 << 10
+	staticConnWindow   = 1 << 20
+	maxHeaderListSize  = 64 << 10
+)
 
 // Serve serves on lis until Stop or GracefulStop.
 func (s *Server) Serve(lis net.Listener) error {

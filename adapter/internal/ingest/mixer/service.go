@@ -59,9 +59,44 @@ func New(o Options) *Service {
 }
 
 // Register adds HandleMetric and InfrastructureBackend to g.
-func (s *Service) Register(g *grpc.Server) {
+func (s *Service) Register(g grpc.ServiceRegistrar) {
 	g.RegisterService(&handleMetricDesc, s)
-	modelpb.RegisterInfrastructureBackendServer(g, infrastructure{s})
+	g.RegisterService(&infrastructureDesc, infrastructure{s})
+}
+
+// infrastructureDesc is InfrastructureBackend's service, described here
+// because gogo's generated registration takes a *grpc.Server, not the
+// registrar that wraps handlers for admission; names, paths and messages
+// are the generated ones.
+var infrastructureDesc = grpc.ServiceDesc{
+	ServiceName: "istio.mixer.adapter.model.v1beta1.InfrastructureBackend",
+	HandlerType: (*modelpb.InfrastructureBackendServer)(nil),
+	Methods: []grpc.MethodDesc{
+		unaryMethod("Validate", modelpb.InfrastructureBackendServer.Validate),
+		unaryMethod("CreateSession", modelpb.InfrastructureBackendServer.CreateSession),
+		unaryMethod("CloseSession", modelpb.InfrastructureBackendServer.CloseSession),
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "mixer/adapter/model/v1beta1/infrastructure_backend.proto",
+}
+
+// unaryMethod is a method of InfrastructureBackend, as generated code
+// describes it.
+func unaryMethod[Req any, Resp any](name string, call func(modelpb.InfrastructureBackendServer, context.Context, *Req) (Resp, error)) grpc.MethodDesc {
+	full := "/istio.mixer.adapter.model.v1beta1.InfrastructureBackend/" + name
+	return grpc.MethodDesc{MethodName: name, Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		in := new(Req)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		impl := srv.(modelpb.InfrastructureBackendServer)
+		if ic == nil {
+			return call(impl, ctx, in)
+		}
+		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: full}, func(ctx context.Context, req any) (any, error) {
+			return call(impl, ctx, req.(*Req))
+		})
+	}}
 }
 
 // HealthNames are the service names the gRPC health service reports.
@@ -110,13 +145,18 @@ func (s *Service) handleMetric(_ context.Context, req *handlemetric.Request) (*m
 		m.HandleLatency.Observe(time.Since(start).Seconds())
 		m.Requests.WithLabelValues(code.String()).Inc()
 	}()
+	// Every value a caller controls is cut in logs and statuses, and lines
+	// are rate-limited by reason, never by a caller's value (a config
+	// digest, a dedup_id): 20 calls once made 105 MB of log.
 	fail := func(c codes.Code, reason string, instances int, key string, err error) error {
 		code = c
 		if instances > 0 {
 			m.InstancesRejected.WithLabelValues(reason).Add(float64(instances))
 		}
-		s.opts.Limiter.Log(logrus.WarnLevel, key, logrus.Fields{"code": c.String(), "dedup_id": string(req.DedupID)}, err.Error())
-		return status.Error(c, err.Error())
+		msg := logging.Truncate(err.Error(), logging.MaxMessage)
+		s.opts.Limiter.Log(logrus.WarnLevel, key, logrus.Fields{"code": c.String(),
+			"dedup_id": logging.Truncate(string(req.DedupID), logging.MaxCallerValue)}, msg)
+		return status.Error(c, msg)
 	}
 
 	if err := req.Parse(req.Received()); err != nil {
@@ -131,7 +171,7 @@ func (s *Service) handleMetric(_ context.Context, req *handlemetric.Request) (*m
 	h, err := s.opts.Cache.Get(req.AdapterConfig)
 	if err != nil {
 		d := handler.DigestOf(req.AdapterConfig)
-		return nil, fail(codes.InvalidArgument, telemetry.ReasonBadConfig, n, "config:"+d.String(),
+		return nil, fail(codes.InvalidArgument, telemetry.ReasonBadConfig, n, "config-refused",
 			fmt.Errorf("handler config %s: %s", d, s.opts.Secrets.RedactString(err.Error())))
 	}
 	defer h.Done()
@@ -162,9 +202,10 @@ func (s *Service) handleMetric(_ context.Context, req *handlemetric.Request) (*m
 	if err := o.Err(); err != nil {
 		st, _ := status.FromError(err)
 		code = st.Code()
-		s.opts.Limiter.Log(logrus.WarnLevel, "outcome:"+h.Digest.String()+":"+code.String(),
-			logrus.Fields{"handler": h.Digest.String(), "code": code.String()}, st.Message())
-		return nil, err
+		msg := logging.Truncate(st.Message(), logging.MaxMessage)
+		s.opts.Limiter.Log(logrus.WarnLevel, "outcome|"+code.String(),
+			logrus.Fields{"handler": h.Digest.String(), "code": code.String()}, msg)
+		return nil, status.Error(code, msg)
 	}
 	return reportResult, nil
 }

@@ -75,6 +75,10 @@ type Injector struct {
 	done      chan struct{} // closed by Close, to cut latency short
 	closeOnce sync.Once
 	stats     Stats
+	// BeforeReset, when set, sees each request about to be reset, so that
+	// a fake records it before its client can see the reset. Set it
+	// before serving.
+	BeforeReset func(r *http.Request)
 }
 
 // New makes an injector whose random failures draw from seed.
@@ -282,6 +286,9 @@ func (in *Injector) reset(w http.ResponseWriter, r *http.Request) {
 	in.mu.Lock()
 	in.stats.Resets++
 	in.mu.Unlock()
+	if in.BeforeReset != nil {
+		in.BeforeReset(r)
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {

@@ -77,6 +77,9 @@ type point struct {
 	acc  acc
 	// total is a legacy counter's cumulative value, set just before encoding.
 	total float64
+	// time is the point's own time (Unix seconds), set just before
+	// encoding when it differs from its request's (timeOf).
+	time int64
 }
 
 // merge folds points with the same identity into one, keeping first-seen

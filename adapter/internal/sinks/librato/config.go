@@ -24,7 +24,7 @@ func normalize(l *config.LibratoParams) config.FieldErrors {
 		l.Url = config.DefaultLibratoURL
 	}
 	if u, err := url.Parse(l.Url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("url", "%q is not an http(s) URL", l.Url)
+		add("url", "%q is not an http(s) URL", config.RedactURL(l.Url))
 	}
 	sources := 0
 	for _, s := range []string{l.Token, l.TokenPath, l.TokenEnv} {
@@ -103,7 +103,7 @@ type settings struct {
 // settingsOf resolves a normalized block; replica names this process.
 func settingsOf(l *config.LibratoParams, replica string) settings {
 	cfg := settings{
-		endpoint:       strings.TrimRight(l.Url, "/") + MeasurementsPath,
+		endpoint:       endpoint(l.Url, MeasurementsPath),
 		legacy:         l.Api == config.LibratoParams_LEGACY,
 		email:          l.Email,
 		period:         int64(l.Period / time.Second),
@@ -115,7 +115,7 @@ func settingsOf(l *config.LibratoParams, replica string) settings {
 		maxElapsed:     l.MaxRetryElapsed,
 	}
 	if cfg.legacy {
-		cfg.endpoint = strings.TrimRight(l.Url, "/") + LegacyMetricsPath
+		cfg.endpoint = endpoint(l.Url, LegacyMetricsPath)
 		cfg.source, _ = SanitizeSource(cmpOr(l.Source, replica))
 	} else {
 		for k, v := range l.Tags {
@@ -142,4 +142,14 @@ func cmpOr(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// endpoint is an API path under the configured URL, whose query string (a
+// proxy's parameters, say) stays a query string.
+func endpoint(base, apiPath string) string {
+	u, err := config.JoinURLPath(base, apiPath)
+	if err != nil {
+		return strings.TrimRight(base, "/") + apiPath // Normalize refuses URLs that do not parse
+	}
+	return u
 }

@@ -172,8 +172,18 @@ func (e *encoder) finish(head []byte, c *chunk) *request {
 // only the numbers are formatted per period.
 func (e *encoder) measurement(p *point) (b []byte, counter, ok bool) {
 	a := &p.acc
-	b = make([]byte, 0, len(p.id.prefix)+96)
+	b = make([]byte, 0, len(p.id.prefix)+112)
 	b = append(b, p.id.prefix...)
+	if p.time != 0 && p.time != e.time {
+		// A series whose value for the request's time was already sent
+		// (sink.timeOf) carries its own.
+		if e.legacy {
+			b = append(b, `,"measure_time":`...)
+		} else {
+			b = append(b, `,"time":`...)
+		}
+		b = strconv.AppendInt(b, p.time, 10)
+	}
 	switch {
 	case p.kind == sinks.Counter && e.legacy:
 		// Legacy counters are cumulative (§2): the running total.

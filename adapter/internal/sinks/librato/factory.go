@@ -45,6 +45,10 @@ type Options struct {
 	// Transport replaces the HTTP transport (tests, proxies).
 	Transport http.RoundTripper
 	UserAgent string
+
+	// times is the Factory's record of the times its sinks sent, by
+	// destination (set by NewFactoryWith).
+	times *sentTimes
 }
 
 func (o Options) withDefaults() Options {
@@ -57,6 +61,9 @@ func (o Options) withDefaults() Options {
 	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
 	if o.UserAgent == "" {
 		o.UserAgent = DefaultUserAgent
+	}
+	if o.times == nil {
+		o.times = newSentTimes()
 	}
 	return o
 }
@@ -131,13 +138,14 @@ func (f *Factory) Normalize(p *config.Params) config.FieldErrors {
 // Key implements sinks.Factory: "librato:<url>#<api>#<digest>", where the
 // digest covers the whole librato block, so that any change to it builds a
 // new sink (the old one flushes as its last handler goes). The URL is shown
-// without user info and the token only enters through the digest.
+// without user info and with credentials in its query redacted; the token
+// only enters through the digest.
 func (f *Factory) Key(p *config.Params) string {
 	if p.Librato == nil {
 		return ""
 	}
 	l := p.Librato
-	u := l.Url
+	u := config.RedactURL(l.Url)
 	if parsed, err := url.Parse(u); err == nil {
 		parsed.User = nil
 		u = parsed.String()

@@ -1,6 +1,7 @@
 package librato
 
 import (
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -129,6 +130,7 @@ func (s *Sink) takeLocked(f *series.Family[*state], ser *series.Series[*state]) 
 // enqueue merges, encodes and queues the points of one close. Under flushMu.
 func (s *Sink) enqueue(points []point, stamp int64) {
 	points = merge(points)
+	s.timeOf(points, stamp)
 	if s.cfg.legacy {
 		s.accumulate(points, stamp)
 	}
@@ -148,6 +150,101 @@ func (s *Sink) enqueue(points []point, stamp int64) {
 	}
 	for _, r := range enc.encode(points) {
 		s.queue.Put(r)
+	}
+}
+
+// timeOf gives each point its time: the close's stamp, or, for a series
+// already sent at that time or later, one second after its latest value.
+// Librato keeps one value per series and time, so two values of one series
+// for one time would lose one of them. That happens when partial closes
+// (Flush, Close) outnumber the seconds left in a period (with a 1 s period,
+// a Flush and the Close of the same second), and when a config change
+// closes a destination's sink while the next one already sends (the times
+// are the destination's, shared by its sinks: destTimes). The remainder of
+// a series is then stamped a second later (in the next period if need be,
+// whose own values move on the same way), never merged into a value
+// already sent: a request sent earlier could still arrive later (two
+// workers, retries) and overwrite a merged value. Under flushMu.
+func (s *Sink) timeOf(points []point, stamp int64) {
+	d := s.times
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range points {
+		p := &points[i]
+		t := stamp
+		if last, ok := d.sentAt[p.id.key]; ok && last >= t {
+			t = last + 1
+		}
+		p.time = t
+		d.sentAt[p.id.key] = t
+		d.max = max(d.max, t)
+	}
+	// A sink's stamps only grow: while it is the destination's only one, a
+	// series last sent before this stamp needs no memory.
+	if d.sinks == 1 {
+		for k, last := range d.sentAt {
+			if last < stamp {
+				delete(d.sentAt, k)
+			}
+		}
+	}
+}
+
+// sentTimes holds, by destination, the times its open sinks in this
+// process sent each series for, and, once none is open, the latest time
+// any value was sent for. Safe for concurrent use.
+type sentTimes struct {
+	mu    sync.Mutex
+	dests map[string]*destTimes
+	last  map[string]int64
+}
+
+func newSentTimes() *sentTimes {
+	return &sentTimes{dests: map[string]*destTimes{}, last: map[string]int64{}}
+}
+
+// destTimes is one destination's: the latest time of each series sent at
+// or after the stamps still in use, and how many sinks of the destination
+// are open (a closing one and its successor overlap).
+type destTimes struct {
+	key    string
+	owner  *sentTimes
+	mu     sync.Mutex
+	sentAt map[string]int64 // by identity
+	sinks  int
+	max    int64 // the latest time sent
+}
+
+// open returns key's times, counting one more sink of it, and the first
+// time the sink may use: after the latest value sent once no sink of the
+// destination was open.
+func (t *sentTimes) open(key string) (*destTimes, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.dests[key]
+	if d == nil {
+		d = &destTimes{key: key, owner: t, sentAt: map[string]int64{}, max: t.last[key]}
+		t.dests[key] = d
+	}
+	d.mu.Lock()
+	d.sinks++
+	after := d.max + 1
+	d.mu.Unlock()
+	return d, after
+}
+
+// closed counts a sink of the destination closed: with none left, only
+// the latest time sent is kept.
+func (d *destTimes) closed() {
+	t := d.owner
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sinks--
+	if d.sinks == 0 {
+		t.last[d.key] = d.max
+		delete(t.dests, d.key)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
 )
 
 // Results of meshmetrics_sink_requests_total for this sink: the export
@@ -87,7 +88,8 @@ func (s *Sink) push(ctx context.Context, r *request) error {
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return export.ClassifyHTTP(nil, err, fmt.Errorf("librato: POST %s: %w", s.cfg.endpoint, err))
+		// net/http's error carries the whole URL: redacted too.
+		return export.ClassifyHTTP(nil, err, fmt.Errorf("librato: POST %s: %w", config.RedactURL(s.cfg.endpoint), config.RedactURLError(err)))
 	}
 	defer resp.Body.Close()
 	s.noteRateLimit(resp.Header)
@@ -97,7 +99,7 @@ func (s *Sink) push(ctx context.Context, r *request) error {
 	}
 	//nolint:staticcheck // Librato is a name; operators grep the logs for it
 	cause := fmt.Errorf("Librato refused a request (%d measurements, %d instances): POST %s: %s: %s",
-		r.measurements, r.instances, s.cfg.endpoint, resp.Status, errorDetail(body))
+		r.measurements, r.instances, config.RedactURL(s.cfg.endpoint), resp.Status, errorDetail(body))
 	rateLimit403 := resp.StatusCode == http.StatusForbidden && IsRateLimitBody(body)
 	err = export.ClassifyHTTP(resp, nil, cause)
 	if rateLimit403 {

@@ -40,6 +40,9 @@ type Sink struct {
 	// (legacy counters must arrive in order) and totals stays consistent.
 	flushMu sync.Mutex
 	totals  map[string]*running // legacy counters by identity; under flushMu
+	// times are the destination's series times (timeOf): a series' times
+	// strictly increase, across the destination's sinks.
+	times *destTimes
 
 	// mu guards the period state and every registry call: OnRemove runs
 	// inside them and appends to orphans.
@@ -113,7 +116,14 @@ func newSink(name string, l *config.LibratoParams, env sinks.Env, opts Options) 
 	env.Metrics.InitDropped(name, DropValueOutOfRange)
 	now := env.Now().Unix()
 	s.periodStart = floorTo(now, cfg.period)
-	s.stamp = s.periodStart
+	// The first period starts now, not at its start: the previous run may
+	// have sent values for this period, each for a time up to its close,
+	// and Librato keeps one value per series and time. Within the process,
+	// the times the destination's sinks sent are known (timeOf): after
+	// them.
+	var after int64
+	s.times, after = opts.times.open(name)
+	s.stamp = max(now, after)
 	go s.run()
 	env.Log.WithFields(logrus.Fields{"sink": name, "period": time.Duration(cfg.period) * time.Second}).Info("librato sink started")
 	return s, nil
@@ -219,6 +229,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closed = true
 		s.mu.Unlock()
 		s.rotate(s.env.Now(), true)
+		s.times.closed()
 		if err := s.queue.Close(ctx); err != nil {
 			s.closeErr = fmt.Errorf("librato sink %s: not everything was sent before the shutdown timeout: %w", s.name, err)
 		}

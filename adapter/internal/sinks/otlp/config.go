@@ -217,13 +217,13 @@ func parseEndpoint(o *config.OtlpParams) (endpoint, error) {
 	}
 	switch {
 	case u.Scheme == "http" && !o.Insecure:
-		return endpoint{}, fmt.Errorf("%q is plaintext: set insecure: true to send without TLS", raw)
+		return endpoint{}, fmt.Errorf("%q is plaintext: set insecure: true to send without TLS", redactURL(raw))
 	case u.Scheme == "https" && o.Insecure:
-		return endpoint{}, fmt.Errorf("%q is https but insecure is set", raw)
+		return endpoint{}, fmt.Errorf("%q is https but insecure is set", redactURL(raw))
 	}
 	if o.Protocol == ProtocolGRPC {
 		if u.Path != "" && u.Path != "/" {
-			return endpoint{}, fmt.Errorf("a gRPC endpoint has no path: %q", raw)
+			return endpoint{}, fmt.Errorf("a gRPC endpoint has no path: %q", redactURL(raw))
 		}
 		host := u.Host
 		if u.Port() == "" {
@@ -232,18 +232,14 @@ func parseEndpoint(o *config.OtlpParams) (endpoint, error) {
 		return endpoint{target: host, plaintext: o.Insecure}, nil
 	}
 	if u.Path == "" || u.Path == "/" {
-		u.Path = MetricsPath
+		u.Path = MetricsPath // the query string, if any, stays one
 	}
 	return endpoint{url: u.String(), plaintext: o.Insecure}, nil
 }
 
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "invalid-url"
-	}
-	return u.Redacted()
-}
+// redactURL is the endpoint as it may be shown: a password and credentials
+// in the query redacted (config.RedactURL).
+func redactURL(raw string) string { return config.RedactURL(raw) }
 
 // settings are a sink's normalized otlp block, resolved for sending.
 type settings struct {

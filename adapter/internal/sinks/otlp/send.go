@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
 )
 
 // ExportMethod is the gRPC method of the OTLP metrics service.
@@ -131,14 +132,15 @@ func (s *Sink) pushHTTP(ctx context.Context, r *request) error {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		//nolint:contextcheck // the retry policy reads the error, not the request's context
-		return export.ClassifyHTTP(nil, err, fmt.Errorf("otlp export to %s (%d data points): %w", s.cfg.endpoint.url, r.points, err))
+		// net/http's error carries the whole URL: redacted too.
+		return export.ClassifyHTTP(nil, err, fmt.Errorf("otlp export to %s (%d data points): %w", redactURL(s.cfg.endpoint.url), r.points, config.RedactURLError(err)))
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if resp.StatusCode/100 == 2 {
 		return s.accepted(r, raw)
 	}
-	cause := fmt.Errorf("otlp export to %s (%d data points): HTTP %d: %s", s.cfg.endpoint.url, r.points, resp.StatusCode, httpErrorMessage(raw))
+	cause := fmt.Errorf("otlp export to %s (%d data points): HTTP %d: %s", redactURL(s.cfg.endpoint.url), r.points, resp.StatusCode, httpErrorMessage(raw))
 	return classifyHTTPStatus(resp, cause)
 }
 

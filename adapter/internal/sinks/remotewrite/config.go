@@ -25,7 +25,7 @@ func normalize(rw *config.RemoteWrite) config.FieldErrors {
 	if rw.Url == "" {
 		add("url", "required")
 	} else if u, err := url.Parse(rw.Url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("url", "%q is not an http(s) URL", rw.Url)
+		add("url", "%q is not an http(s) URL", config.RedactURL(rw.Url))
 	}
 	if rw.Interval == 0 {
 		rw.Interval = config.DefaultRemoteWriteInterval

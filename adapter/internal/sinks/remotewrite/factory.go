@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -78,11 +77,11 @@ func (f *Factory) Key(p *config.Params) string {
 func splitSecrets(rw *config.RemoteWrite) (config.RemoteWrite, []string) {
 	public := *rw
 	var secrets []string
-	if u, err := url.Parse(rw.Url); err == nil {
-		if pw, ok := u.User.Password(); ok {
-			secrets = append(secrets, "url:"+pw)
-			public.Url = u.Redacted()
-		}
+	// The URL's password or credentials in its query: the key shows it
+	// redacted, the digest covers it through the keyed hash.
+	if shown := config.RedactURL(rw.Url); shown != rw.Url {
+		secrets = append(secrets, "url:"+rw.Url)
+		public.Url = shown
 	}
 	if rw.BasicAuth != nil {
 		ba := *rw.BasicAuth
@@ -113,27 +112,10 @@ func splitSecrets(rw *config.RemoteWrite) (config.RemoteWrite, []string) {
 
 // sensitiveHeader says whether a header's value may be a credential: it is
 // then kept out of keys and logs.
-func sensitiveHeader(name string) bool {
-	n := strings.ToLower(name)
-	switch n {
-	case "authorization", "proxy-authorization", "cookie":
-		return true
-	}
-	for _, w := range []string{"token", "key", "secret", "password", "auth"} {
-		if strings.Contains(n, w) {
-			return true
-		}
-	}
-	return false
-}
+func sensitiveHeader(name string) bool { return config.SensitiveName(name) }
 
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "invalid-url"
-	}
-	return u.Redacted()
-}
+// redactURL is the URL as it may be shown (config.RedactURL).
+func redactURL(raw string) string { return config.RedactURL(raw) }
 
 // Check implements sinks.Factory: the metrics must have valid Prometheus
 // names that do not clash with the external or replica labels, and the TLS

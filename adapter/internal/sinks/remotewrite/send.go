@@ -39,7 +39,8 @@ func (s *Sink) post(ctx context.Context, r *request) error {
 	s.auth.apply(req)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return export.ClassifyHTTP(nil, err, fmt.Errorf("remote write to %s: %w", redactURL(s.rw.Url), err))
+		// net/http's error carries the whole URL: redacted too.
+		return export.ClassifyHTTP(nil, err, fmt.Errorf("remote write to %s: %w", redactURL(s.rw.Url), config.RedactURLError(err)))
 	}
 	if resp.StatusCode/100 == 2 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))

@@ -148,6 +148,10 @@ func (r *Request) Received() []byte {
 	return r.buf.ReadOnlyData()
 }
 
+// HeldBytes is what r keeps until Release: the received message
+// (grpcserver charges it to the bytes in flight).
+func (r *Request) HeldBytes() int { return len(r.Received()) }
+
 // Release gives back the buffer kept by UnmarshalBuffers and resets r.
 func (r *Request) Release() {
 	if r.buf != nil {

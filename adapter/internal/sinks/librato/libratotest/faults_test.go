@@ -223,7 +223,9 @@ func TestGoDownUntilUp(t *testing.T) {
 	require.False(t, s.IsDown())
 	resp, _ = do(t, s, call{body: oneValid})
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	require.Len(t, s.Measurements(), 2)
+	require.Len(t, s.Measurements(), 1, "the same series and time: one value, as the service keeps")
+	require.Equal(t, 1, s.Stats().Overwritten)
+	require.Zero(t, s.Stats().Conflicts, "the same value")
 }
 
 func TestGoingDownResetsRequestsInFlight(t *testing.T) {

@@ -38,6 +38,9 @@ type LegacyPoint struct {
 	Max         *float64
 	SumSquares  *float64
 	Request     uint64 // Seq of the Request that carried it
+	// timed: the request gave the time; a value stamped with its arrival
+	// time is never taken for another of the same time.
+	timed bool
 }
 
 type wireLegacy struct {
@@ -185,6 +188,7 @@ func (s *Server) validateLegacy(req *wireLegacy) ([]LegacyPoint, paramErrors) {
 	if req.MeasureTime != nil {
 		topTime = v.time("measure_time", req.MeasureTime)
 	}
+	topTimed := req.MeasureTime != nil
 	topSource := ""
 	if req.Source != nil {
 		topSource = v.source("source", *req.Source)
@@ -212,6 +216,7 @@ func (s *Server) validateLegacy(req *wireLegacy) ([]LegacyPoint, paramErrors) {
 				Source:      topSource,
 				MeasureTime: topTime,
 				Value:       v.float(key+".value", wm.Value),
+				timed:       topTimed || wm.MeasureTime != nil,
 			}
 			if wm.Source != nil {
 				p.Source = v.source(key+".source", *wm.Source)

@@ -13,9 +13,14 @@ type Stats struct {
 	ByStatus       map[int]int // responses sent, by status code
 	Accepted       int         // tagged measurements recorded
 	LegacyAccepted int         // legacy gauges and counters recorded
-	Resets         int         // requests answered by closing the connection
-	Refused        int         // connections reset on accept while down
-	Abandoned      int         // requests whose client left during injected latency
+	// Overwritten counts measurements that replaced a stored one of the
+	// same series and time (a request sent again counts each of its
+	// measurements); Conflicts counts those whose values differed, whose
+	// earlier value is thus lost.
+	Overwritten, Conflicts int
+	Resets                 int // requests answered by closing the connection
+	Refused                int // connections reset on accept while down
+	Abandoned              int // requests whose client left during injected latency
 }
 
 // Stats returns a snapshot of the counters.
@@ -190,6 +195,7 @@ func (s *Server) ResetRecords() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.points, s.legacy, s.recent = nil, nil, nil
+	s.pointAt, s.legacyAt = map[string]int{}, map[string]int{}
 	s.stats = Stats{ByStatus: map[int]int{}}
 }
 
@@ -205,6 +211,7 @@ func clonePoint(p Point) Point {
 }
 
 func cloneLegacy(p LegacyPoint) LegacyPoint {
+	p.timed = false
 	p.Value, p.Count, p.Sum, p.Min, p.Max, p.SumSquares =
 		clone(p.Value), clone(p.Count), clone(p.Sum), clone(p.Min), clone(p.Max), clone(p.SumSquares)
 	return p

@@ -24,11 +24,19 @@
 // It records every accepted measurement and injects faults on demand. A
 // request it fails on purpose (5xx, 429, 403, a reset connection) records
 // nothing, so what a retrying client sends reconciles with what was recorded.
+//
+// Like the service, it keeps one value per series and time: a measurement
+// (tagged: name and tag set; legacy: kind, name and source) whose time is
+// already stored replaces the stored one, as a request sent again after a
+// lost answer does. Stats counts the replacements, and, apart, those whose
+// values differed (Conflicts: the earlier value is lost, which a client
+// must never cause).
 package libratotest
 
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,10 +131,13 @@ type Server struct {
 	// GoDown, Up, IsDown, PendingFaults, ClearFaults.
 	*fakeserver.Injector
 
-	mu        sync.Mutex
-	seq       uint64
-	points    []Point
-	legacy    []LegacyPoint
+	mu     sync.Mutex
+	seq    uint64
+	points []Point
+	legacy []LegacyPoint
+	// pointAt and legacyAt index the stored values by series and time.
+	pointAt   map[string]int
+	legacyAt  map[string]int
 	stats     Stats
 	recent    []Request
 	rateLimit *librato.RateLimit
@@ -153,7 +164,10 @@ func New(opts ...Option) *Server {
 		cfg:      cfg,
 		Injector: fakeserver.New(cfg.seed),
 		stats:    Stats{ByStatus: map[int]int{}},
+		pointAt:  map[string]int{},
+		legacyAt: map[string]int{},
 	}
+	s.BeforeReset = s.recordReset
 	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	s.ts.Listener = s.Listener(s.ts.Listener)
 	s.ts.Start()
@@ -245,6 +259,7 @@ type Request struct {
 	Received time.Time
 	Method   string
 	Path     string
+	Query    string // the raw query string
 	Header   http.Header
 	RawBody  []byte // as sent, at most the body limit
 	Body     []byte // after Content-Encoding decoding; nil when not decoded
@@ -269,6 +284,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		Received: time.Now(),
 		Method:   r.Method,
 		Path:     r.URL.Path,
+		Query:    r.URL.RawQuery,
 		Header:   r.Header.Clone(),
 		Auth:     s.authenticate(r),
 	}
@@ -281,13 +297,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.stats.Requests++
 	s.mu.Unlock()
 
+	// A reset request is recorded before the connection closes
+	// (BeforeReset), so that its client finds it recorded.
+	r = r.WithContext(context.WithValue(r.Context(), recordKey{}, &rec))
 	fault, out := s.Intercept(w, r)
 	switch out {
-	case fakeserver.Reset, fakeserver.Abandoned:
-		rec.Outcome = OutcomeReset
-		if out == fakeserver.Abandoned {
-			rec.Outcome = OutcomeAbandoned
-		}
+	case fakeserver.Reset:
+		return
+	case fakeserver.Abandoned:
+		rec.Outcome = OutcomeAbandoned
 		s.mu.Lock()
 		s.keepLocked(rec)
 		s.mu.Unlock()
@@ -306,6 +324,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, rec, resp, points, legacy)
 }
 
+// recordKey carries a request's record to recordReset.
+type recordKey struct{}
+
+// recordReset records a request about to be reset.
+func (s *Server) recordReset(r *http.Request) {
+	rec, ok := r.Context().Value(recordKey{}).(*Request)
+	if !ok {
+		return
+	}
+	rec.Outcome = OutcomeReset
+	s.mu.Lock()
+	s.keepLocked(*rec)
+	s.mu.Unlock()
+}
+
 // respond records the outcome before writing, so that a client that has its
 // response can already see its measurements in the records.
 func (s *Server) respond(w http.ResponseWriter, rec Request, resp response, points []Point, legacy []LegacyPoint) {
@@ -317,8 +350,12 @@ func (s *Server) respond(w http.ResponseWriter, rec Request, resp response, poin
 	for i := range legacy {
 		legacy[i].Request = rec.Seq
 	}
-	s.points = append(s.points, points...)
-	s.legacy = append(s.legacy, legacy...)
+	for _, p := range points {
+		s.storePointLocked(p)
+	}
+	for _, p := range legacy {
+		s.storeLegacyLocked(p)
+	}
 	s.stats.Accepted += len(points)
 	s.stats.LegacyAccepted += len(legacy)
 	s.stats.ByStatus[resp.status]++

@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -127,17 +128,21 @@ type Point struct {
 
 // Stats counts what the receiver did.
 type Stats struct {
-	Requests     int         // requests that reached the handler
-	GRPC, HTTP   int         // of them, by protocol
-	Gzip         int         // compressed ones
-	ByStatus     map[int]int // answers, by HTTP status (gRPC answers by their HTTP equivalent)
-	Points       int         // data points stored
-	Rejected     int         // data points rejected by PartialSuccess
-	Resets       int         // requests answered by closing the connection
-	Refused      int         // connections reset on accept while down
-	Abandoned    int         // requests whose client left during injected latency
-	RequestSizes []int       // uncompressed size of each request taken
-	RequestPts   []int       // data points of each request taken
+	Requests   int         // requests that reached the handler
+	GRPC, HTTP int         // of them, by protocol
+	Gzip       int         // compressed ones
+	ByStatus   map[int]int // answers, by HTTP status (gRPC answers by their HTTP equivalent)
+	Points     int         // data points stored
+	Rejected   int         // data points rejected by PartialSuccess
+	Resets     int         // requests answered by closing the connection
+	Refused    int         // connections reset on accept while down
+	Abandoned  int         // requests whose client left during injected latency
+	// Duplicates are points identical to their stream's latest one: a
+	// request re-sent because its answer was lost (delivery is at least
+	// once), kept once as a time-series store keeps an identical sample.
+	Duplicates   int
+	RequestSizes []int // uncompressed size of each request taken
+	RequestPts   []int // data points of each request taken
 }
 
 // Server is a running receiver. It is safe for concurrent use.
@@ -425,6 +430,7 @@ func (s *Server) store(req *collpb.ExportMetricsServiceRequest, size int, f *Fau
 	s.stats.RequestSizes = append(s.stats.RequestSizes, size)
 	s.stats.RequestPts = append(s.stats.RequestPts, len(points))
 	kept := points[:len(points)-reject]
+	dups := 0
 	for _, p := range kept {
 		key := SeriesKey(p.name, p.Instance, p.Attributes)
 		// A stream is the metric, its attributes and its whole resource:
@@ -432,12 +438,17 @@ func (s *Server) store(req *collpb.ExportMetricsServiceRequest, size int, f *Fau
 		// whose points may overlap in time.
 		stream := key + "{" + SeriesKey("", "", p.ResourceAttr) + "}"
 		if prev, ok := s.last[stream]; ok {
+			if reflect.DeepEqual(prev, p.Point) {
+				dups++
+				continue
+			}
 			s.checkSequenceLocked(key, prev, p.Point)
 		}
 		s.last[stream] = p.Point
 		s.series[key] = append(s.series[key], p.Point)
 	}
-	s.stats.Points += len(kept)
+	s.stats.Points += len(kept) - dups
+	s.stats.Duplicates += dups
 	s.stats.Rejected += reject
 	resp := &collpb.ExportMetricsServiceResponse{}
 	if reject > 0 {

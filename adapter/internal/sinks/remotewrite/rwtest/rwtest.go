@@ -17,6 +17,7 @@
 package rwtest
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math"
@@ -105,6 +106,11 @@ type Stats struct {
 	Abandoned      int // requests whose client left during injected latency
 	OutOfOrder     int // requests refused as out of order (400)
 	OutOfBounds    int // requests refused as out of bounds (400)
+	// Resent counts requests whose body equals one stored before (a
+	// client sending a request again after a lost answer), and
+	// ResentSamples their samples, all of them Duplicates: what a client
+	// produced is Samples + Duplicates - ResentSamples.
+	Resent, ResentSamples int
 }
 
 type series struct {
@@ -130,11 +136,14 @@ type Server struct {
 	hasHead    bool
 	violations []string
 	stats      Stats
+	// stored are the digests of the bodies of requests stored.
+	stored map[[sha256.Size]byte]bool
 }
 
 // New starts a receiver.
 func New(opts ...Option) *Server {
-	s := &Server{series: map[string]*series{}, outOfBounds: DefaultOutOfBounds.Milliseconds(), seed: 1}
+	s := &Server{series: map[string]*series{}, outOfBounds: DefaultOutOfBounds.Milliseconds(), seed: 1,
+		stored: map[[sha256.Size]byte]bool{}}
 	s.stats.ByStatus = map[int]int{}
 	for _, o := range opts {
 		o(s)
@@ -405,6 +414,12 @@ func (s *Server) write(h http.Header, body []byte) (int, string) {
 	}
 	s.stats.Samples += len(adds)
 	s.stats.Duplicates += dups
+	digest := sha256.Sum256(body)
+	if s.stored[digest] {
+		s.stats.Resent++
+		s.stats.ResentSamples += n
+	}
+	s.stored[digest] = true
 	return http.StatusNoContent, ""
 }
 

@@ -162,3 +162,28 @@ func TestLatencyAbandonedRequestsStoreNothing(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Stats().Abandoned == 1 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, 0, s.Stats().Samples)
 }
+
+// TestARequestSentAgainIsCountedApart: a request stored and sent again (its
+// answer was lost) is accepted and stores nothing, as Prometheus does with
+// identical samples; the fake counts it apart, so that a test can tell the
+// samples a client produced from those it sent twice.
+func TestARequestSentAgainIsCountedApart(t *testing.T) {
+	s := rwtest.New()
+	defer s.Close()
+	// One sample per series, as a remote-write push carries: sent again,
+	// each is an exact duplicate of its series' latest.
+	first := encode(t, ts("up", smp(1000, 1)), ts("other", smp(1000, 2)))
+	for range 3 {
+		status, _ := post(t, s.URL(), first, nil)
+		require.Equal(t, 204, status)
+	}
+	// The same sample in another request: produced twice, not re-sent.
+	status, _ := post(t, s.URL(), encode(t, ts("up", smp(1000, 1))), nil)
+	require.Equal(t, 204, status)
+	st := s.Stats()
+	require.Equal(t, 2, st.Samples)
+	require.Equal(t, 5, st.Duplicates)
+	require.Equal(t, 2, st.Resent)
+	require.Equal(t, 4, st.ResentSamples)
+	require.Len(t, s.Samples()[`up{job="j"}`], 1)
+}
