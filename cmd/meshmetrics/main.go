@@ -108,7 +108,7 @@ func parse(args []string, getenv func(string) string, out io.Writer) (*settings,
 	fs.DurationVar(&o.DedupTTL, "dedup-ttl", config.DefaultDedupTTL, "off (0) by default: every call counts, since a real Mixer reuses dedup_ids under load and never retries. When set, a call whose dedup_id and content both match a call seen within this window is not counted again (for clients that retry with a stable id)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", config.DefaultShutdownTimeout, "time to drain calls and flush sinks on SIGTERM; keep it below the pod's terminationGracePeriodSeconds")
 	fs.StringVar(&o.Replica, "replica", "", "name of this replica for replica labels/tags (default: the host name, i.e. the pod name)")
-	fs.StringVar(&o.SpoolDir, "spool-dir", "", "keep the send queues of push sinks (Librato, remote write) in this directory, so that a crash or restart loses none of them; empty: in memory only (see docs/RELIABILITY.md)")
+	fs.StringVar(&o.SpoolDir, "spool-dir", "", "keep the send queues of push sinks (remote write, OTLP, Librato) in this directory, so that a crash or restart loses none of them; empty: in memory only (see docs/RELIABILITY.md)")
 	fs.Int64Var(&o.SpoolMaxBytes, "spool-max-bytes", config.DefaultSpoolMaxBytes, "cap of --spool-dir, every destination together; beyond, the oldest requests are dropped (spool_full)")
 	fs.StringVar(&o.ConfigDir, "config-dir", "", "Mixer-less mode: serve Envoy's Access Log Service (v3 and v2) on the gRPC port and evaluate the handlers, instances and rules of this directory (YAML, recursive; Istio's attribute manifests and the meshmetrics adapter and metric template are built in); see docs/mixerless.md")
 	fs.DurationVar(&o.ConfigReloadInterval, "config-reload-interval", 2*time.Second, "how often --config-dir is checked for changes; a change is applied only when the whole directory is valid")
@@ -206,14 +206,18 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 
 func usage(fs *flag.FlagSet, out io.Writer) {
 	fmt.Fprintf(out, `%s
-An Istio Mixer out-of-process adapter for metric instances.
+A metrics adapter for Istio meshes, with or without Mixer.
 
-Mixer calls it over gRPC (/metric.HandleMetricService/HandleMetric) with the
-handler's params; it aggregates the instances and serves them to Prometheus
-(scrape, remote write) and Librato/AppOptics. Handler params are documented
-in docs/params.md; the process is configured with these flags, each of which
-can also be set by the environment variable shown (except --version and
---help, which are commands).
+With Mixer (Istio 1.1 to 1.7), Mixer calls it over gRPC
+(/metric.HandleMetricService/HandleMetric) with the handler's params.
+Without Mixer (Istio 1.8 and later, or any Envoy), --config-dir makes it
+serve Envoy's Access Log Service and run the handlers, instances and rules of
+that directory itself. Either way it aggregates the instances and serves or
+pushes them to Prometheus (scrape, remote write), OTLP (an OpenTelemetry
+Collector) and Librato/AppOptics. Handler params are documented in
+docs/params.md; the process is configured with these flags, each of which
+can also be set by the environment variable shown (--version and --help are
+commands: the environment never sets them).
 
 "meshmetrics validate" checks a config offline (Mixer CRDs with -f, or a
 Mixer-less --config-dir) as the adapter would take it; "meshmetrics validate
@@ -230,6 +234,10 @@ Flags:
 		def := f.DefValue
 		if def == "" {
 			def = `""`
+		}
+		if commands[n] {
+			fmt.Fprintf(out, "  --%s\n      %s\n", n, f.Usage)
+			continue
 		}
 		fmt.Fprintf(out, "  --%s (default %s, env %s)\n      %s\n", n, def, envName(n), f.Usage)
 	}
