@@ -37,7 +37,8 @@ go test -run '^$' -count "$count" -benchtime 20x -bench 'Export' ./adapter/inter
 } | tee "$out/benchstat.txt"
 
 echo "== end-to-end harness, Mixer-less mode (access logs) =="
-go run ./adapter/internal/bench/alsharness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -out "$out/als-results.md"
+go run ./adapter/internal/bench/alsharness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -entries-per-message 25 -out "$out/als-results.md"
+go run ./adapter/internal/bench/alsharness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -entries-per-message 100 -out "$out/als-results-100.md"
 
 echo "== end-to-end harness =="
 go run ./adapter/internal/bench/harness -duration "${DURATION:-10s}" -rounds "${ROUNDS:-3}" -soak "${SOAK:-10m}" -out "$out/results.md"
