@@ -159,9 +159,15 @@ func TestIdleSeriesExpire(t *testing.T) {
 		Metrics:                 []*config.Params_MetricInfo{metric("a", "hits", counterKind, "l")},
 		MetricsExpirationPolicy: &config.Params_MetricsExpirationPolicy{MetricsExpiryDuration: time.Minute, ExpiryCheckIntervalDuration: time.Second},
 	})
+	// Each sample is applied before the clock moves (Flush), so that the
+	// series count below goes from 2 to 1 only by expiry, never because
+	// "new" was not applied yet.
 	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(1), "l", mt.Str("old"))))
+	require.NoError(t, f.sinks.Flush(context.Background()))
 	f.advance(50 * time.Second)
 	require.NoError(t, f.handle(t, cfg, mt.Instance("a", mt.Int(1), "l", mt.Str("new"))))
+	require.NoError(t, f.sinks.Flush(context.Background()))
+	require.Equal(t, 2, f.expo.Len())
 	f.advance(20 * time.Second) // "old" idle 70s, "new" 20s
 	require.Eventually(t, func() bool { return f.expo.Len() == 1 }, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, "# HELP istio_hits hits\n# TYPE istio_hits counter\nistio_hits{l=\"new\"} 1\n", f.scrape(t))
