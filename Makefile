@@ -13,7 +13,7 @@ MODULE := github.com/meshmetrics/meshmetrics
 # Import-path mappings so that gogo-generated code uses gogo's well-known types.
 GOGO_M := Mgoogle/protobuf/any.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/duration.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/timestamp.proto=github.com/gogo/protobuf/types,Mgoogle/protobuf/descriptor.proto=github.com/gogo/protobuf/protoc-gen-gogo/descriptor,Mgoogle/rpc/status.proto=github.com/gogo/googleapis/google/rpc
 
-.PHONY: help run demo test test-tools test-unit test-race fuzz check-generated generate tools deps bench image image-push lint fmt vet
+.PHONY: help run demo demo-mixerless test test-tools test-unit test-race fuzz check-generated generate tools deps bench image image-push lint fmt vet
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ run: ## run the adapter on its embedded default (Prometheus exposition on :42422
 
 demo: ## start the adapter, drive it with mockmixer and the samples, print the series
 	./cmd/mockmixer/demo.sh
+
+demo-mixerless: ## the same without Mixer: the samples as --config-dir, mockmixer playing Envoy's access logs
+	./cmd/mockmixer/demo.sh mixerless
 
 test: deps check-generated vet lint test-tools test-race fuzz ## every test (installs protoc, prometheus, etcd and the pinned linter when absent)
 

@@ -4,13 +4,26 @@
 # some do not), print the istio_analytic_requests series from /metrics, and stop it.
 # Exits non-zero unless the series add up to exactly the number of matching requests.
 #
+# make demo-mixerless (demo.sh mixerless): the same rule without Mixer. meshmetrics runs
+# with the samples as its --config-dir, and mockmixer plays Envoy, streaming the access-log
+# entries of testdata/accesslog/analytic.yaml.
+#
 # Needs only Go (curl or wget are used when present; bash's /dev/tcp otherwise).
 set -euo pipefail
+mode=${1:-mixer}
+case $mode in
+mixer | mixerless) ;;
+*)
+	echo "usage: $0 [mixer|mixerless]" >&2
+	exit 2
+	;;
+esac
 
 cd "$(dirname "$0")/../.."
 GO=${GO:-go}
 SAMPLES=deploy/kubernetes/samples
 BAGS=testdata/attributes/analytic.yaml
+ENTRIES=testdata/accesslog/analytic.yaml
 
 work=$(mktemp -d)
 adapter_pid=
@@ -29,9 +42,19 @@ step "building meshmetrics and mockmixer"
 "$GO" build -o "$work/meshmetrics" ./cmd/meshmetrics
 "$GO" build -o "$work/mockmixer" ./cmd/mockmixer
 
-step "starting meshmetrics (built-in sinks: Prometheus exposition on /metrics)"
+flags=()
+if [[ $mode == mixerless ]]; then
+	# The config directory holds only the user's instance, rule and handler: the
+	# meshmetrics adapter, the metric template and Istio's attribute manifests are built in.
+	mkdir "$work/rules"
+	cp "$SAMPLES/analyticcounter.yaml" "$SAMPLES/analyticprom-prometheus.yaml" "$work/rules/"
+	flags=(--config-dir "$work/rules")
+	step "starting meshmetrics without Mixer: --config-dir with $SAMPLES/analyticcounter.yaml and analyticprom-prometheus.yaml"
+else
+	step "starting meshmetrics (built-in sinks: Prometheus exposition on /metrics)"
+fi
 # Port 0: the kernel picks free ports, which the adapter logs.
-"$work/meshmetrics" --grpc-address 127.0.0.1:0 --http-address 127.0.0.1:0 --replica demo >"$work/adapter.log" 2>&1 &
+"$work/meshmetrics" --grpc-address 127.0.0.1:0 --http-address 127.0.0.1:0 --replica demo "${flags[@]}" >"$work/adapter.log" 2>&1 &
 adapter_pid=$!
 grpc= http=
 for _ in $(seq 100); do
@@ -55,23 +78,36 @@ if [[ -z $grpc || -z $http ]]; then
 fi
 echo "gRPC on $grpc, /metrics on http://$http/metrics"
 
-config=(-f deploy/kubernetes/adapter.yaml -f deploy/kubernetes/template-metric.yaml
-	-f "$SAMPLES/analyticcounter.yaml" -f "$SAMPLES/analyticprom-prometheus.yaml")
+if [[ $mode == mixerless ]]; then
+	step "mockmixer accesslog: the entries of $ENTRIES on one stream, as Envoy's gRPC access logger sends them"
+	"$work/mockmixer" accesslog --address "$grpc" --entries "$ENTRIES" | tee "$work/report.out"
+	# What should be counted, worked out from the inputs: the entries whose path starts
+	# with /v1/damage?analytic=, each as many times as its repeat says.
+	expected=$(awk '
+		function flush() { if (analytic) n += repeat; analytic = 0; repeat = 1 }
+		/^- / { flush() }
+		/^[- ] *path: \/v1\/damage\?analytic=/ { analytic = 1 }
+		/^ *repeat: / { repeat = $2 }
+		END { flush(); printf "%d", n }' "$ENTRIES")
+else
+	config=(-f deploy/kubernetes/adapter.yaml -f deploy/kubernetes/template-metric.yaml
+		-f "$SAMPLES/analyticcounter.yaml" -f "$SAMPLES/analyticprom-prometheus.yaml")
 
-step "mockmixer report: the bags of $BAGS, one report each"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" --attributes-file "$BAGS" | tee "$work/report.out"
+	step "mockmixer report: the bags of $BAGS, one report each"
+	"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" --attributes-file "$BAGS" | tee "$work/report.out"
 
-step "mockmixer report: mixc-style flags, a matching request sent twice, then one that does not match"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" -r 2 \
-	-s 'request.path=/v1/damage?analytic=cli,request.method=DELETE,destination.service.name=damage' -i response.code=204 |
-	tee -a "$work/report.out"
-"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" \
-	-s 'request.path=/v1/damage,request.method=GET' -i response.code=200 | tee -a "$work/report.out"
+	step "mockmixer report: mixc-style flags, a matching request sent twice, then one that does not match"
+	"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" -r 2 \
+		-s 'request.path=/v1/damage?analytic=cli,request.method=DELETE,destination.service.name=damage' -i response.code=204 |
+		tee -a "$work/report.out"
+	"$work/mockmixer" report "${config[@]}" --address "$grpc" --metrics-url "http://$http/metrics" \
+		-s 'request.path=/v1/damage,request.method=GET' -i response.code=200 | tee -a "$work/report.out"
 
-# What should be counted, worked out from the inputs rather than from mockmixer's output:
-# the bags whose request.path starts with /v1/damage?analytic=, and the two flag requests.
-from_file=$(grep -cE '^[- ] *request\.path: /v1/damage\?analytic=' "$BAGS")
-expected=$((from_file + 2))
+	# What should be counted, worked out from the inputs rather than from mockmixer's output:
+	# the bags whose request.path starts with /v1/damage?analytic=, and the two flag requests.
+	from_file=$(grep -cE '^[- ] *request\.path: /v1/damage\?analytic=' "$BAGS")
+	expected=$((from_file + 2))
+fi
 
 fetch() {
 	if command -v curl >/dev/null; then
@@ -107,7 +143,9 @@ tail -n 2 "$work/adapter.log"
 
 echo
 if [[ $got -ne $expected ]]; then
-	echo "FAIL: the series count $got requests; $expected matched the rule analyticprom" >&2
+	echo "FAIL: the series count $got; $expected matched the rule analyticprom" >&2
 	exit 1
 fi
-echo "OK: istio_analytic_requests counts $got requests, exactly the $expected that matched analyticprom (match(request.path, \"/v1/damage?analytic=*\"))."
+what=requests
+[[ $mode == mixerless ]] && what="access-log entries"
+echo "OK: istio_analytic_requests counts $got $what, exactly the $expected that matched analyticprom (match(request.path, \"/v1/damage?analytic=*\"))."
