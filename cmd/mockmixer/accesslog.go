@@ -35,7 +35,8 @@ logger does (envoy.access_loggers.http_grpc / tcp_grpc), for an adapter started 
 --config-dir: its rules, instances and handlers turn each entry into metrics. Entries come
 from YAML or JSON files; consecutive entries of one protocol share a message, as in Envoy's
 buffer, all on one stream, which the adapter answers once it has processed every message.
-Prints what it sent and what came back.
+Prints what it sent and what came back, then what the adapter dropped, rejected and skipped
+meanwhile (read from its /metrics, --metrics-url); exits 1 if it lost anything.
 
 Entries file (a field left out is one Envoy leaves unset, except those with a default):
 ` + accesslog.EntriesFormat + `
@@ -108,6 +109,8 @@ func runAccesslog(ctx context.Context, args []string, e env) int {
 	fs.BoolVar(quiet, "q", false, "same as --quiet")
 	verbose := fs.Bool("verbose", false, "print each entry in full (protobuf JSON), not one line")
 	fs.BoolVar(verbose, "v", false, "same as --verbose")
+	var df dropFlags
+	df.register(fs)
 	if err := parse(fs, args); err != nil {
 		return usageCode(err, e, "accesslog")
 	}
@@ -148,6 +151,7 @@ func runAccesslog(ctx context.Context, args []string, e env) int {
 	all := slices.Repeat(entries, *repeat)
 	msgs := accesslog.Messages(accesslog.Identifier(*nodeID, "", *logName), all, *perMessage)
 	fmt.Fprintf(out, "StreamAccessLogs %s -> %s (node %s, log_name %s)\n", tf.api, co.Address, *nodeID, *logName)
+	watch := startDropWatch(ctx, df, []string{co.Address}, true)
 	sctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	start := time.Now()
@@ -164,7 +168,11 @@ func runAccesslog(ctx context.Context, args []string, e env) int {
 		failed = 1
 	}
 	fmt.Fprintf(e.stdout, "summary: 1 stream (%d failed), %d messages, %d entries (%d HTTP, %d TCP)\n", failed, sum.messages, sum.http+sum.tcp, sum.http, sum.tcp)
-	if err != nil {
+	drops := watch.finish(ctx, 10*time.Second)
+	if drops != nil {
+		fmt.Fprintf(e.stdout, "adapter: %s\n", drops)
+	}
+	if err != nil || drops.failed(df.allowDrops) {
 		return exitFailed
 	}
 	return exitOK
@@ -228,7 +236,8 @@ Envoys does. Messages are encoded once, before the run (a ring of distinct messa
 realistic sidecar entries, about 600 bytes each, or of the entries of --entries files), and
 sent as raw bytes. Prints a progress bar when stderr is a terminal, then a summary: messages
 and entries the adapter confirmed (a stream is answered once every message is processed),
-rates, latency quantiles and failed streams by gRPC code.
+rates, latency quantiles, failed streams by gRPC code, and what the adapter dropped,
+rejected and skipped meanwhile (read from its /metrics, --metrics-url).
 
 Latency: a client stream has no reply per message. The send latency is the time a message
 takes to hand to gRPC: near zero while the adapter keeps up, the wait for flow-control credit
@@ -256,6 +265,9 @@ type loadSettings struct {
 type loadReport struct {
 	accesslog.LoadResult
 	Settings loadSettings `json:"settings"`
+	// Adapter is what the adapter dropped, rejected and skipped during the
+	// run, from its /metrics.
+	Adapter *adapterDrops `json:"adapter,omitempty"`
 }
 
 func runAccesslogLoad(ctx context.Context, args []string, e env) int {
@@ -277,6 +289,8 @@ func runAccesslogLoad(ctx context.Context, args []string, e env) int {
 	fs.Var(&files, "entries", "YAML or JSON file of entries to send, cycled, instead of realistic sidecar entries; repeatable")
 	output := fs.String("output", "text", "summary format: text or json")
 	noProgress := fs.Bool("no-progress", false, "no progress bar even on a terminal")
+	var df dropFlags
+	df.register(fs)
 	if err := parse(fs, args); err != nil {
 		return usageCode(err, e, "accesslog-load")
 	}
@@ -340,8 +354,9 @@ func runAccesslogLoad(ctx context.Context, args []string, e env) int {
 	if e.stderrIsTTY && !*noProgress {
 		o.Progress = e.stderr
 	}
+	watch := startDropWatch(ctx, df, []string{co.Address}, true)
 	r, _ := accesslog.Load(ctx, o) // failed streams are in the result
-	rep := loadReport{LoadResult: r, Settings: set}
+	rep := loadReport{LoadResult: r, Settings: set, Adapter: watch.finish(ctx, 10*time.Second)}
 	if *output == "json" {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -351,7 +366,7 @@ func runAccesslogLoad(ctx context.Context, args []string, e env) int {
 	} else {
 		printLoadReport(e.stdout, rep)
 	}
-	if r.Errors > 0 {
+	if r.Errors > 0 || rep.Adapter.failed(df.allowDrops) {
 		return exitFailed
 	}
 	return exitOK
@@ -397,12 +412,15 @@ func printLoadReport(w io.Writer, r loadReport) {
 	fmt.Fprintf(w, "close latency p50 %.3fms  p90 %.3fms  p99 %.3fms  max %.3fms\n", r.CloseLatency.P50, r.CloseLatency.P90, r.CloseLatency.P99, r.CloseLatency.Max)
 	if r.Errors == 0 {
 		fmt.Fprintln(w, "errors        none")
-		return
+	} else {
+		codes := make([]string, 0, len(r.ErrorsByCode))
+		for code, n := range r.ErrorsByCode {
+			codes = append(codes, fmt.Sprintf("%s %d", code, n))
+		}
+		slices.Sort(codes)
+		fmt.Fprintf(w, "errors        %d failed streams: %s (%d messages sent on them unconfirmed)\n", r.Errors, strings.Join(codes, ", "), r.Unconfirmed)
 	}
-	codes := make([]string, 0, len(r.ErrorsByCode))
-	for code, n := range r.ErrorsByCode {
-		codes = append(codes, fmt.Sprintf("%s %d", code, n))
+	if r.Adapter != nil {
+		fmt.Fprintf(w, "adapter       %s\n", r.Adapter)
 	}
-	slices.Sort(codes)
-	fmt.Fprintf(w, "errors        %d failed streams: %s (%d messages sent on them unconfirmed)\n", r.Errors, strings.Join(codes, ", "), r.Unconfirmed)
 }

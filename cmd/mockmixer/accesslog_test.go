@@ -38,7 +38,9 @@ func analyticTotal(t *testing.T, a *mixertest.Adapter) int {
 
 func TestAccesslog(t *testing.T) {
 	a := samplesAdapter(t, nil)
-	r := mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--entries-per-message", "4", "--log-name", "als")
+	metricsURL := "http://" + a.HTTPAddr() + "/metrics"
+	r := mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--entries-per-message", "4", "--log-name", "als",
+		"--metrics-url", metricsURL)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "StreamAccessLogs v3 -> "+a.GRPCAddr()+" (node mockmixer, log_name als)\n")
 	require.Contains(t, r.stdout, "  message 1: 4 HTTP entries, ")
@@ -46,15 +48,19 @@ func TestAccesslog(t *testing.T) {
 	require.Contains(t, r.stdout, "    "+analyticEntries()+":24  HTTP POST damage.shop:8080/v1/damage?analytic=2 -> 201, 10.1.0.7:45678 -> 10.1.2.3:8080, "+
 		"cluster inbound|8080|http|damage.shop.svc.cluster.local, 12ms, downstream_peer batch\n")
 	require.Contains(t, r.stdout, "<- OK: the stream is answered, every entry processed")
-	require.True(t, strings.HasSuffix(r.stdout, "summary: 1 stream (0 failed), 4 messages, 11 entries (10 HTTP, 1 TCP)\n"), r.stdout)
+	// The TCP entry has no request.path: the rule's match fails to evaluate,
+	// which is no match, as in Mixer, and loses nothing.
+	require.True(t, strings.HasSuffix(r.stdout, "summary: 1 stream (0 failed), 4 messages, 11 entries (10 HTTP, 1 TCP)\n"+
+		"adapter: no instance dropped or rejected by the adapter; access-log path: 1 skipped [match_error 1], none lost ("+metricsURL+")\n"), r.stdout)
 	require.Equal(t, mixertest.Aggregate{Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1},
 		a.Recorded(t).Series()[mixertest.Key("istio_analytic_requests", "/v1/damage?analytic=2", "POST", "201", "damage", "batch")])
 	require.Equal(t, 6, analyticTotal(t, a), "six of the entries match the rule")
 
 	// v2, twice over, quietly: what Istio 1.7's sidecars send.
-	r = mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--api", "v2", "-r", "2", "-q")
+	r = mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--api", "v2", "-r", "2", "-q", "--metrics-url", metricsURL)
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Equal(t, "summary: 1 stream (0 failed), 4 messages, 22 entries (20 HTTP, 2 TCP)\n", r.stdout)
+	require.Equal(t, "summary: 1 stream (0 failed), 4 messages, 22 entries (20 HTTP, 2 TCP)\n"+
+		"adapter: no instance dropped or rejected by the adapter; access-log path: 2 skipped [match_error 2], none lost ("+metricsURL+")\n", r.stdout)
 	require.Equal(t, 18, analyticTotal(t, a))
 	require.Equal(t, 2.0, a.Series(t, "meshmetrics_accesslog_entries_received_total")[`{api="v2",protocol="tcp"}`])
 
@@ -215,4 +221,42 @@ func TestAccesslogUsage(t *testing.T) {
 	}
 	r = mockmixer(t, "accesslog", "-h")
 	require.Contains(t, r.stderr, "source_peer: {WORKLOAD_NAME: productpage-v1", "the entries format is in the help")
+}
+
+// TestAccessLogCommandsPrintTheAdaptersDropsAndFailOnThem: the stream is
+// answered OK, but the adapter skipped a message of more entries than it
+// takes (lost input), and a load's series went past the sink's cap: both
+// commands say so from the adapter's own counters and exit 1 unless
+// --allow-drops.
+func TestAccessLogCommandsPrintTheAdaptersDropsAndFailOnThem(t *testing.T) {
+	a := samplesAdapter(t, func(o *adapter.Options) { o.ALS.MaxEntriesPerMessage = 3 })
+	send := []string{"accesslog", "--address", a.GRPCAddr(), "--metrics-url", metricsURL(a), "--entries", analyticEntries(), "--entries-per-message", "4", "-q"}
+	r := mockmixer(t, send...)
+	require.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+	// Messages of 4, 4 and 2 HTTP entries, then the TCP entry: the two of 4
+	// are skipped whole; of the rest, the TCP entry fails the match.
+	require.Equal(t, "summary: 1 stream (0 failed), 4 messages, 11 entries (10 HTTP, 1 TCP)\n"+
+		"adapter: no instance dropped or rejected by the adapter; access-log path: 9 skipped [match_error 1, too_many_entries 8] ("+metricsURL(a)+")\n", r.stdout)
+	require.Equal(t, 8.0, a.Series(t, "meshmetrics_accesslog_skipped_total")[`{reason="too_many_entries"}`])
+
+	r = mockmixer(t, append(send, "--allow-drops")...)
+	require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stdout, "access-log path: 9 skipped [match_error 1, too_many_entries 8]", "counted over this run only")
+
+	// The adapter's own Prometheus sink this time, whose cap is --max-series.
+	dir := mixertest.ConfigDir(t, []string{root("deploy", "kubernetes", "samples", "analyticcounter.yaml"),
+		root("deploy", "kubernetes", "samples", "analyticprom-prometheus.yaml")})
+	b := mixertest.StartAdapter(t, mixertest.AdapterOptions{ConfigDir: dir, BuiltinSinks: true, Tweak: func(o *adapter.Options) { o.MaxSeries = 2 }})
+	load := []string{"accesslog-load", "--address", b.GRPCAddr(), "--metrics-url", metricsURL(b), "-n", "1", "--streams", "1",
+		"--entries", analyticEntries(), "--entries-per-message", "20", "--ring", "1"}
+	r = mockmixer(t, load...)
+	require.Equal(t, exitFailed, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stdout, "errors        none", "the stream was answered")
+	require.Regexp(t, `adapter       \d+ instances dropped \[sink_series_limit \(prometheus\) \d+\]`, r.stdout)
+	r = mockmixer(t, append(load, "--allow-drops", "--output", "json")...)
+	require.Equal(t, exitOK, r.code, r.stdout+r.stderr)
+	var out loadReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.NotNil(t, out.Adapter)
+	require.Positive(t, out.Adapter.Dropped["sink_series_limit (prometheus)"])
 }

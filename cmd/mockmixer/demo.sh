@@ -80,7 +80,7 @@ echo "gRPC on $grpc, /metrics on http://$http/metrics"
 
 if [[ $mode == mixerless ]]; then
 	step "mockmixer accesslog: the entries of $ENTRIES on one stream, as Envoy's gRPC access logger sends them"
-	"$work/mockmixer" accesslog --address "$grpc" --entries "$ENTRIES" | tee "$work/report.out"
+	"$work/mockmixer" accesslog --address "$grpc" --metrics-url "http://$http/metrics" --entries "$ENTRIES" | tee "$work/report.out"
 	# What should be counted, worked out from the inputs: the entries whose path starts
 	# with /v1/damage?analytic=, each as many times as its repeat says.
 	expected=$(awk '

@@ -18,8 +18,8 @@ import (
 // default --http-address, Istio's Prometheus adapter port.
 const defaultMetricsPort = "42422"
 
-// dropFlags are the flags of report and load that check the adapter's own
-// drop counters over a run.
+// dropFlags are the flags of report, load, accesslog and accesslog-load that
+// check the adapter's own drop counters over a run.
 type dropFlags struct {
 	metricsURL string
 	allowDrops bool
@@ -40,22 +40,35 @@ type dropWatch struct {
 	url string
 	// explicit: the URL was given; failing to read it is a failure.
 	explicit bool
-	before   adapterCounts
-	err      error
+	// accessLog: the run streams access logs, so the access-log path's
+	// skips are read too.
+	accessLog bool
+	before    adapterCounts
+	err       error
 }
 
 // adapterCounts are the adapter's counters: dropped by "reason (sink)",
-// rejected by reason, and the instances waiting in its sink queues.
+// rejected by reason, skipped on the access-log path by reason, and the
+// instances waiting in its sink queues.
 type adapterCounts struct {
-	dropped, rejected map[string]float64
-	queued            float64
+	dropped, rejected, skipped map[string]float64
+	queued                     float64
 }
+
+// accessLogLosses are the reasons of meshmetrics_accesslog_skipped_total
+// that lose what Envoy sent (docs/mixerless.md). The others are Mixer's own
+// outcomes (a match that fails to evaluate is no match, an instance whose
+// attributes are missing is not built), the handler's refusals (rejected,
+// as for HandleMetric), or queue_full, which meshmetrics_instances_dropped_total
+// counts too.
+var accessLogLosses = []string{"malformed_message", "too_many_entries", "malformed_entry", "forward_queue_full", "bad_handler_config"}
 
 // startDropWatch reads the counters before a run; addresses are the
 // adapter addresses the run calls (the default URL needs them to name one
-// host). It returns nil when told not to read (none).
-func startDropWatch(ctx context.Context, f dropFlags, addresses []string) *dropWatch {
-	w := &dropWatch{url: f.metricsURL, explicit: f.metricsURL != ""}
+// host), accessLog says the run streams access logs. It returns nil when
+// told not to read (none).
+func startDropWatch(ctx context.Context, f dropFlags, addresses []string, accessLog bool) *dropWatch {
+	w := &dropWatch{url: f.metricsURL, explicit: f.metricsURL != "", accessLog: accessLog}
 	switch f.metricsURL {
 	case "none":
 		return nil
@@ -85,7 +98,7 @@ func readCounts(ctx context.Context, url string) (adapterCounts, error) {
 	if err != nil {
 		return adapterCounts{}, err
 	}
-	c := adapterCounts{dropped: map[string]float64{}, rejected: map[string]float64{}}
+	c := adapterCounts{dropped: map[string]float64{}, rejected: map[string]float64{}, skipped: map[string]float64{}}
 	if families["meshmetrics_instances_received_total"] == nil {
 		return c, fmt.Errorf("%s is not a meshmetrics /metrics (no meshmetrics_instances_received_total)", url)
 	}
@@ -94,6 +107,9 @@ func readCounts(ctx context.Context, url string) (adapterCounts, error) {
 	}
 	for _, m := range families["meshmetrics_instances_rejected_total"].GetMetric() {
 		c.rejected[label(m, "reason")] += m.GetCounter().GetValue()
+	}
+	for _, m := range families["meshmetrics_accesslog_skipped_total"].GetMetric() {
+		c.skipped[label(m, "reason")] += m.GetCounter().GetValue()
 	}
 	for _, m := range families["meshmetrics_queue_depth"].GetMetric() {
 		c.queued += m.GetGauge().GetValue()
@@ -115,10 +131,16 @@ type adapterDrops struct {
 	MetricsURL string             `json:"metrics_url"`
 	Dropped    map[string]float64 `json:"dropped"`
 	Rejected   map[string]float64 `json:"rejected"`
+	// Skipped is the access-log path's meshmetrics_accesslog_skipped_total
+	// by reason (messages, entries, rule evaluations or instances), for the
+	// access-log commands.
+	Skipped map[string]float64 `json:"skipped,omitempty"`
 	// Error says why the counters could not be read; then nothing is known.
 	Error string `json:"error,omitempty"`
 	// explicit: --metrics-url was given, so an Error is a failure.
 	explicit bool
+	// accessLog: the run streamed access logs; Skipped counts.
+	accessLog bool
 }
 
 // finish waits for the adapter's sink queues to empty and its drop
@@ -128,7 +150,7 @@ func (w *dropWatch) finish(ctx context.Context, settle time.Duration) *adapterDr
 	if w == nil {
 		return nil
 	}
-	out := &adapterDrops{MetricsURL: w.url, explicit: w.explicit}
+	out := &adapterDrops{MetricsURL: w.url, explicit: w.explicit, accessLog: w.accessLog}
 	if w.err != nil {
 		out.Error = w.err.Error()
 		return out
@@ -141,7 +163,8 @@ func (w *dropWatch) finish(ctx context.Context, settle time.Duration) *adapterDr
 			out.Error = err.Error()
 			return out
 		}
-		stable := last.dropped != nil && now.queued == 0 && sameCounts(now.dropped, last.dropped) && sameCounts(now.rejected, last.rejected)
+		stable := last.dropped != nil && now.queued == 0 && sameCounts(now.dropped, last.dropped) && sameCounts(now.rejected, last.rejected) &&
+			sameCounts(now.skipped, last.skipped)
 		last = now
 		if stable || time.Now().After(deadline) || ctx.Err() != nil {
 			break
@@ -149,6 +172,9 @@ func (w *dropWatch) finish(ctx context.Context, settle time.Duration) *adapterDr
 		time.Sleep(100 * time.Millisecond)
 	}
 	out.Dropped, out.Rejected = delta(last.dropped, w.before.dropped), delta(last.rejected, w.before.rejected)
+	if w.accessLog {
+		out.accessLog, out.Skipped = true, delta(last.skipped, w.before.skipped)
+	}
 	return out
 }
 
@@ -183,8 +209,8 @@ func total(m map[string]float64) float64 {
 }
 
 // failed reports whether the run must fail for what the adapter did: it
-// dropped instances (unless allowed), or the counters named with
-// --metrics-url could not be read.
+// dropped instances or lost access-log input (unless allowed), or the
+// counters named with --metrics-url could not be read.
 func (d *adapterDrops) failed(allowDrops bool) bool {
 	if d == nil {
 		return false
@@ -192,7 +218,16 @@ func (d *adapterDrops) failed(allowDrops bool) bool {
 	if d.Error != "" {
 		return d.explicit
 	}
-	return total(d.Dropped) > 0 && !allowDrops
+	return (total(d.Dropped) > 0 || d.lost() > 0) && !allowDrops
+}
+
+// lost is what the access-log path skipped for a reason that loses input.
+func (d *adapterDrops) lost() float64 {
+	var n float64
+	for _, r := range accessLogLosses {
+		n += d.Skipped[r]
+	}
+	return n
 }
 
 // String is one line for the text summaries.
@@ -203,11 +238,18 @@ func (d *adapterDrops) String() string {
 		}
 		return fmt.Sprintf("the adapter's drops are unknown: %s (--metrics-url names its /metrics; --metrics-url none stops looking)", d.Error)
 	}
-	if total(d.Dropped) == 0 && total(d.Rejected) == 0 {
-		return "no instance dropped or rejected by the adapter (" + d.MetricsURL + ")"
+	skipped := ""
+	if total(d.Skipped) > 0 {
+		skipped = fmt.Sprintf("; access-log path: %.0f skipped%s", total(d.Skipped), detail(d.Skipped))
+		if d.lost() == 0 {
+			skipped += ", none lost"
+		}
 	}
-	return fmt.Sprintf("%s dropped%s, %s rejected%s by the adapter (%s)",
-		count(total(d.Dropped)), detail(d.Dropped), count(total(d.Rejected)), detail(d.Rejected), d.MetricsURL)
+	if total(d.Dropped) == 0 && total(d.Rejected) == 0 {
+		return "no instance dropped or rejected by the adapter" + skipped + " (" + d.MetricsURL + ")"
+	}
+	return fmt.Sprintf("%s dropped%s, %s rejected%s by the adapter%s (%s)",
+		count(total(d.Dropped)), detail(d.Dropped), count(total(d.Rejected)), detail(d.Rejected), skipped, d.MetricsURL)
 }
 
 func count(v float64) string {

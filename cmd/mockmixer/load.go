@@ -79,7 +79,7 @@ func runLoad(ctx context.Context, args []string, e env) int {
 	if e.stderrIsTTY && !*noProgress {
 		c.Progress = e.stderr
 	}
-	watch := startDropWatch(ctx, df, []string{c.Address})
+	watch := startDropWatch(ctx, df, []string{c.Address}, false)
 	s, err := loadgen.Run(ctx, c)
 	if err != nil {
 		return fail(err)

@@ -133,7 +133,7 @@ func runReport(ctx context.Context, args []string, e env) int {
 	if *quiet {
 		out = io.Discard
 	}
-	watch := startDropWatch(ctx, df, handlerAddresses(d))
+	watch := startDropWatch(ctx, df, handlerAddresses(d), false)
 	sum := summary{failures: map[string]int{}}
 	for range *repeat {
 		for _, bags := range reports {
