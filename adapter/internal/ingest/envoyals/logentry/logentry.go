@@ -193,7 +193,9 @@ type Message struct {
 // each other, so the CPU has them in flight together; reading a protobuf
 // message, where the place of each field depends on the length before it,
 // would wait for each line in turn (the message was just received,
-// possibly on another core).
+// possibly on another core). Measured end to end: without it the adapter
+// spends 1.3% more CPU per entry (alsharness -baseline, 6 rounds, ratios
+// 1.001 to 1.023).
 func warm(b []byte) byte {
 	var x byte
 	for i := 0; i < len(b); i += 64 {
