@@ -2,14 +2,9 @@ package mixerless_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +19,7 @@ import (
 
 	"github.com/meshmetrics/meshmetrics/adapter"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/envoyals"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/promtest"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/exposition"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/remotewrite"
@@ -207,11 +203,10 @@ func TestAccessLogsThroughTheServer(t *testing.T) {
 // TestEndToEndWithRealPrometheus checks, entry by entry, the series a real
 // Prometheus scrapes from /metrics and receives by remote write.
 func TestEndToEndWithRealPrometheus(t *testing.T) {
-	bin := ensurePrometheus(t)
-	promAddr := freeAddr(t)
+	promAddr := promtest.FreeAddr(t)
 	dir := configDir(t, handlers("http://"+promAddr+"/api/v1/write"))
 	a := startAdapter(t, dir, adapter.ALSOptions{})
-	prom := startPrometheus(t, bin, promAddr, a.HTTPAddr())
+	prom := promtest.Start(t, promAddr, a.HTTPAddr())
 
 	want := map[string]float64{}
 	for round, method := range []string{envoyals.MethodV3, envoyals.MethodV2, envoyals.MethodV3} {
@@ -230,9 +225,9 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	for line, v := range want {
 		name, labels, _ := strings.Cut(line, "{")
 		sel := name + `{job="meshmetrics",` + labels
-		waitValue(t, prom, sel, v)
+		prom.WaitValue(t, sel, v)
 		if name != "istio_analytic_requests" {
-			waitValue(t, prom, name+`{replica="e2e-replica",`+labels, v)
+			prom.WaitValue(t, name+`{replica="e2e-replica",`+labels, v)
 		}
 	}
 	for _, name := range seriesNames {
@@ -242,126 +237,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 				n++
 			}
 		}
-		got := query(t, prom, name+`{job="meshmetrics"}`)
+		got := prom.Query(t, name+`{job="meshmetrics"}`)
 		require.Len(t, got, n, name)
 	}
-}
-
-// ensurePrometheus returns the prometheus binary, installing the Debian
-// package when it is absent (as root, or with sudo). Same as the
-// exposition e2e test's.
-func ensurePrometheus(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("prometheus"); err == nil {
-		return p
-	}
-	var sudo []string
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("sudo"); err != nil {
-			t.Fatal("prometheus is not installed and neither root nor sudo is available to install it: run `make deps` as root")
-		}
-		sudo = []string{"sudo", "-n"}
-	}
-	run := func(args ...string) {
-		all := append(append([]string{}, sudo...), args...)
-		cmd := exec.Command(all[0], all[1:]...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "%v: %s", args, out)
-	}
-	run("apt-get", "update", "-qq")
-	run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus")
-	stop := append(append([]string{}, sudo...), "service", "prometheus", "stop")
-	_ = exec.Command(stop[0], stop[1:]...).Run()
-	p, err := exec.LookPath("prometheus")
-	require.NoError(t, err, "prometheus installed but not on PATH")
-	return p
-}
-
-// startPrometheus runs Prometheus on addr with a fresh data directory,
-// scraping target every 250ms, with the remote-write receiver on.
-func startPrometheus(t *testing.T, bin, addr, target string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 250ms
-  scrape_timeout: 200ms
-scrape_configs:
-  - job_name: meshmetrics
-    static_configs:
-      - targets: [%q]
-`, target)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--log.level=warn")
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	require.NoError(t, err)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logFile.Name()); err == nil {
-				t.Logf("prometheus log:\n%s", b)
-			}
-		}
-	})
-	base := "http://" + addr
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond, "prometheus did not become ready")
-	return base
-}
-
-type promSample struct {
-	labels map[string]string
-	value  float64
-}
-
-func query(t *testing.T, base, q string) []promSample {
-	t.Helper()
-	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(q))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	var r struct {
-		Data struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.Unmarshal(body, &r))
-	var out []promSample
-	for _, s := range r.Data.Result {
-		v, err := strconv.ParseFloat(s.Value[1].(string), 64)
-		require.NoError(t, err)
-		out = append(out, promSample{labels: s.Metric, value: v})
-	}
-	sort.Slice(out, func(i, j int) bool { return fmt.Sprint(out[i].labels) < fmt.Sprint(out[j].labels) })
-	return out
-}
-
-func waitValue(t *testing.T, base, q string, want float64) {
-	t.Helper()
-	var last []promSample
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		last = query(t, base, q)
-		if len(last) == 1 && last[0].value == want {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: want one series of value %g, got %+v", q, want, last)
 }
