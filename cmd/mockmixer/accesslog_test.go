@@ -18,9 +18,14 @@ import (
 // samples as its config directory.
 func samplesAdapter(t *testing.T, tweak func(*adapter.Options)) *mixertest.Adapter {
 	t.Helper()
-	dir := mixertest.ConfigDir(t, []string{root("deploy", "kubernetes", "samples", "analyticcounter.yaml"),
+	return mixertest.StartAdapter(t, mixertest.AdapterOptions{ConfigDir: samplesDir(t), Tweak: tweak})
+}
+
+// samplesDir is a config directory of the seed's analyticprom samples.
+func samplesDir(t *testing.T) string {
+	t.Helper()
+	return mixertest.ConfigDir(t, []string{root("deploy", "kubernetes", "samples", "analyticcounter.yaml"),
 		root("deploy", "kubernetes", "samples", "analyticprom-prometheus.yaml")})
-	return mixertest.StartAdapter(t, mixertest.AdapterOptions{ConfigDir: dir, Tweak: tweak})
 }
 
 func analyticEntries() string { return root("testdata", "accesslog", "analytic.yaml") }
@@ -38,9 +43,9 @@ func analyticTotal(t *testing.T, a *mixertest.Adapter) int {
 
 func TestAccesslog(t *testing.T) {
 	a := samplesAdapter(t, nil)
-	metricsURL := "http://" + a.HTTPAddr() + "/metrics"
+	url := metricsURL(a)
 	r := mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--entries-per-message", "4", "--log-name", "als",
-		"--metrics-url", metricsURL)
+		"--metrics-url", url)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, "StreamAccessLogs v3 -> "+a.GRPCAddr()+" (node mockmixer, log_name als)\n")
 	require.Contains(t, r.stdout, "  message 1: 4 HTTP entries, ")
@@ -51,16 +56,16 @@ func TestAccesslog(t *testing.T) {
 	// The TCP entry has no request.path: the rule's match fails to evaluate,
 	// which is no match, as in Mixer, and loses nothing.
 	require.True(t, strings.HasSuffix(r.stdout, "summary: 1 stream (0 failed), 4 messages, 11 entries (10 HTTP, 1 TCP)\n"+
-		"adapter: no instance dropped or rejected by the adapter; access-log path: 1 skipped [match_error 1], none lost ("+metricsURL+")\n"), r.stdout)
+		"adapter: no instance dropped or rejected by the adapter; access-log path: 1 skipped [match_error 1], none lost ("+url+")\n"), r.stdout)
 	require.Equal(t, mixertest.Aggregate{Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1},
 		a.Recorded(t).Series()[mixertest.Key("istio_analytic_requests", "/v1/damage?analytic=2", "POST", "201", "damage", "batch")])
 	require.Equal(t, 6, analyticTotal(t, a), "six of the entries match the rule")
 
 	// v2, twice over, quietly: what Istio 1.7's sidecars send.
-	r = mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--api", "v2", "-r", "2", "-q", "--metrics-url", metricsURL)
+	r = mockmixer(t, "accesslog", "--address", a.GRPCAddr(), "--entries", analyticEntries(), "--api", "v2", "-r", "2", "-q", "--metrics-url", url)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Equal(t, "summary: 1 stream (0 failed), 4 messages, 22 entries (20 HTTP, 2 TCP)\n"+
-		"adapter: no instance dropped or rejected by the adapter; access-log path: 2 skipped [match_error 2], none lost ("+metricsURL+")\n", r.stdout)
+		"adapter: no instance dropped or rejected by the adapter; access-log path: 2 skipped [match_error 2], none lost ("+url+")\n", r.stdout)
 	require.Equal(t, 18, analyticTotal(t, a))
 	require.Equal(t, 2.0, a.Series(t, "meshmetrics_accesslog_entries_received_total")[`{api="v2",protocol="tcp"}`])
 
@@ -244,9 +249,7 @@ func TestAccessLogCommandsPrintTheAdaptersDropsAndFailOnThem(t *testing.T) {
 	require.Contains(t, r.stdout, "access-log path: 9 skipped [match_error 1, too_many_entries 8]", "counted over this run only")
 
 	// The adapter's own Prometheus sink this time, whose cap is --max-series.
-	dir := mixertest.ConfigDir(t, []string{root("deploy", "kubernetes", "samples", "analyticcounter.yaml"),
-		root("deploy", "kubernetes", "samples", "analyticprom-prometheus.yaml")})
-	b := mixertest.StartAdapter(t, mixertest.AdapterOptions{ConfigDir: dir, BuiltinSinks: true, Tweak: func(o *adapter.Options) { o.MaxSeries = 2 }})
+	b := mixertest.StartAdapter(t, mixertest.AdapterOptions{ConfigDir: samplesDir(t), BuiltinSinks: true, Tweak: func(o *adapter.Options) { o.MaxSeries = 2 }})
 	load := []string{"accesslog-load", "--address", b.GRPCAddr(), "--metrics-url", metricsURL(b), "-n", "1", "--streams", "1",
 		"--entries", analyticEntries(), "--entries-per-message", "20", "--ring", "1"}
 	r = mockmixer(t, load...)

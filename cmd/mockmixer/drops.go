@@ -55,13 +55,19 @@ type adapterCounts struct {
 	queued                     float64
 }
 
-// accessLogLosses are the reasons of meshmetrics_accesslog_skipped_total
-// that lose what Envoy sent (docs/mixerless.md). The others are Mixer's own
+// isAccessLogLoss says whether a reason of meshmetrics_accesslog_skipped_total
+// loses what Envoy sent (docs/mixerless.md). The others are Mixer's own
 // outcomes (a match that fails to evaluate is no match, an instance whose
 // attributes are missing is not built), the handler's refusals (rejected,
 // as for HandleMetric), or queue_full, which meshmetrics_instances_dropped_total
 // counts too.
-var accessLogLosses = []string{"malformed_message", "too_many_entries", "malformed_entry", "forward_queue_full", "bad_handler_config"}
+func isAccessLogLoss(reason string) bool {
+	switch reason {
+	case "malformed_message", "too_many_entries", "malformed_entry", "forward_queue_full", "bad_handler_config":
+		return true
+	}
+	return false
+}
 
 // startDropWatch reads the counters before a run; addresses are the
 // adapter addresses the run calls (the default URL needs them to name one
@@ -224,8 +230,10 @@ func (d *adapterDrops) failed(allowDrops bool) bool {
 // lost is what the access-log path skipped for a reason that loses input.
 func (d *adapterDrops) lost() float64 {
 	var n float64
-	for _, r := range accessLogLosses {
-		n += d.Skipped[r]
+	for r, c := range d.Skipped {
+		if isAccessLogLoss(r) {
+			n += c
+		}
 	}
 	return n
 }
