@@ -2,15 +2,20 @@ package sinks
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
+	"github.com/meshmetrics/meshmetrics/config"
 )
 
 // Env is what the adapter gives every sink it builds.
@@ -40,6 +45,51 @@ type Env struct {
 	// key, and its spool directory, across restarts.
 	KeySalt []byte
 }
+
+// FallbackReplica names the replica when neither --replica nor the host
+// name gives one.
+const FallbackReplica = "meshmetrics"
+
+// WithDefaults fills what a test or a partial wiring leaves out, so that a
+// sink never has to check for nil: a discarding logger, its own secrets,
+// limiter and metrics registry, the host name as replica, the wall clock,
+// a one-second tick and a random key salt (still secret).
+func (e Env) WithDefaults() Env {
+	if e.Log == nil {
+		e.Log = logrus.New()
+		e.Log.SetOutput(io.Discard)
+	}
+	if e.Secrets == nil {
+		e.Secrets = &logging.Secrets{}
+	}
+	if e.Limiter == nil {
+		e.Limiter = logging.NewLimiter(e.Log, config.DefaultLogEvery)
+	}
+	if e.Metrics == nil {
+		e.Metrics = telemetry.New(prometheus.NewRegistry(), func() int { return 0 }, noQueues{})
+	}
+	if e.Replica == "" {
+		e.Replica, _ = os.Hostname()
+		if e.Replica == "" {
+			e.Replica = FallbackReplica
+		}
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+	if e.Tick <= 0 {
+		e.Tick = time.Second
+	}
+	if e.KeySalt == nil {
+		e.KeySalt = make([]byte, 32)
+		_, _ = rand.Read(e.KeySalt)
+	}
+	return e
+}
+
+type noQueues struct{}
+
+func (noQueues) Stats() []telemetry.QueueStat { return nil }
 
 // Telemetry is where a push sink's export.Sender reports.
 func (e Env) Telemetry() export.Telemetry {

@@ -1,21 +1,13 @@
 package librato
 
 import (
-	"crypto/rand"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sirupsen/logrus"
-
-	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -32,7 +24,7 @@ const (
 	DefaultUserAgent = "meshmetrics/librato"
 	// DefaultFallbackReplica names the replica when the adapter was given
 	// none and the host name is unknown.
-	DefaultFallbackReplica = "meshmetrics"
+	DefaultFallbackReplica = sinks.FallbackReplica
 )
 
 // Options tune a Factory beyond handler params: process-wide choices and
@@ -80,47 +72,8 @@ func NewFactory(env sinks.Env) sinks.Factory { return NewFactoryWith(env, Option
 
 // NewFactoryWith is NewFactory with Options.
 func NewFactoryWith(env sinks.Env, o Options) *Factory {
-	return &Factory{env: envDefaults(env), opts: o.withDefaults()}
+	return &Factory{env: env.WithDefaults(), opts: o.withDefaults()}
 }
-
-// envDefaults fills what a test or a partial wiring leaves out, so that a
-// sink never has to check for nil.
-func envDefaults(env sinks.Env) sinks.Env {
-	if env.Log == nil {
-		env.Log = logrus.New()
-		env.Log.SetOutput(io.Discard)
-	}
-	if env.Secrets == nil {
-		env.Secrets = &logging.Secrets{}
-	}
-	if env.Limiter == nil {
-		env.Limiter = logging.NewLimiter(env.Log, config.DefaultLogEvery)
-	}
-	if env.Metrics == nil {
-		env.Metrics = telemetry.New(prometheus.NewRegistry(), func() int { return 0 }, noQueues{})
-	}
-	if env.Replica == "" {
-		env.Replica, _ = os.Hostname()
-		if env.Replica == "" {
-			env.Replica = DefaultFallbackReplica
-		}
-	}
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.KeySalt == nil {
-		env.KeySalt = make([]byte, 32)
-		_, _ = rand.Read(env.KeySalt) // a partial wiring (tests) still gets a secret salt
-	}
-	if env.Tick <= 0 {
-		env.Tick = time.Second
-	}
-	return env
-}
-
-type noQueues struct{}
-
-func (noQueues) Stats() []telemetry.QueueStat { return nil }
 
 // Configured implements sinks.Factory: p has a librato block (or the seed
 // adapter's fields, which config.Normalize moved into one).

@@ -21,7 +21,7 @@ import (
 
 func TestRateLimitWait(t *testing.T) {
 	now := time.Unix(1600000000, 0)
-	s := &Sink{env: envDefaults(sinks.Env{Now: func() time.Time { return now }})}
+	s := &Sink{env: sinks.Env{Now: func() time.Time { return now }}.WithDefaults()}
 	header := func(kv ...string) http.Header {
 		h := http.Header{}
 		for i := 0; i < len(kv); i += 2 {
@@ -54,7 +54,7 @@ func TestRateLimitWait(t *testing.T) {
 
 func TestExhaustedRateLimitPausesTheNextRequest(t *testing.T) {
 	now := time.Unix(1600000000, 0)
-	s := &Sink{env: envDefaults(sinks.Env{Now: func() time.Time { return now }})}
+	s := &Sink{env: sinks.Env{Now: func() time.Time { return now }}.WithDefaults()}
 	require.NoError(t, s.waitRateLimit(context.Background()), "no pause yet")
 	h := http.Header{}
 	h.Set(HeaderRateLimitStd, "limit=600,remaining=0,reset=1600003600")
@@ -134,7 +134,7 @@ func TestPushNamesTheServersWait(t *testing.T) {
 			} else {
 				defer srv.Close()
 			}
-			env := envDefaults(sinks.Env{Now: func() time.Time { return now }})
+			env := sinks.Env{Now: func() time.Time { return now }}.WithDefaults()
 			p := &config.Params{Librato: &config.LibratoParams{Token: "test-token-1", Url: url}}
 			require.Empty(t, normalize(p.Librato))
 			s, err := newSink("test", p.Librato, env, Options{MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}.withDefaults())
@@ -162,7 +162,7 @@ func TestConsumeOnlyAggregates(t *testing.T) {
 	}))
 	defer srv.Close()
 	now := time.Unix(1600000000, 0)
-	env := envDefaults(sinks.Env{Now: func() time.Time { return now }, Tick: time.Hour})
+	env := sinks.Env{Now: func() time.Time { return now }, Tick: time.Hour}.WithDefaults()
 	p := &config.Params{Librato: &config.LibratoParams{Token: "test-token-1", Url: srv.URL, Period: time.Second}}
 	require.Empty(t, normalize(p.Librato))
 	s, err := newSink("test", p.Librato, env, Options{}.withDefaults())

@@ -2,15 +2,11 @@ package otlp
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -18,7 +14,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/export"
-	"github.com/meshmetrics/meshmetrics/adapter/internal/logging"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/series"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
@@ -60,7 +55,7 @@ type Sink struct {
 }
 
 func newSink(name string, o *config.OtlpParams, env sinks.Env) (*Sink, error) {
-	env = envDefaults(env)
+	env = env.WithDefaults()
 	cfg, err := settingsOf(o, env.Replica)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", config.ErrInvalid, name, err)
@@ -122,45 +117,6 @@ func newSink(name string, o *config.OtlpParams, env sinks.Env) (*Sink, error) {
 }
 
 func version(agent string) string { return agent[len("meshmetrics/"):] }
-
-// envDefaults fills what a test or a partial wiring leaves out, so that a
-// sink never has to check for nil.
-func envDefaults(env sinks.Env) sinks.Env {
-	if env.Log == nil {
-		env.Log = logrus.New()
-		env.Log.SetOutput(io.Discard)
-	}
-	if env.Secrets == nil {
-		env.Secrets = &logging.Secrets{}
-	}
-	if env.Limiter == nil {
-		env.Limiter = logging.NewLimiter(env.Log, config.DefaultLogEvery)
-	}
-	if env.Metrics == nil {
-		env.Metrics = telemetry.New(prometheus.NewRegistry(), func() int { return 0 }, noQueues{})
-	}
-	if env.Replica == "" {
-		env.Replica, _ = os.Hostname()
-		if env.Replica == "" {
-			env.Replica = "meshmetrics"
-		}
-	}
-	if env.Now == nil {
-		env.Now = time.Now
-	}
-	if env.Tick <= 0 {
-		env.Tick = time.Second
-	}
-	if env.KeySalt == nil {
-		env.KeySalt = make([]byte, 32)
-		_, _ = rand.Read(env.KeySalt)
-	}
-	return env
-}
-
-type noQueues struct{}
-
-func (noQueues) Stats() []telemetry.QueueStat { return nil }
 
 // Name implements sinks.Sink; it is the Factory's key, which holds no secret.
 func (s *Sink) Name() string { return s.name }
