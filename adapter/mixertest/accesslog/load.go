@@ -289,27 +289,7 @@ func latency(h *loadgen.Histogram) loadgen.Latency {
 // loadProgress draws the progress line on o.Progress until the returned
 // func is called: the same bar as mockmixer load's.
 func loadProgress(o LoadOptions, start time.Time, sent *atomic.Int64) func() {
-	if o.Progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				fmt.Fprint(o.Progress, "\r\033[K")
-				return
-			case <-t.C:
-				fmt.Fprint(o.Progress, "\r\033[K"+ProgressLine(o, time.Since(start), sent.Load()))
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
+	return loadgen.DrawProgress(o.Progress, func() string { return ProgressLine(o, time.Since(start), sent.Load()) })
 }
 
 // ProgressLine renders the bar for the part of the run done, by count or

@@ -422,7 +422,13 @@ func appendDecimal(b []byte, v uint64) []byte {
 
 // progress draws a progress line on c.Progress until the returned func is called.
 func progress(c Config, start time.Time, sent *atomic.Int64) func() {
-	if c.Progress == nil {
+	return DrawProgress(c.Progress, func() string { return progressLine(c, time.Since(start), sent.Load()) })
+}
+
+// DrawProgress redraws line() on w every 200ms until the returned func is
+// called, which erases it. A nil w draws nothing.
+func DrawProgress(w io.Writer, line func() string) (stop func()) {
+	if w == nil {
 		return func() {}
 	}
 	done := make(chan struct{})
@@ -435,10 +441,10 @@ func progress(c Config, start time.Time, sent *atomic.Int64) func() {
 		for {
 			select {
 			case <-done:
-				fmt.Fprint(c.Progress, "\r\033[K")
+				fmt.Fprint(w, "\r\033[K")
 				return
 			case <-t.C:
-				fmt.Fprint(c.Progress, "\r\033[K"+progressLine(c, time.Since(start), sent.Load()))
+				fmt.Fprint(w, "\r\033[K"+line())
 			}
 		}
 	}()
