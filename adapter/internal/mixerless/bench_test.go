@@ -2,14 +2,12 @@ package mixerless_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	goruntime "runtime"
 	"syscall"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	alsdata "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,9 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshmetrics/meshmetrics/adapter"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
@@ -31,67 +26,6 @@ import (
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 	"github.com/meshmetrics/meshmetrics/adapter/mixertest/accesslog"
 )
-
-// RealisticEntry is an inbound HTTP entry as an Istio sidecar logs it:
-// addresses, timings, cluster, flags, route, mutual TLS, request and
-// response properties (about 600 bytes encoded).
-func RealisticEntry(i int) *alsdata.HTTPAccessLogEntry {
-	paths := []string{"/v1/damage?analytic=1", "/v1/damage", "/reviews/0", "/details/1", "/v1/damage?analytic=2"}
-	services := []string{"reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local", "details.default.svc.cluster.local"}
-	san := func(uri string) *alsdata.TLSProperties_CertificateProperties {
-		return &alsdata.TLSProperties_CertificateProperties{SubjectAltName: []*alsdata.TLSProperties_CertificateProperties_SubjectAltName{
-			{San: &alsdata.TLSProperties_CertificateProperties_SubjectAltName_Uri{Uri: uri}}}}
-	}
-	svc := services[i%len(services)]
-	return &alsdata.HTTPAccessLogEntry{
-		CommonProperties: &alsdata.AccessLogCommon{
-			SampleRate:                    1,
-			DownstreamRemoteAddress:       sock("10.1.0.7", 45678),
-			DownstreamLocalAddress:        sock("10.1.2.3", 9080),
-			DownstreamDirectRemoteAddress: sock("10.1.0.7", 45678),
-			UpstreamRemoteAddress:         sock("127.0.0.1", 9080),
-			UpstreamLocalAddress:          sock("127.0.0.1", 51234),
-			TlsProperties: &alsdata.TLSProperties{TlsVersion: alsdata.TLSProperties_TLSv1_3, TlsSniHostname: "outbound_.9080_._." + svc,
-				LocalCertificateProperties: san("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
-				PeerCertificateProperties:  san("spiffe://cluster.local/ns/default/sa/bookinfo-productpage")},
-			StartTime:                   timestamppb.New(time.Unix(1700000000+int64(i), 123456789)),
-			TimeToLastRxByte:            durationpb.New(50 * time.Microsecond),
-			TimeToFirstUpstreamTxByte:   durationpb.New(300 * time.Microsecond),
-			TimeToLastUpstreamTxByte:    durationpb.New(310 * time.Microsecond),
-			TimeToFirstUpstreamRxByte:   durationpb.New(4 * time.Millisecond),
-			TimeToLastUpstreamRxByte:    durationpb.New(5 * time.Millisecond),
-			TimeToFirstDownstreamTxByte: durationpb.New(4100 * time.Microsecond),
-			TimeToLastDownstreamTxByte:  durationpb.New(5100 * time.Microsecond),
-			UpstreamCluster:             "inbound|9080|http|" + svc,
-			ResponseFlags:               &alsdata.ResponseFlags{},
-			RouteName:                   "default",
-		},
-		ProtocolVersion: alsdata.HTTPAccessLogEntry_HTTP11,
-		Request: &alsdata.HTTPRequestProperties{
-			RequestMethod: corev3.RequestMethod_GET, Scheme: "http", Authority: svc + ":9080", Path: paths[i%len(paths)],
-			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36", RequestId: fmt.Sprintf("3f2a7c1e-1b2c-4d5e-8f90-%012d", i),
-			ForwardedFor: "10.1.0.7", RequestHeadersBytes: 420, RequestBodyBytes: 0,
-		},
-		Response: &alsdata.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32([]uint32{200, 200, 200, 404, 503}[i%5]), ResponseHeadersBytes: 180,
-			ResponseBodyBytes: 2950, ResponseCodeDetails: "via_upstream"},
-	}
-}
-
-// EncodedMessages are n messages of size realistic entries each, encoded.
-func EncodedMessages(tb testing.TB, n, size int) [][]byte {
-	var out [][]byte
-	for m := 0; m < n; m++ {
-		entries := make([]*alsdata.HTTPAccessLogEntry, size)
-		for i := range entries {
-			entries[i] = RealisticEntry(m*size + i)
-		}
-		raw, err := proto.Marshal(&alsv3.StreamAccessLogsMessage{LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{
-			HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: entries}}})
-		require.NoError(tb, err)
-		out = append(out, raw)
-	}
-	return out
-}
 
 // BenchmarkEntries runs messages of 100 realistic entries through the rules
 // runtime with Istio's standard requestcount rule and the analytic sample's
@@ -117,7 +51,8 @@ func BenchmarkEntries(b *testing.B) {
 		Cache: cache, Telemetry: tm, Metrics: mixerless.NewMetrics(reg), Log: log, Limiter: env.Limiter})
 	require.NoError(b, err)
 	defer rt.Close(context.Background())
-	msgs := EncodedMessages(b, 16, 100)
+	msgs, err := accesslog.RealisticMessages(16, 100)
+	require.NoError(b, err)
 	parsed := make([]logentry.Message, len(msgs))
 	for i := range msgs {
 		require.NoError(b, parsed[i].Parse(msgs[i]))
