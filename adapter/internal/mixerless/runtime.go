@@ -296,8 +296,10 @@ type worker struct {
 	local   []localRecording
 	remote  []*dispatch.Call
 	// dims holds the emitted dimensions of the instance being recorded.
-	dims   []handlemetric.Value
-	counts [2][2]int // received, by protocol (http, tcp) and api (v2, v3)
+	dims []handlemetric.Value
+	// discard receives dimensions evaluated only for their errors.
+	discard handlemetric.Value
+	counts  [2][2]int // received, by protocol (http, tcp) and api (v2, v3)
 }
 
 // localRecording is a meshmetrics handler's share of one message: its
@@ -544,46 +546,56 @@ func (c *Config) inScope(ru *rule, rec *expr.Record) bool {
 }
 
 // eval evaluates an instance with the typed programs: its value, and into
-// w.dims its emitted dimensions, in the order of in.keys.
+// w.dims its emitted dimensions, in the order of in.keys. Each dimension is
+// evaluated in its slot rather than returned and appended: at two dozen
+// dimensions per entry, copying them was a tenth of the mode's CPU.
 func (w *worker) eval(in *instance, rec *expr.Record) (handlemetric.Value, error) {
 	var value handlemetric.Value
 	if in.value != nil {
-		var err error
-		if value, err = evalValue(in.value, rec); err != nil {
+		if err := evalInto(in.value, rec, &value); err != nil {
 			return value, fmt.Errorf("instance %s: value: %w", in.ri.Key(), err)
 		}
 	}
-	w.dims = w.dims[:0]
+	n := len(in.keys)
+	if cap(w.dims) < n {
+		w.dims = make([]handlemetric.Value, n)
+	}
+	w.dims = w.dims[:n]
+	j := 0
 	for i := range in.dims {
 		d := &in.dims[i]
 		if !d.eval {
 			continue
 		}
-		v, err := evalValue(d.p, rec)
-		if err != nil {
-			return value, fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
-		}
+		dst := &w.discard
 		if d.emit {
-			w.dims = append(w.dims, v)
+			dst = &w.dims[j]
+			j++
+		}
+		if err := evalInto(d.p, rec, dst); err != nil {
+			return value, fmt.Errorf("instance %s: dimensions: %s: %w", in.ri.Key(), d.key, err)
 		}
 	}
 	return value, nil
 }
 
-// evalValue evaluates p into the istio.policy.v1beta1.Value member Mixer's
-// encoder picks for its type, as the handler reads it from a request. The
-// types rules mostly use take the typed short cuts.
-func evalValue(p *expr.Program, rec *expr.Record) (handlemetric.Value, error) {
+// evalInto evaluates p into dst, the istio.policy.v1beta1.Value member
+// Mixer's encoder picks for its type, as the handler reads it from a
+// request. The types rules mostly use take the typed short cuts.
+func evalInto(p *expr.Program, rec *expr.Record, dst *handlemetric.Value) error {
 	switch p.Type() {
 	case expr.String:
 		s, err := p.EvalString(rec)
-		return handlemetric.Value{Kind: handlemetric.KindString, Bytes: bytesOf(s)}, err
+		*dst = handlemetric.Value{Kind: handlemetric.KindString, Bytes: bytesOf(s)}
+		return err
 	case expr.Int64:
 		i, err := p.EvalInt(rec)
-		return handlemetric.Value{Kind: handlemetric.KindInt64, Int: i}, err
+		*dst = handlemetric.Value{Kind: handlemetric.KindInt64, Int: i}
+		return err
 	}
 	v, err := p.Eval(rec)
-	return toValue(&v, p.Type()), err
+	*dst = toValue(&v, p.Type())
+	return err
 }
 
 func bytesOf(s string) []byte {

@@ -72,18 +72,21 @@ func (k Kind) String() string {
 
 // Value is one istio.policy.v1beta1.Value, read in place. Bytes aliases the
 // request buffer and is valid only while the Request is.
+//
+// Kind is last, next to Nanos, so that a Value is 48 bytes rather than 56:
+// the Mixer-less mode copies one per emitted dimension.
 type Value struct {
-	Kind Kind
 	// Bytes holds the text of string, email, DNS name and URI values, the
 	// address bytes of an IP, and the encoded entries of a string map.
 	Bytes []byte
 	// Int holds int64 values, bools (0 or 1), and the seconds of durations and
 	// timestamps.
 	Int int64
-	// Nanos holds the nanoseconds of durations and timestamps.
-	Nanos int32
 	// Float holds double values.
 	Float float64
+	// Nanos holds the nanoseconds of durations and timestamps.
+	Nanos int32
+	Kind  Kind
 }
 
 // Dimension is one entry of an instance's dimensions map.
