@@ -128,7 +128,12 @@ func (r *Recording) Record(t *Target, value handlemetric.Value, dims []handlemet
 			o.reject(RejectSuperseded, t.name, m.def.Namespace+"_"+m.def.Name)
 			continue
 		}
-		values := r.labelValues(t, tm, dims)
+		if tm.dims != nil {
+			r.add(m, tm.dims, dims, x, isDuration)
+			accepted = true
+			continue
+		}
+		values := r.labelValues(t, dims)
 		for _, b := range m.bindings {
 			v := x
 			if isDuration {
@@ -143,53 +148,63 @@ func (r *Recording) Record(t *Target, value handlemetric.Value, dims []handlemet
 	}
 }
 
-// labelValues is Handler.labelValues for dimensions given by position.
-func (r *Recording) labelValues(t *Target, tm *targetMetric, dims []handlemetric.Value) [][]byte {
+// add adds a sample of m, whose labels are filled by dims as labelDims says
+// (Target.metrics), to the batch of each of its bindings. The label values
+// are encoded straight into the first batch and its key copied to the
+// others: no list of values is built, since the dimensions of a rule's
+// instance are mostly text, used as is.
+func (r *Recording) add(m *metric, labelDims []int, dims []handlemetric.Value, x float64, isDuration bool) {
+	if len(m.bindings) == 0 {
+		return
+	}
 	h := r.h
-	r.labels = r.labels[:0]
-	if tm.dims == nil { // implicit: name/value pairs, sorted by name
-		r.spans = r.spans[:0]
-		for _, d := range t.pairs {
-			start := len(r.labels)
-			r.labels = append(r.labels, t.keys[d]...)
-			mid := len(r.labels)
-			r.labels = h.appendLabel(r.labels, mid, dims[d], &r.o)
-			r.spans = append(r.spans, [2]int{start, mid}, [2]int{mid, len(r.labels)})
-		}
-		r.values = r.values[:0]
-		for _, s := range r.spans {
-			r.values = append(r.values, r.labels[s[0]:s[1]])
-		}
-		return r.values
-	}
-	n := len(tm.dims)
-	if cap(r.values) < n {
-		r.values = make([][]byte, n)
-		r.spans = make([][2]int, n)
-	}
-	r.values, r.spans = r.values[:n], r.spans[:n]
-	converted := false
-	for i, d := range tm.dims {
-		r.values[i], r.spans[i] = nil, [2]int{-1, -1}
+	b0 := &m.bindings[0]
+	first := r.batches[b0.queue]
+	start := first.Start()
+	for _, d := range labelDims {
 		if d < 0 {
+			first.AppendLabel(nil) // an empty value, as for a dimension a request does not carry
 			continue
 		}
 		v := &dims[d]
 		if isText(v.Kind) && len(v.Bytes) <= h.maxLabel {
-			r.values[i] = v.Bytes // the text itself: Batch.Add copies it
+			first.AppendLabel(v.Bytes)
 			continue
 		}
-		start := len(r.labels)
-		r.labels = h.appendLabel(r.labels, start, *v, &r.o)
-		r.spans[i] = [2]int{start, len(r.labels)}
-		converted = true
+		r.labels = h.appendLabel(r.labels[:0], 0, *v, &r.o)
+		first.AppendLabel(r.labels)
 	}
-	if converted { // r.labels may have moved while growing: slice it last
-		for i, s := range r.spans {
-			if s[0] >= 0 {
-				r.values[i] = r.labels[s[0]:s[1]]
-			}
-		}
+	key := first.End(b0.b, scaled(x, isDuration, b0), start)
+	for i := 1; i < len(m.bindings); i++ {
+		b := &m.bindings[i]
+		r.batches[b.queue].AddKey(b.b, scaled(x, isDuration, b), key)
+	}
+}
+
+// scaled is x in b's unit: durations are seconds, or what the sink takes.
+func scaled(x float64, isDuration bool, b *binding) float64 {
+	if isDuration {
+		return x * b.b.DurationScale()
+	}
+	return x
+}
+
+// labelValues is Handler.labelValues for an implicit metric's name/value
+// pairs, sorted by name, of dimensions given by position.
+func (r *Recording) labelValues(t *Target, dims []handlemetric.Value) [][]byte {
+	h := r.h
+	r.labels = r.labels[:0]
+	r.spans = r.spans[:0]
+	for _, d := range t.pairs {
+		start := len(r.labels)
+		r.labels = append(r.labels, t.keys[d]...)
+		mid := len(r.labels)
+		r.labels = h.appendLabel(r.labels, mid, dims[d], &r.o)
+		r.spans = append(r.spans, [2]int{start, mid}, [2]int{mid, len(r.labels)})
+	}
+	r.values = r.values[:0]
+	for _, s := range r.spans {
+		r.values = append(r.values, r.labels[s[0]:s[1]])
 	}
 	return r.values
 }

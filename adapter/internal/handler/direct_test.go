@@ -9,7 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshmetrics/meshmetrics/adapter/internal/handler"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/dedup"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/ingest/mixer/handlemetric"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
+	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/sinktest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/metricpb"
 	mt "github.com/meshmetrics/meshmetrics/adapter/mixerpb/mixerpbtest"
 	"github.com/meshmetrics/meshmetrics/adapter/mixerpb/policypb"
@@ -168,4 +171,50 @@ func TestRecordingAllocatesNothing(t *testing.T) {
 	o := rec.End()
 	require.Equal(t, 1101, o.Accepted)
 	require.Len(t, f.flush(t).Samples(), 1101)
+}
+
+// TestRecordingMatchesHandleAcrossSinks: a handler feeding two sinks (each
+// metric has two bindings, with different default duration units) records
+// the same samples in each as Handle, with the labels encoded once and
+// their key copied to the second batch.
+func TestRecordingMatchesHandleAcrossSinks(t *testing.T) {
+	twoSinks := func() (*fixture, *sinktest.Factory) {
+		f := newFixture(t, 1000)
+		f.factory.Setup = func(s *sinktest.Sink) { s.DefaultUnit = config.DurationUnit_MILLISECONDS }
+		second := sinktest.NewFactory()
+		second.Route = func(*config.Params) string { return "second" }
+		second.Setup = func(s *sinktest.Sink) { s.DefaultUnit = config.DurationUnit_SECONDS }
+		f.cache = handler.NewCache(handler.Deps{Sinks: f.sinks, Factories: []sinks.Factory{f.factory, second}, Dedup: dedup.New(dedup.Options{Window: time.Minute})},
+			handler.CacheOptions{Size: 4, IdleTimeout: time.Minute, Now: func() time.Time { return f.now }})
+		return f, second
+	}
+	const rc = "requestcount.instance.istio-system"
+	p := &config.Params{Metrics: []*config.Params_MetricInfo{
+		{InstanceName: rc, Kind: config.Params_MetricInfo_COUNTER, Name: "requests_total", LabelNames: []string{"path", "code", "absent"}},
+		{InstanceName: "latency", Kind: config.Params_MetricInfo_DISTRIBUTION, Name: "latency", LabelNames: []string{"code", "path"}},
+	}, Limits: &config.Limits{MaxLabelValueLength: 8}}
+	instances := []*metricpb.InstanceMsg{
+		mt.Instance(rc, mt.Int(1), "code", mt.Int(200), "path", mt.Str("/v1/damage")),
+		mt.Instance(rc, mt.Int(2), "code", mt.Int(123456789), "path", mt.Str("/a")),
+		mt.Instance("latency", mt.Duration(1500*time.Millisecond), "path", mt.Str("/b"), "code", mt.Int(503)),
+	}
+	viaMixer, viaMixerSecond := twoSinks()
+	direct, directSecond := twoSinks()
+	cfg := params(t, p)
+	want, err := viaMixer.handle(t, cfg, "", instances...)
+	require.NoError(t, err)
+	got, err := direct.record(t, cfg, instances...)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	require.Equal(t, 2, got.Truncated, "a cut path and a cut code, once per metric")
+	for _, k := range []struct{ want, got *sinktest.Factory }{{viaMixer.factory, direct.factory}, {viaMixerSecond, directSecond}} {
+		viaMixer.flush(t)
+		direct.flush(t)
+		w, g := k.want.Sink(k.want.Keys()[0]), k.got.Sink(k.got.Keys()[0])
+		require.Equal(t, w.Samples(), g.Samples())
+		require.Equal(t, w.Series(), g.Series())
+		require.Len(t, g.Series(), 3)
+	}
+	require.Equal(t, 1500.0, direct.factory.Sink("test").Series()["istio_latency{503,/b}"].Sum, "milliseconds in the first sink")
+	require.Equal(t, 1.5, directSecond.Sink("second").Series()["istio_latency{503,/b}"].Sum, "seconds in the second")
 }

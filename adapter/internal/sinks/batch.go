@@ -39,6 +39,33 @@ func (b *Batch) Add(binding Binding, value float64, values [][]byte) {
 	b.Samples = append(b.Samples, Sample{Binding: binding, Value: value, start: uint32(start), end: uint32(len(b.arena))})
 }
 
+// Start begins a sample whose label values are then appended one by one
+// with AppendLabel and which End adds: the labels go straight into the
+// arena, without a list of values to build first. It returns where the
+// sample starts, for End.
+func (b *Batch) Start() int { return len(b.arena) }
+
+// AppendLabel appends the next label value of the sample begun by Start.
+func (b *Batch) AppendLabel(v []byte) {
+	b.arena = binary.AppendUvarint(b.arena, uint64(len(v)))
+	b.arena = append(b.arena, v...)
+}
+
+// End adds the sample begun at start (from Start) and returns its key.
+func (b *Batch) End(binding Binding, value float64, start int) []byte {
+	b.Samples = append(b.Samples, Sample{Binding: binding, Value: value, start: uint32(start), end: uint32(len(b.arena))})
+	return b.arena[start:]
+}
+
+// AddKey appends a sample whose label values are already encoded as key
+// (another batch's Key or End): one copy for a metric bound to several
+// sinks.
+func (b *Batch) AddKey(binding Binding, value float64, key []byte) {
+	start := len(b.arena)
+	b.arena = append(b.arena, key...)
+	b.Samples = append(b.Samples, Sample{Binding: binding, Value: value, start: uint32(start), end: uint32(len(b.arena))})
+}
+
 // Key is the sample's encoded label values: unique per label set of a metric,
 // and usable as a map key with string(key) without allocating.
 func (b *Batch) Key(s *Sample) []byte { return b.arena[s.start:s.end] }
