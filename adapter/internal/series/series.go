@@ -232,12 +232,16 @@ func (r *Registry[S]) Apply(b *sinks.Batch, update func(f *Family[S], s *Series[
 	now := b.Time.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var current *Family[S] // checked already: a batch's samples mostly share a family
 	for i := range b.Samples {
 		smp := &b.Samples[i]
 		f, ok := smp.Binding.(*Family[S])
-		if !ok || f.superseded.Load() || r.families[f.Name] != f {
-			d.Superseded++
-			continue
+		if !ok || f != current {
+			if !ok || f.superseded.Load() || r.families[f.Name] != f {
+				d.Superseded++
+				continue
+			}
+			current = f
 		}
 		key := b.Key(smp)
 		s, ok := f.series[string(key)]

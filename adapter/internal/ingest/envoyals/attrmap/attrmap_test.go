@@ -268,6 +268,9 @@ func TestResponseFlagsInMixerOrder(t *testing.T) {
 		{all, "LH,UH,UT,LR,UR,UF,UC,UO,NR,DI,FI,RL,UAEX,RLSE,DC,URX,SI,IH,DPE"},
 		{&alsdata.ResponseFlags{DownstreamProtocolError: true, FailedLocalHealthcheck: true}, "LH,DPE"},
 		{&alsdata.ResponseFlags{NoClusterFound: true}, "-"}, // flags newer than Mixer 1.7.8 are not Mixer's codes
+		{&alsdata.ResponseFlags{UnauthorizedDetails: &alsdata.ResponseFlags_Unauthorized{}}, "UAEX"},
+		{&alsdata.ResponseFlags{NoRouteFound: true}, "NR"},
+		{&alsdata.ResponseFlags{}, "-"},
 		{nil, "-"},
 	} {
 		got := bagOf(t, attrmap.Options{MixerExact: true}, tcpMsg(&alsdata.TCPAccessLogEntry{CommonProperties: &alsdata.AccessLogCommon{ResponseFlags: tt.flags}}))
