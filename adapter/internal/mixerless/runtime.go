@@ -58,6 +58,9 @@ type Runtime struct {
 	// steady state allocates nothing.
 	workers chan *worker
 
+	// received are the EntriesReceived counters by protocol and api, looked
+	// up once rather than for every message.
+	received    [2][2]prometheus.Counter
 	mu          sync.Mutex // serialises reloads
 	stamp       string
 	lastErr     error
@@ -89,6 +92,11 @@ func NewRuntime(o RuntimeOptions) (*Runtime, error) {
 		o.MaxEntriesPerMessage = 10000
 	}
 	r := &Runtime{o: o, workers: make(chan *worker, maxIdleWorkers)}
+	for p, name := range []string{"http", "tcp"} {
+		for api := range 2 {
+			r.received[p][api] = o.Metrics.EntriesReceived.WithLabelValues(name, logentry.API(api).String())
+		}
+	}
 	if err := r.Reload(); err != nil {
 		return nil, fmt.Errorf("config directory %s: %w", o.ConfigDir, err)
 	}
@@ -317,6 +325,8 @@ type localRecording struct {
 	err      error
 	targetsH *handler.Handler
 	targets  []handler.Target
+	// dispatched is the handler's InstancesDispatched counter.
+	dispatched prometheus.Counter
 }
 
 func (r *Runtime) worker(cfg *Config) *worker {
@@ -329,6 +339,9 @@ func (r *Runtime) worker(cfg *Config) *worker {
 	if w.cfg != cfg {
 		w.cfg, w.builder = cfg, cfg.mapper.NewBuilder()
 		w.local = make([]localRecording, len(cfg.local))
+		for i, lh := range cfg.local {
+			w.local[i].dispatched = r.o.Metrics.InstancesDispatched.WithLabelValues(lh.key)
+		}
 		w.remote = make([]*dispatch.Call, len(cfg.remote))
 	}
 	return w
@@ -382,7 +395,7 @@ func (r *Runtime) finish(w *worker) {
 		if lr.h != nil {
 			o := lr.rec.End()
 			lr.h.Done()
-			r.account(lh, &o)
+			r.account(lr, lh, &o)
 		} else if lr.refused > 0 {
 			r.o.Metrics.Skipped.WithLabelValues(SkipBadHandlerConfig).Add(float64(lr.refused))
 			r.o.Limiter.Log(logrus.ErrorLevel, "als-handler:"+lh.key, logrus.Fields{"handler": lh.digest.String(), "handler_cr": lh.key, "source": lh.source},
@@ -494,10 +507,10 @@ func (r *Runtime) logInstanceError(in *instance, err error) {
 
 func (r *Runtime) flushCounts(w *worker, malformed, matchErrors, instanceErrors, bags int) {
 	m := r.o.Metrics
-	for p, name := range []string{"http", "tcp"} {
-		for api := range 2 {
-			if c := w.counts[p][api]; c > 0 {
-				m.EntriesReceived.WithLabelValues(name, logentry.API(api).String()).Add(float64(c))
+	for p := range w.counts {
+		for api, c := range w.counts[p] {
+			if c > 0 {
+				r.received[p][api].Add(float64(c))
 				w.counts[p][api] = 0
 			}
 		}
@@ -639,10 +652,10 @@ func toValue(v *expr.Value, t expr.ValueType) handlemetric.Value {
 }
 
 // account counts what a handler did with a message's instances.
-func (r *Runtime) account(lh *localHandler, o *handler.Outcome) {
+func (r *Runtime) account(lr *localRecording, lh *localHandler, o *handler.Outcome) {
 	m := r.o.Metrics
 	if o.Accepted > 0 {
-		m.InstancesDispatched.WithLabelValues(lh.key).Add(float64(o.Accepted))
+		lr.dispatched.Add(float64(o.Accepted))
 	}
 	for reason, c := range o.Rejected {
 		if c > 0 {
