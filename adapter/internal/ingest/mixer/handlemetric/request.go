@@ -74,7 +74,7 @@ func (k Kind) String() string {
 // request buffer and is valid only while the Request is.
 //
 // Kind is last, next to Nanos, so that a Value is 48 bytes rather than 56:
-// the Mixer-less mode copies one per emitted dimension.
+// the Mixer-less mode writes one per evaluated dimension.
 type Value struct {
 	// Bytes holds the text of string, email, DNS name and URI values, the
 	// address bytes of an IP, and the encoded entries of a string map.
