@@ -1,7 +1,9 @@
 package mixertest
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -155,6 +157,18 @@ func (a *Adapter) Series(t testing.TB, family string) map[string]float64 {
 
 // ScrapeURL reads a Prometheus text exposition.
 func ScrapeURL(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+	body, err := getExposition(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(body)
+}
+
+// getExposition GETs a text exposition; a status other than 200 is an error
+// quoting the start of the body.
+func getExposition(ctx context.Context, url string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -164,13 +178,74 @@ func ScrapeURL(ctx context.Context, url string) (map[string]*dto.MetricFamily, e
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 	}
+	return resp.Body, nil
+}
+
+// Limits of ScrapeURLPrefix: the longest line it reads and the most text it
+// keeps. The adapter's own families are a few kilobytes; a page is as large
+// as the series it exposes (up to --max-series of them).
+const (
+	maxScrapeLine = 1 << 20
+	maxScrapeKept = 16 << 20
+)
+
+// ScrapeURLPrefix reads the families of a Prometheus text exposition whose
+// names start with prefix ("meshmetrics_" for the adapter's own). The page
+// is read line by line and only those families' lines are kept, so that
+// memory follows what is kept, not the size of the page: a client reading
+// an adapter's own counters does not hold the user series the same page
+// exposes. A line longer than 1 MiB, or more than 16 MiB kept, is an error.
+func ScrapeURLPrefix(ctx context.Context, url, prefix string) (map[string]*dto.MetricFamily, error) {
+	body, err := getExposition(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	kept, err := keepFamilies(body, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
+	return p.TextToMetricFamilies(strings.NewReader(kept))
+}
+
+// keepFamilies returns the lines of the text exposition r that belong to
+// families named with prefix: their samples, and their # HELP and # TYPE.
+func keepFamilies(r io.Reader, prefix string) (string, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxScrapeLine)
+	var kept strings.Builder
+	for sc.Scan() {
+		line := sc.Text()
+		name := line
+		if rest, ok := strings.CutPrefix(line, "# HELP "); ok {
+			name = rest
+		} else if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			name = rest
+		} else if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		if kept.Len()+len(line)+1 > maxScrapeKept {
+			return "", fmt.Errorf("more than %d MiB of %s* families", maxScrapeKept>>20, prefix)
+		}
+		kept.WriteString(line)
+		kept.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return "", fmt.Errorf("a line longer than %d MiB", maxScrapeLine>>20)
+		}
+		return "", err
+	}
+	return kept.String(), nil
 }
 
 // SeriesOf flattens a metric family as Series does; nil gives an empty map.

@@ -100,7 +100,7 @@ func startDropWatch(ctx context.Context, f dropFlags, addresses []string, access
 func readCounts(ctx context.Context, url string) (adapterCounts, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	families, err := mixertest.ScrapeURL(ctx, url)
+	families, err := mixertest.ScrapeURLPrefix(ctx, url, "meshmetrics_")
 	if err != nil {
 		return adapterCounts{}, err
 	}
