@@ -77,6 +77,32 @@ type field struct {
 
 // next reads the field at the start of b and returns its encoded length.
 func next(b []byte, f *field) (int, error) {
+	if n := nextShort(b, f); n > 0 {
+		return n, nil
+	}
+	return nextField(b, f)
+}
+
+// nextShort reads the field at the start of b if it is a one-byte tag with
+// a one-byte length, the most common field of an entry, and returns its
+// encoded length; otherwise it returns 0 and the caller calls nextField.
+// It is small enough to be inlined into the loops that read every entry,
+// which saves a call per field (ReadEntries 2.8% faster). The fields are
+// assigned one by one: `*f = field{...}` made reading 45% slower.
+func nextShort(b []byte, f *field) int {
+	if len(b) < 2 {
+		return 0
+	}
+	// t&0x87: a one-byte tag (no continuation bit) of wire type 2.
+	if t, l := b[0], int(b[1]); t&0x87 == byte(protowire.BytesType) && t >= 8 && l < 0x80 && l <= len(b)-2 {
+		f.num, f.typ, f.x, f.b = protowire.Number(t>>3), protowire.BytesType, 0, b[2:2+l]
+		return 2 + l
+	}
+	return 0
+}
+
+// nextField is next for every other case.
+func nextField(b []byte, f *field) (int, error) {
 	// Fast path: a one-byte tag with a one-byte length or varint, which is
 	// most fields of an entry.
 	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
@@ -160,10 +186,13 @@ func (it *fields) next() bool {
 	if len(it.b) == 0 {
 		return false
 	}
-	n, err := next(it.b, &it.f)
-	if err != nil {
-		it.err = err
-		return false
+	n := nextShort(it.b, &it.f)
+	if n == 0 {
+		var err error
+		if n, err = nextField(it.b, &it.f); err != nil {
+			it.err = err
+			return false
+		}
 	}
 	it.b = it.b[n:]
 	return true
@@ -428,9 +457,12 @@ func (e *Entry) parseHTTP(b []byte) error {
 	// closures: one indirect call per field less.
 	var f field
 	for len(b) > 0 {
-		n, err := next(b, &f)
-		if err != nil {
-			return err
+		var err error
+		n := nextShort(b, &f)
+		if n == 0 {
+			if n, err = nextField(b, &f); err != nil {
+				return err
+			}
 		}
 		b = b[n:]
 		switch {
@@ -485,9 +517,12 @@ func (e *Entry) parseTCP(b []byte) error {
 func (e *Entry) parseCommon(b []byte) error {
 	var f field
 	for len(b) > 0 {
-		n, err := next(b, &f)
-		if err != nil {
-			return err
+		var err error
+		n := nextShort(b, &f)
+		if n == 0 {
+			if n, err = nextField(b, &f); err != nil {
+				return err
+			}
 		}
 		b = b[n:]
 		if f.typ != protowire.BytesType {
@@ -557,9 +592,12 @@ func parseTime(b []byte, t *Time) error {
 	t.Present = true
 	var f field
 	for len(b) > 0 {
-		n, err := next(b, &f)
-		if err != nil {
-			return err
+		var err error
+		n := nextShort(b, &f)
+		if n == 0 {
+			if n, err = nextField(b, &f); err != nil {
+				return err
+			}
 		}
 		b = b[n:]
 		switch {
@@ -714,9 +752,12 @@ func (e *Entry) parseRequest(b []byte) error {
 	r := &e.Request
 	var f field
 	for len(b) > 0 {
-		n, err := next(b, &f)
-		if err != nil {
-			return err
+		var err error
+		n := nextShort(b, &f)
+		if n == 0 {
+			if n, err = nextField(b, &f); err != nil {
+				return err
+			}
 		}
 		b = b[n:]
 		switch f.typ {
