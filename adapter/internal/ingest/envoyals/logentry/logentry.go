@@ -125,6 +125,14 @@ func nextField(b []byte, f *field) (int, error) {
 			return 3 + l, nil
 		}
 	}
+	// A two-byte tag (fields 16 to 2047: route_name, duration, the direct
+	// remote address) with a one-byte length.
+	if len(b) >= 3 && b[0] >= 0x80 && b[0]&7 == byte(protowire.BytesType) && b[1] < 0x80 && b[1] != 0 && b[2] < 0x80 {
+		if l := int(b[2]); l <= len(b)-3 {
+			f.num, f.typ, f.x, f.b = protowire.Number(b[0]&0x7f>>3)|protowire.Number(b[1])<<4, protowire.BytesType, 0, b[3:3+l]
+			return 3 + l, nil
+		}
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
 		return 0, malformed("bad tag: %v", protowire.ParseError(n))
