@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/certpool"
 	"github.com/meshmetrics/meshmetrics/adapter/rules/crd"
 )
 
@@ -108,12 +109,8 @@ func loadRoots(system, caFile string) (*x509.CertPool, error) {
 		pool.AppendCertsFromPEM(pem)
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
+		if err := certpool.AppendFile(pool, caFile); err != nil {
 			return nil, err
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
 		}
 	}
 	return pool, nil

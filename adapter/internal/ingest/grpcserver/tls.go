@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/certpool"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/telemetry"
 )
 
@@ -82,13 +83,8 @@ func (c *TLSConfig) load() error {
 	}
 	var pool *x509.CertPool
 	if c.files.ClientCA != "" {
-		pem, err := os.ReadFile(c.files.ClientCA)
-		if err != nil {
+		if pool, err = certpool.FromFile(c.files.ClientCA); err != nil {
 			return fmt.Errorf("reading the client CA: %w", err)
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("the client CA file %s holds no PEM certificate", c.files.ClientCA)
 		}
 	}
 	c.cert, c.clientCA = &cert, pool

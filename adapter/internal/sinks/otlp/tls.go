@@ -2,12 +2,12 @@ package otlp
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/certpool"
 	"github.com/meshmetrics/meshmetrics/config"
 )
 
@@ -20,13 +20,9 @@ func tlsConfig(o *config.OtlpParams, ep endpoint) (*tls.Config, error) {
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
 	if o.CaFile != "" {
-		pem, err := os.ReadFile(o.CaFile)
+		pool, err := certpool.FromFile(o.CaFile)
 		if err != nil {
 			return nil, fmt.Errorf("otlp.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("otlp.ca_file %s: no PEM certificate in it", o.CaFile)
 		}
 		c.RootCAs = pool
 	}

@@ -9,15 +9,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
+	"github.com/meshmetrics/meshmetrics/adapter/internal/certpool"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/secretfile"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks"
 	"github.com/meshmetrics/meshmetrics/adapter/internal/sinks/promnaming"
@@ -198,13 +197,9 @@ func tlsConfig(rw *config.RemoteWrite) (*tls.Config, error) {
 	}
 	c := &tls.Config{InsecureSkipVerify: rw.InsecureSkipVerify} //nolint:gosec // opt-in, for tests
 	if rw.CaFile != "" {
-		pem, err := os.ReadFile(rw.CaFile)
+		pool, err := certpool.FromFile(rw.CaFile)
 		if err != nil {
 			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", rw.CaFile)
 		}
 		c.RootCAs = pool
 	}
