@@ -89,6 +89,15 @@ func (f *File) set(v string, st stamp) {
 	f.value, f.stamp = v, st
 }
 
+// update sets a value read again, telling OnChange when it changed.
+func (f *File) update(v string, st stamp) {
+	changed := v != f.value
+	f.set(v, st)
+	if changed && f.opts.OnChange != nil {
+		f.opts.OnChange(v)
+	}
+}
+
 // Path is the file's path.
 func (f *File) Path() string { return f.path }
 
@@ -124,11 +133,7 @@ func (f *File) Load() (string, error) {
 	if err != nil {
 		return f.value, f.opts.named(err)
 	}
-	changed := v != f.value
-	f.set(v, st)
-	if changed && f.opts.OnChange != nil {
-		f.opts.OnChange(v)
-	}
+	f.update(v, st)
 	return f.value, nil
 }
 
@@ -144,11 +149,7 @@ func (f *File) Reload() (string, error) {
 	if err != nil {
 		return f.value, f.opts.named(err)
 	}
-	changed := v != f.value
-	f.set(v, st)
-	if changed && f.opts.OnChange != nil {
-		f.opts.OnChange(v)
-	}
+	f.update(v, st)
 	return f.value, nil
 }
 

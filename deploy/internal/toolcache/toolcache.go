@@ -41,16 +41,12 @@ type Result struct {
 // that pins pkg). The version must pin everything the build depends on: it
 // is the cache key.
 func Build(name, version, dir, pkg string, flags ...string) (Result, error) {
-	cache, err := Dir()
+	cache, path, ok, err := cached(name, version)
 	if err != nil {
 		return Result{}, err
 	}
-	path := filepath.Join(cache, name+"-"+version)
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+	if ok {
 		return Result{Path: path}, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return Result{}, err
 	}
 	tmp, err := os.CreateTemp(cache, "."+name+"-*")
 	if err != nil {
@@ -75,20 +71,29 @@ func Build(name, version, dir, pkg string, flags ...string) (Result, error) {
 	return Result{Path: path, Built: time.Since(start)}, nil
 }
 
+// cached is where name-version lives in the cache, whether it is there
+// (an executable file), and the cache directory, created when absent.
+func cached(name, version string) (cache, path string, ok bool, err error) {
+	if cache, err = Dir(); err != nil {
+		return "", "", false, err
+	}
+	path = filepath.Join(cache, name+"-"+version)
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return cache, path, true, nil
+	}
+	return cache, path, false, os.MkdirAll(cache, 0o755)
+}
+
 // Install returns the binary name-version from the cache, installing it
 // first when absent with `go install pkg@version` (outside any module, so
 // the version is exactly the one asked for).
 func Install(name, version, pkg string) (Result, error) {
-	cache, err := Dir()
+	cache, path, ok, err := cached(name, version)
 	if err != nil {
 		return Result{}, err
 	}
-	path := filepath.Join(cache, name+"-"+version)
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+	if ok {
 		return Result{Path: path}, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return Result{}, err
 	}
 	gobin, err := os.MkdirTemp(cache, "."+name+"-*")
 	if err != nil {
