@@ -133,14 +133,7 @@ func (r *Recording) Record(t *Target, value handlemetric.Value, dims []handlemet
 			accepted = true
 			continue
 		}
-		values := r.labelValues(t, dims)
-		for _, b := range m.bindings {
-			v := x
-			if isDuration {
-				v *= b.b.DurationScale()
-			}
-			r.batches[b.queue].Add(b.b, v, values)
-		}
+		addAll(r.batches, m, x, isDuration, r.labelValues(t, dims))
 		accepted = true
 	}
 	if accepted {

@@ -343,18 +343,20 @@ func (h *Handler) record(in *handlemetric.Instance, sc *scratch, o *Outcome) {
 			o.reject(RejectSuperseded, in.Name, m.def.Namespace+"_"+m.def.Name)
 			continue
 		}
-		values := h.labelValues(m, in, sc, o)
-		for _, b := range m.bindings {
-			v := x
-			if isDuration {
-				v *= b.b.DurationScale()
-			}
-			sc.batches[b.queue].Add(b.b, v, values)
-		}
+		addAll(sc.batches, m, x, isDuration, h.labelValues(m, in, sc, o))
 		accepted = true
 	}
 	if accepted {
 		o.Accepted++
+	}
+}
+
+// addAll adds a sample of m whose label values are values to the batch of
+// each of m's bindings.
+func addAll(batches []*sinks.Batch, m *metric, x float64, isDuration bool, values [][]byte) {
+	for i := range m.bindings {
+		b := &m.bindings[i]
+		batches[b.queue].Add(b.b, scaled(x, isDuration, b), values)
 	}
 }
 
