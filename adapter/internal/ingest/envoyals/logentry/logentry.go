@@ -101,21 +101,12 @@ func nextShort(b []byte, f *field) int {
 	return 0
 }
 
-// nextField is next for every other case.
+// nextField is next for every case nextShort does not take.
 func nextField(b []byte, f *field) (int, error) {
-	// Fast path: a one-byte tag with a one-byte length or varint, which is
-	// most fields of an entry.
-	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 {
-		switch typ := protowire.Type(b[0] & 7); typ {
-		case protowire.BytesType:
-			if l := int(b[1]); l <= len(b)-2 {
-				f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), typ, 0, b[2:2+l]
-				return 2 + l, nil
-			}
-		case protowire.VarintType:
-			f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), typ, uint64(b[1]), nil
-			return 2, nil
-		}
+	// A one-byte tag with a one-byte varint: most of the other fields.
+	if len(b) >= 2 && b[0] < 0x80 && b[1] < 0x80 && b[0]>>3 != 0 && protowire.Type(b[0]&7) == protowire.VarintType {
+		f.num, f.typ, f.x, f.b = protowire.Number(b[0]>>3), protowire.VarintType, uint64(b[1]), nil
+		return 2, nil
 	}
 	// A one-byte tag with a two-byte length: the entry, its
 	// common_properties, its TLS properties.
